@@ -1,0 +1,1 @@
+"""smsq producer: the HTTP API, the Python producer library and the `smsq` CLI."""

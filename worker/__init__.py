@@ -1,0 +1,1 @@
+"""smsq worker: encoding, segmentation, carrier submission and delivery receipts."""

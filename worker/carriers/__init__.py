@@ -1,0 +1,1 @@
+"""Carrier adapters: one module per carrier, one interface (`base.Carrier`)."""

@@ -1,0 +1,117 @@
+"""The message contract shared by producer and worker: task names, queues, states, receipt words.
+
+The producer enqueues tasks by these names and never imports `worker.tasks`; a task carries ids
+only, the message itself lives in the store (`worker.store`).
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+CONTRACT_VERSION = 1
+
+# Task names (dotted constants; the producer enqueues by name).
+SEND_SMS = "sms.send"
+POST_RECEIPT = "sms.dlr.post"
+HANDLE_CARRIER_RECEIPT = "sms.carrier_dlr"
+
+
+class Queue(StrEnum):
+    """Celery queues; each has its own worker process so an OTP never waits behind a campaign."""
+
+    OTP = "otp"
+    NORMAL = "normal"
+    BULK = "bulk"
+    DLR = "dlr"
+    CARRIER_DLR = "carrier-dlr"
+
+
+class Priority(StrEnum):
+    """The lane a message travels in; the lane is the queue of the same name."""
+
+    OTP = "otp"
+    NORMAL = "normal"
+    BULK = "bulk"
+
+    @property
+    def queue(self) -> Queue:
+        return Queue(self.value)
+
+
+class MessageStatus(StrEnum):
+    """Message states (DESIGN.md §3)."""
+
+    QUEUED = "queued"
+    SCHEDULED = "scheduled"
+    SUBMITTING = "submitting"
+    ACCEPTED = "accepted"
+    REJECTED = "rejected"
+    DELIVERED = "delivered"
+    UNDELIVERED = "undelivered"
+    EXPIRED = "expired"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+# States after which nothing more happens to a message.
+FINAL_STATUSES = frozenset(
+    {
+        MessageStatus.REJECTED,
+        MessageStatus.DELIVERED,
+        MessageStatus.UNDELIVERED,
+        MessageStatus.EXPIRED,
+        MessageStatus.FAILED,
+        MessageStatus.CANCELLED,
+    }
+)
+# States that end the submission step (what a level-1 receipt reports).
+SUBMISSION_OUTCOMES = frozenset(
+    {MessageStatus.ACCEPTED, MessageStatus.REJECTED, MessageStatus.FAILED, MessageStatus.EXPIRED}
+)
+
+
+class SegmentStatus(StrEnum):
+    """States of one carrier-sized segment."""
+
+    PENDING = "pending"
+    SUBMITTING = "submitting"
+    ACCEPTED = "accepted"
+    REJECTED = "rejected"
+    FAILED = "failed"
+    UNKNOWN = "unknown"  # the request left, no answer came back
+    DELIVERED = "delivered"
+    UNDELIVERED = "undelivered"
+    EXPIRED = "expired"
+
+
+TERMINAL_SEGMENT_STATUSES = frozenset(
+    {SegmentStatus.DELIVERED, SegmentStatus.UNDELIVERED, SegmentStatus.EXPIRED}
+)
+
+
+# SMPP / Jasmin-style words carried as `message_status` in receipts.
+MESSAGE_STATUS_WORDS: dict[MessageStatus, str] = {
+    MessageStatus.ACCEPTED: "ESME_ROK",
+    MessageStatus.REJECTED: "REJECTD",
+    MessageStatus.FAILED: "UNDELIV",
+    MessageStatus.DELIVERED: "DELIVRD",
+    MessageStatus.UNDELIVERED: "UNDELIV",
+    MessageStatus.EXPIRED: "EXPIRED",
+    MessageStatus.CANCELLED: "DELETED",
+}
+
+
+class ReceiptLevel:
+    """`dlr-level` values: 1 = SMSC (carrier accepted / rejected), 2 = handset, 3 = both."""
+
+    SMSC = 1
+    TERMINAL = 2
+    BOTH = 3
+
+    @staticmethod
+    def wants_smsc(level: int) -> bool:
+        return level in (1, 3)
+
+    @staticmethod
+    def wants_terminal(level: int) -> bool:
+        return level in (2, 3)
