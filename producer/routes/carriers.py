@@ -1,0 +1,46 @@
+"""`/carriers/{name}/dlr`: carrier receipts in, queued as received for the carrier-dlr workers."""
+
+from __future__ import annotations
+
+import base64
+from typing import get_args
+from urllib.parse import parse_qsl
+
+from fastapi import APIRouter, Request
+from fastapi.responses import PlainTextResponse
+
+from producer.errors import PayloadTooLargeError
+from producer.services import ServicesDep
+from worker.contract import HANDLE_CARRIER_RECEIPT, Queue
+from worker.errors import NotFoundError
+from worker.settings import Settings
+
+CARRIER_NAMES = frozenset(get_args(Settings.model_fields["carrier"].annotation))
+
+router = APIRouter()
+
+
+@router.api_route("/carriers/{name}/dlr", methods=["GET", "POST"], response_class=PlainTextResponse)
+async def carrier_receipt(name: str, request: Request, services: ServicesDep) -> str:
+    """Queue a carrier's receipt request; 200 at once so the carrier does not retry forever."""
+    if name not in CARRIER_NAMES:
+        raise NotFoundError(f"no carrier named {name[:32]!r}")
+    raw = await request.body()
+    if len(raw) > services.settings.max_body_bytes:
+        raise PayloadTooLargeError("body too large", code="too_large")
+    content_type = request.headers.get("content-type", "")
+    form = (
+        dict(parse_qsl(raw.decode("utf-8", "replace"), keep_blank_values=True))
+        if content_type.startswith("application/x-www-form-urlencoded")
+        else {}
+    )
+    queued = {
+        "method": request.method,
+        "url": str(request.url),
+        "query": dict(request.query_params),
+        "headers": {k.lower(): v for k, v in request.headers.items()},
+        "body": base64.b64encode(raw).decode(),
+        "form": form,
+    }
+    services.publisher.publish(HANDLE_CARRIER_RECEIPT, [name, queued], Queue.CARRIER_DLR)
+    return "OK"

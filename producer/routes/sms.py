@@ -1,0 +1,67 @@
+"""`/sms/*` routes: send one message, read its status."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Request
+
+from producer.body import json_body_openapi, parse_json_body, parse_model
+from producer.responses import JsonResponse
+from producer.schemas import ERROR_RESPONSES, SendAccepted, SendRequest
+from producer.services import KeyDep, ServicesDep
+from producer.submission import accept_messages
+from producer.validation import build_message
+from producer.views import message_view
+from worker.errors import NotFoundError
+
+router = APIRouter()
+
+
+@router.post(
+    "/sms/send",
+    status_code=202,
+    response_model=SendAccepted,
+    responses=ERROR_RESPONSES,
+    openapi_extra=json_body_openapi(SendRequest),
+)
+async def send(
+    request: Request,
+    key: KeyDep,
+    services: ServicesDep,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+) -> Any:
+    """Accept one message: 202 with its id, encoding and segment count."""
+    raw = await request.body()
+    body = parse_model(SendRequest, parse_json_body(raw, services.settings.max_body_bytes))
+    if idempotency_key is not None:
+        replay = services.idempotency.begin(key.id, idempotency_key, raw)
+        if replay is not None:
+            return JsonResponse(replay, status_code=202)
+    try:
+        message, summary = build_message(body, services.settings, key_id=key.id)
+        accept_messages(services.store, services.publisher, [message])
+    except BaseException:
+        if idempotency_key is not None:
+            services.idempotency.abandon(key.id, idempotency_key)
+        raise
+    reply = {
+        "id": message.id,
+        "status": str(message.status),
+        "to": message.to,
+        "encoding": summary.encoding,
+        "segments": summary.segments,
+        "characters": summary.characters,
+    }
+    if idempotency_key is not None:
+        services.idempotency.finish(key.id, idempotency_key, raw, reply)
+    return JsonResponse(reply, status_code=202)
+
+
+@router.get("/sms/{message_id}", responses=ERROR_RESPONSES)
+def status(message_id: str, key: KeyDep, services: ServicesDep) -> Any:
+    """A message's state, segments, receipts and event history; 404 for other keys' messages."""
+    fields = services.store.fields(message_id) if message_id.isalnum() else {}
+    if not fields or fields.get("key_id") != key.id:
+        raise NotFoundError("no such message")
+    return message_view(services.store, fields)

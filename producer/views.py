@@ -1,0 +1,70 @@
+"""What `GET /sms/{id}` shows: state, segments, receipts and the event history (UTC ms)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from worker.clock import iso_ms
+from worker.store import Store
+
+OTP_MASK = "<otp code hidden>"
+
+
+def _int(value: str | None) -> int | None:
+    return int(value) if value else None
+
+
+def message_view(store: Store, fields: dict[str, str]) -> dict[str, Any]:
+    total = int(fields.get("segments") or 0)
+    segments = store.segments(fields["id"], total)
+    receipts = {
+        str(level): {
+            "state": fields.get(f"rcpt:{level}:state"),
+            "attempts": int(fields.get(f"rcpt:{level}:attempts") or 0),
+            "seq": _int(fields.get(f"rcpt:{level}:seq")),
+        }
+        for level in (1, 2)
+        if fields.get(f"rcpt:{level}:state")
+    }
+    events = [{**event, "at": iso_ms(int(event["at"]))} for event in store.events(fields["id"])]
+    return {
+        "id": fields["id"],
+        "status": fields.get("status"),
+        "to": fields.get("to"),
+        "from": fields.get("from"),
+        "content": OTP_MASK if fields.get("otp") == "1" else fields.get("content"),
+        "encoding": fields.get("encoding"),
+        "segments_total": total,
+        "characters": _int(fields.get("characters")),
+        "priority": fields.get("priority"),
+        "client_ref": fields.get("client_ref") or None,
+        "dlr": fields.get("dlr") == "1",
+        "dlr_level": _int(fields.get("dlr_level")),
+        "batch_id": fields.get("batch_id") or None,
+        "created_at": iso_ms(_int(fields.get("created_at"))),
+        "send_at": iso_ms(_int(fields.get("send_at"))),
+        "submitted_at": iso_ms(_int(fields.get("submitted_at"))),
+        "done_at": iso_ms(_int(fields.get("done_at"))),
+        "error": (
+            {"code": fields["error_code"], "message": fields.get("error_message", "")}
+            if fields.get("error_code")
+            else None
+        ),
+        "segments": [
+            {
+                "seq": s.seq,
+                "status": s.status,
+                "carrier": s.carrier,
+                "carrier_id": s.carrier_id,
+                "error": {"code": s.error_code, "message": s.error_message}
+                if s.error_code
+                else None,
+                "submitted_at": iso_ms(s.submitted_at),
+                "done_at": iso_ms(s.done_at),
+                "attempts": s.attempts,
+            }
+            for s in segments
+        ],
+        "receipts": receipts,
+        "events": events,
+    }

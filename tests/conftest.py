@@ -1,0 +1,55 @@
+"""Shared fixtures: a private Redis for the session (or SMSQ_TEST_REDIS_URL), clean settings."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from worker.embedded_redis import EmbeddedRedis
+from worker.settings import get_settings
+
+
+@pytest.fixture(autouse=True)
+def clean_settings(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Each test starts with no SMSQ_* settings from the caller's environment."""
+    for name in list(os.environ):
+        if name.startswith("SMSQ_") and name != "SMSQ_TEST_REDIS_URL":
+            monkeypatch.delenv(name)
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
+
+
+@pytest.fixture(scope="session")
+def redis_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A Redis for the whole session: SMSQ_TEST_REDIS_URL, else a private embedded server."""
+    given = os.environ.get("SMSQ_TEST_REDIS_URL")
+    if given:
+        yield given
+        return
+    server = EmbeddedRedis(Path(tmp_path_factory.mktemp("redis")), appendonly=False)
+    url = server.start()
+    try:
+        yield url
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server_url: str) -> str:
+    """The session Redis, emptied before the test."""
+    client = redis.Redis.from_url(redis_server_url)
+    client.flushdb()
+    client.close()
+    return redis_server_url
+
+
+@pytest.fixture
+def redis_client(redis_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    yield client
+    client.close()

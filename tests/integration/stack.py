@@ -1,0 +1,176 @@
+"""The whole system for integration tests, all real, all on loopback.
+
+The carrier simulator, a receipt receiver and the API run under uvicorn in threads; the Celery
+worker is a real `celery worker` subprocess (threads pool) consuming every queue; the durable
+scheduler runs in a thread. Everything talks to the session's Redis.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import redis
+
+from producer.api import create_app
+from tests.receiver import Receiver
+from tests.servers import serve_app
+from worker.celery_app import create_app as create_celery_app
+from worker.keys import CreatedKey, KeyStore
+from worker.queueing import CeleryPublisher
+from worker.scheduler import Scheduler
+from worker.settings import Settings
+from worker.simulator import SimulatorConfig, create_simulator_app
+
+ALL_QUEUES = "otp,normal,bulk,dlr,carrier-dlr"
+REPO = Path(__file__).resolve().parents[2]
+
+
+def worker_process(
+    env: dict[str, str], queues: str = ALL_QUEUES, concurrency: int = 16, name: str = "w1"
+) -> subprocess.Popen[bytes]:
+    """A real Celery worker process with smsq's tasks."""
+    command = [
+        sys.executable, "-m", "celery", "-A", "worker.tasks", "worker", "-Q", queues,
+        "-P", "threads", "-c", str(concurrency), "-n", f"{name}@%h", "--without-gossip",
+        "--without-mingle", "--without-heartbeat", "-l", "WARNING",
+    ]  # fmt: skip
+    full_env = {**os.environ, **env, "PYTHONPATH": str(REPO)}
+    return subprocess.Popen(command, env=full_env, cwd=REPO, stdin=subprocess.DEVNULL)
+
+
+def stop_process(process: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout)
+
+
+@dataclass
+class Stack:
+    """Handles on a running system."""
+
+    redis_url: str
+    api_url: str
+    sim_url: str
+    receiver_url: str
+    receiver: Receiver
+    key: CreatedKey
+    redis: redis.Redis
+    worker_env: dict[str, str]
+    workers: list[subprocess.Popen[bytes]]
+    http: httpx.Client
+
+    def send(self, body: dict[str, Any], **headers: str) -> httpx.Response:
+        return self.http.post(f"{self.api_url}/sms/send", json=body, headers=headers)
+
+    def message(self, message_id: str) -> dict[str, Any]:
+        response = self.http.get(f"{self.api_url}/sms/{message_id}")
+        response.raise_for_status()
+        result: dict[str, Any] = response.json()
+        return result
+
+    def sim_stats(self) -> dict[str, Any]:
+        result: dict[str, Any] = httpx.get(f"{self.sim_url}/stats", timeout=10).json()
+        return result
+
+    def wait_status(
+        self, message_id: str, statuses: set[str], timeout: float = 20.0
+    ) -> dict[str, Any]:
+        return wait_for(
+            lambda: (m := self.message(message_id)) and m["status"] in statuses and m,
+            timeout,
+            f"message {message_id} never reached {statuses}",
+        )
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
+    """Poll until `predicate` returns something truthy; return it or fail with `what`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    value = predicate()
+    if value:
+        return value
+    raise AssertionError(what)
+
+
+@contextmanager
+def run_scheduler(redis_url: str, settings: Settings) -> Iterator[Scheduler]:
+    client = redis.Redis.from_url(redis_url)
+    scheduler = Scheduler(client, CeleryPublisher(create_celery_app(settings), client))
+    thread = threading.Thread(target=scheduler.run, name="scheduler", daemon=True)
+    thread.start()
+    try:
+        yield scheduler
+    finally:
+        scheduler.stop()
+        thread.join(10)
+        client.close()
+
+
+@contextmanager
+def running_stack(
+    redis_url: str,
+    *,
+    sim: SimulatorConfig | None = None,
+    receiver: Receiver | None = None,
+    workers: int = 1,
+    concurrency: int = 16,
+) -> Iterator[Stack]:
+    receiver = receiver or Receiver()
+    with ExitStack() as stack:
+        sim_url = stack.enter_context(
+            serve_app(create_simulator_app(sim or SimulatorConfig(receipt_delay=0.05)))
+        )
+        receiver_url = stack.enter_context(serve_app(receiver.app()))
+        settings = Settings(
+            redis_url=redis_url, carrier_url=sim_url, dlr_allow_private=["127.0.0.0/8"]
+        )
+        api_url = stack.enter_context(serve_app(create_app(settings)))
+        env = {
+            "SMSQ_REDIS_URL": redis_url,
+            "SMSQ_CARRIER_URL": sim_url,
+            "SMSQ_PUBLIC_URL": api_url,
+            "SMSQ_DLR_ALLOW_PRIVATE": "127.0.0.0/8",
+            "SMSQ_WORKER_CONCURRENCY": str(concurrency),
+        }
+        processes = [
+            worker_process(env, concurrency=concurrency, name=f"w{i}") for i in range(workers)
+        ]
+        for process in processes:
+            stack.callback(stop_process, process)
+        stack.enter_context(run_scheduler(redis_url, settings))
+        client = redis.Redis.from_url(redis_url, decode_responses=True)
+        stack.callback(client.close)
+        key = KeyStore(client).create("tests")
+        http = httpx.Client(headers={"authorization": f"Bearer {key.api_key}"}, timeout=10)
+        stack.callback(http.close)
+        yield Stack(
+            redis_url=redis_url,
+            api_url=api_url,
+            sim_url=sim_url,
+            receiver_url=receiver_url,
+            receiver=receiver,
+            key=key,
+            redis=client,
+            worker_env=env,
+            workers=processes,
+            http=http,
+        )

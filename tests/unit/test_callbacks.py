@@ -1,0 +1,491 @@
+"""The receipt sender: payload encoding, signing, outcome mapping, and real HTTP on loopback."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, ClassVar, Literal
+
+import httpx
+import orjson
+import pytest
+from standardwebhooks.webhooks import Webhook
+
+from worker.callbacks import CallbackSender, flatten_query, parse_retry_after
+from worker.errors import (
+    UnsafeUrlError,
+    WebhookError,
+    WebhookGoneError,
+    WebhookRejectedError,
+    WebhookUnavailableError,
+)
+from worker.settings import Settings
+from worker.ssrf import parse_networks
+from worker.webhooks import generate_secret
+
+PUBLIC_V4 = "93.184.215.14"
+LOOPBACK = parse_networks(["127.0.0.0/8"])
+SECRET = generate_secret()
+PAYLOAD: dict[str, object] = {
+    "id": "msg_1",
+    "level": 2,
+    "status": "delivered",
+    "to": "+447700900123",
+    "client_ref": None,
+    "segments": {"total": 2, "accepted": 2, "delivered": 2, "failed": 0},
+    "error": None,
+    "final": True,
+}
+
+
+def public_resolver(host: str, port: int) -> list[tuple[Any, ...]]:
+    """Resolve every name to one public address."""
+    return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (PUBLIC_V4, port))]
+
+
+def loopback_resolver(host: str, port: int) -> list[tuple[Any, ...]]:
+    """Resolve every name to 127.0.0.1."""
+    return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port))]
+
+
+def mock_sender(
+    handler: Callable[[httpx.Request], httpx.Response], **kwargs: Any
+) -> tuple[CallbackSender, list[httpx.Request]]:
+    """A sender whose network is `handler`, recording each request that reaches it."""
+    seen: list[httpx.Request] = []
+
+    def record(request: httpx.Request) -> httpx.Response:
+        request.read()
+        seen.append(request)
+        return handler(request)
+
+    kwargs.setdefault("resolver", public_resolver)
+    sender = CallbackSender(transport_factory=lambda: httpx.MockTransport(record), **kwargs)
+    return sender, seen
+
+
+def answer(status: int, headers: dict[str, str] | None = None) -> Callable[..., httpx.Response]:
+    """A mock handler answering `status` with `headers`."""
+    return lambda request: httpx.Response(status, headers=headers)
+
+
+def send(sender: CallbackSender, url: str, method: Literal["GET", "POST"] = "POST") -> int:
+    """Send PAYLOAD once with the test secret."""
+    return sender.send(url, method, PAYLOAD, event_id="evt_1", secrets=[SECRET])
+
+
+class TestFlattenQuery:
+    @pytest.mark.parametrize(
+        ("payload", "expected"),
+        [
+            ({"id": "m", "level": 1}, [("id", "m"), ("level", "1")]),
+            (
+                {"segments": {"total": 3, "failed": 0}},
+                [("segments_total", "3"), ("segments_failed", "0")],
+            ),
+            (
+                {"error": {"code": "E1", "message": "no route"}},
+                [("error_code", "E1"), ("error_message", "no route")],
+            ),
+            ({"error": None, "client_ref": None}, []),
+            ({"error": {"code": None, "message": "x"}}, [("error_message", "x")]),
+            ({"final": True, "retry": False}, [("final", "true"), ("retry", "false")]),
+            ({"client_ref": ""}, [("client_ref", "")]),
+            ({"price": 0.5}, [("price", "0.5")]),
+        ],
+    )
+    def test_flattens_scalars(
+        self, payload: dict[str, object], expected: list[tuple[str, str]]
+    ) -> None:
+        """Flattens one level with `_`, omits None, writes booleans as in JSON."""
+        assert flatten_query(payload) == expected
+
+    def test_refuses_non_scalars(self) -> None:
+        """Refuses lists and deeper nesting rather than guessing an encoding."""
+        with pytest.raises(TypeError, match="not a scalar"):
+            flatten_query({"segments": {"ids": [1, 2]}})
+
+
+class TestParseRetryAfter:
+    NOW = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
+
+    @pytest.mark.parametrize(
+        ("value", "expected"),
+        [
+            ("120", 120.0),
+            (" 7 ", 7.0),
+            ("Thu, 01 Jan 2026 12:00:30 GMT", 30.0),
+            ("Thu, 01 Jan 2026 11:00:00 GMT", 0.0),
+            ("soon", None),
+            ("-5", None),
+            ("", None),
+            (None, None),
+        ],
+    )
+    def test_parses_seconds_and_dates(self, value: str | None, expected: float | None) -> None:
+        """Reads delay-seconds and HTTP dates; ignores anything else."""
+        assert parse_retry_after(value, now=self.NOW) == expected
+
+
+class TestCallbackSenderRequests:
+    def test_post_sends_compact_signed_json(self) -> None:
+        """POSTs compact JSON with a content type and a signature the reference library verifies."""
+        sender, seen = mock_sender(answer(204))
+        with sender:
+            assert send(sender, "https://hooks.example.com/dlr") == 204
+        (request,) = seen
+        assert request.method == "POST"
+        assert request.content == orjson.dumps(PAYLOAD)
+        assert request.headers["content-type"] == "application/json"
+        assert request.headers["host"] == "hooks.example.com"
+        assert request.url.host == PUBLIC_V4
+        assert Webhook(SECRET).verify(request.content, dict(request.headers)) == PAYLOAD
+
+    def test_get_sends_signed_query_after_existing_query(self) -> None:
+        """GETs the flattened fields after the URL's own query, signing the exact query string."""
+        sender, seen = mock_sender(answer(200))
+        with sender:
+            send(sender, "https://hooks.example.com/dlr?token=a%20b", method="GET")
+        (request,) = seen
+        query = request.url.query
+        assert query.startswith(b"token=a%20b&id=msg_1&level=2&status=delivered&to=%2B447700900123")
+        assert b"segments_total=2" in query
+        assert b"client_ref" not in query
+        assert b"error" not in query
+        assert request.content == b""
+        Webhook(SECRET).verify(query, dict(request.headers), json_parse=False)
+
+    def test_uses_given_timestamp_and_event_id(self) -> None:
+        """Puts the given event id and timestamp in the signature headers."""
+        sender, seen = mock_sender(answer(200))
+        with sender:
+            sender.send(
+                "https://h.example/", "POST", {}, event_id="evt_7", secrets=[SECRET], timestamp=42
+            )
+        assert seen[0].headers["webhook-id"] == "evt_7"
+        assert seen[0].headers["webhook-timestamp"] == "42"
+
+    def test_signs_with_every_secret_during_rotation(self) -> None:
+        """Signs with both secrets so either verifies during rotation."""
+        old, new = generate_secret(), generate_secret()
+        sender, seen = mock_sender(answer(200))
+        with sender:
+            sender.send("https://h.example/", "POST", PAYLOAD, event_id="evt_1", secrets=[old, new])
+        for secret in (old, new):
+            Webhook(secret).verify(seen[0].content, dict(seen[0].headers))
+
+    @pytest.mark.parametrize(
+        "url",
+        [
+            "http://127.0.0.1/dlr",
+            "http://[::1]/",
+            "ftp://hooks.example.com/",
+            "https://u:p@h.example/",
+        ],
+    )
+    def test_refuses_unsafe_urls_before_sending(self, url: str) -> None:
+        """Refuses an unsafe URL without any request leaving."""
+        sender, seen = mock_sender(answer(200))
+        with sender, pytest.raises(UnsafeUrlError):
+            send(sender, url)
+        assert seen == []
+
+    def test_refuses_hostname_resolving_to_private_address(self) -> None:
+        """Refuses a hostname that resolves to loopback at send time."""
+        sender, seen = mock_sender(answer(200), resolver=loopback_resolver)
+        with sender, pytest.raises(UnsafeUrlError, match="loopback"):
+            send(sender, "https://hooks.example.com/dlr")
+        assert seen == []
+
+    def test_dns_rebinding_is_pinned(self) -> None:
+        """Connects to the first validated answer; a later loopback answer is never used."""
+        rounds = iter([public_resolver, loopback_resolver])
+
+        def rebinding(host: str, port: int) -> list[tuple[Any, ...]]:
+            return next(rounds)(host, port)
+
+        sender, seen = mock_sender(answer(200), resolver=rebinding)
+        with sender:
+            send(sender, "https://rebind.example/dlr")
+        assert [request.url.host for request in seen] == [PUBLIC_V4]
+        assert seen[0].extensions["sni_hostname"] == "rebind.example"
+
+    def test_reads_at_most_the_response_cap(self) -> None:
+        """Stops reading an endless response body at the size cap and closes it."""
+        stream = EndlessStream()
+        sender, _ = mock_sender(
+            lambda request: httpx.Response(200, stream=stream), max_response_bytes=10_000
+        )
+        with sender:
+            assert send(sender, "https://h.example/") == 200
+        assert stream.sent <= 10_000 + EndlessStream.CHUNK
+        assert stream.closed
+
+
+class EndlessStream(httpx.SyncByteStream):
+    """A response body that never ends, counting what was read."""
+
+    CHUNK = 1024
+
+    def __init__(self) -> None:
+        self.sent = 0
+        self.closed = False
+
+    def __iter__(self) -> Iterator[bytes]:
+        while True:
+            self.sent += self.CHUNK
+            yield b"x" * self.CHUNK
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class TestCallbackSenderOutcomes:
+    @pytest.mark.parametrize("status", [200, 201, 202, 204, 299])
+    def test_2xx_returns_status(self, status: int) -> None:
+        """Returns the status code of any 2xx answer."""
+        sender, _ = mock_sender(answer(status))
+        with sender:
+            assert send(sender, "https://h.example/") == status
+
+    @pytest.mark.parametrize(
+        ("status", "headers", "error", "retry_after"),
+        [
+            (410, {}, WebhookGoneError, None),
+            (429, {"retry-after": "30"}, WebhookUnavailableError, 30.0),
+            (500, {}, WebhookUnavailableError, None),
+            (503, {"retry-after": "7"}, WebhookUnavailableError, 7.0),
+            (504, {"retry-after": "later"}, WebhookUnavailableError, None),
+            (301, {"location": "http://127.0.0.1/"}, WebhookRejectedError, None),
+            (302, {"location": "http://169.254.169.254/"}, WebhookRejectedError, None),
+            (307, {"location": "https://h.example/x"}, WebhookRejectedError, None),
+            (400, {}, WebhookRejectedError, None),
+            (401, {}, WebhookRejectedError, None),
+            (404, {}, WebhookRejectedError, None),
+            (413, {}, WebhookRejectedError, None),
+        ],
+    )
+    def test_maps_status_to_error(
+        self,
+        status: int,
+        headers: dict[str, str],
+        error: type[WebhookError],
+        retry_after: float | None,
+    ) -> None:
+        """Maps 410 to Gone, 429/5xx to Unavailable with Retry-After, 3xx/4xx to Rejected."""
+        sender, seen = mock_sender(answer(status, headers))
+        with sender, pytest.raises(error) as caught:
+            send(sender, "https://h.example/")
+        assert type(caught.value) is error
+        assert caught.value.status_code == status
+        assert caught.value.retry_after == retry_after
+        assert len(seen) == 1  # a redirect is never followed
+
+    @pytest.mark.parametrize(
+        "exc",
+        [
+            httpx.ConnectTimeout("connect timed out"),
+            httpx.ReadTimeout("read timed out"),
+            httpx.WriteTimeout("write timed out"),
+            httpx.PoolTimeout("pool timed out"),
+            httpx.ConnectError("connection refused"),
+            httpx.ReadError("connection reset"),
+            httpx.RemoteProtocolError("server disconnected"),
+        ],
+    )
+    def test_maps_network_errors_to_unavailable(self, exc: httpx.TransportError) -> None:
+        """Maps timeouts and network errors to Unavailable; no httpx exception escapes."""
+
+        def fail(request: httpx.Request) -> httpx.Response:
+            raise exc
+
+        sender, _ = mock_sender(fail)
+        with sender, pytest.raises(WebhookUnavailableError) as caught:
+            send(sender, "https://h.example/")
+        assert caught.value.__cause__ is exc
+
+
+class Receiver(BaseHTTPRequestHandler):
+    """A loopback HTTP endpoint that records every request and answers by path."""
+
+    requests: ClassVar[list[dict[str, Any]]]
+    redirect_to: ClassVar[str] = ""
+    release: ClassVar[threading.Event]
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Keeps test output quiet."""
+
+    def _handle(self) -> None:
+        length = int(self.headers.get("content-length") or 0)
+        body = self.rfile.read(length) if length else b""
+        self.requests.append(
+            {"method": self.command, "path": self.path, "headers": dict(self.headers), "body": body}
+        )
+        route = self.path.split("?", 1)[0]
+        if route == "/redirect":
+            self._reply(302, {"Location": self.redirect_to})
+        elif route == "/gone":
+            self._reply(410)
+        elif route == "/busy":
+            self._reply(503, {"Retry-After": "7"})
+        elif route == "/slow":
+            self.release.wait(5)
+        elif route == "/huge":
+            self._reply_huge()
+        else:
+            self._reply(204)
+
+    do_GET = do_POST = _handle  # noqa: N815 - the names http.server dispatches to
+
+    def _reply(self, status: int, headers: dict[str, str] | None = None) -> None:
+        self.send_response(status)
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def _reply_huge(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Length", str(100 * 1024 * 1024))
+        self.end_headers()
+        chunk = b"x" * 65_536
+        try:
+            for _ in range(1600):
+                self.wfile.write(chunk)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client stopped reading, as it should
+
+
+Serve = Callable[..., tuple[str, list[dict[str, Any]]]]
+
+
+@pytest.fixture
+def serve() -> Iterator[Serve]:
+    """Start loopback servers on free ports; yield a factory returning (base URL, requests)."""
+    started: list[tuple[ThreadingHTTPServer, threading.Thread]] = []
+    release = threading.Event()
+
+    def start(redirect_to: str = "") -> tuple[str, list[dict[str, Any]]]:
+        requests: list[dict[str, Any]] = []
+        attributes = {"requests": requests, "release": release, "redirect_to": redirect_to}
+        handler = type("BoundReceiver", (Receiver,), attributes)
+        server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+        thread.start()
+        started.append((server, thread))
+        return f"http://127.0.0.1:{server.server_address[1]}", requests
+
+    yield start
+    release.set()
+    for server, thread in started:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+class TestCallbackSenderOverHttp:
+    def test_post_arrives_signed(self, serve: Serve) -> None:
+        """Delivers a POST receipt whose signature the reference library verifies."""
+        base, requests = serve()
+        with CallbackSender(allow_private=LOOPBACK) as sender:
+            assert send(sender, f"{base}/ok") == 204
+        (request,) = requests
+        assert json.loads(request["body"]) == PAYLOAD
+        assert Webhook(SECRET).verify(request["body"], request["headers"]) == PAYLOAD
+
+    def test_get_arrives_signed(self, serve: Serve) -> None:
+        """Delivers a GET receipt whose query string verifies as the signed payload."""
+        base, requests = serve()
+        with CallbackSender(allow_private=LOOPBACK) as sender:
+            assert send(sender, f"{base}/ok?t=1", method="GET") == 204
+        (request,) = requests
+        query = request["path"].split("?", 1)[1]
+        assert query.startswith("t=1&id=msg_1&")
+        Webhook(SECRET).verify(query, request["headers"], json_parse=False)
+
+    def test_hostname_is_pinned_to_checked_address(self, serve: Serve) -> None:
+        """Connects to the resolved address while the Host header keeps the hostname."""
+        base, requests = serve()
+        port = base.rsplit(":", 1)[1]
+        with CallbackSender(allow_private=LOOPBACK, resolver=loopback_resolver) as sender:
+            send(sender, f"http://receipts.test:{port}/ok")
+        assert requests[0]["headers"]["Host"] == f"receipts.test:{port}"
+
+    def test_redirect_is_not_followed(self, serve: Serve) -> None:
+        """Rejects a 302 to another internal address without the target seeing any request."""
+        target, target_requests = serve()
+        base, requests = serve(redirect_to=f"{target}/internal")
+        with (
+            CallbackSender(allow_private=LOOPBACK) as sender,
+            pytest.raises(WebhookRejectedError) as caught,
+        ):
+            send(sender, f"{base}/redirect")
+        assert caught.value.status_code == 302
+        assert len(requests) == 1
+        assert target_requests == []
+
+    def test_gone(self, serve: Serve) -> None:
+        """Raises Gone on 410."""
+        base, _ = serve()
+        with CallbackSender(allow_private=LOOPBACK) as sender, pytest.raises(WebhookGoneError):
+            send(sender, f"{base}/gone")
+
+    def test_unavailable_with_retry_after(self, serve: Serve) -> None:
+        """Raises Unavailable carrying Retry-After on 503."""
+        base, _ = serve()
+        with (
+            CallbackSender(allow_private=LOOPBACK) as sender,
+            pytest.raises(WebhookUnavailableError) as caught,
+        ):
+            send(sender, f"{base}/busy")
+        assert (caught.value.status_code, caught.value.retry_after) == (503, 7.0)
+
+    def test_huge_body_is_capped(self, serve: Serve) -> None:
+        """Returns after reading at most the cap of a 100 MiB answer."""
+        base, _ = serve()
+        started = time.monotonic()
+        with CallbackSender(allow_private=LOOPBACK, max_response_bytes=65_536) as sender:
+            assert send(sender, f"{base}/huge") == 200
+        assert time.monotonic() - started < 2.0
+
+    def test_read_timeout_is_unavailable(self, serve: Serve) -> None:
+        """Raises Unavailable when the endpoint does not answer within the read timeout."""
+        base, _ = serve()
+        with (
+            CallbackSender(allow_private=LOOPBACK, read_timeout=0.2) as sender,
+            pytest.raises(WebhookUnavailableError, match="timed out"),
+        ):
+            send(sender, f"{base}/slow")
+
+    def test_from_settings_honours_the_allowlist(self, serve: Serve) -> None:
+        """Builds from settings, so `SMSQ_DLR_ALLOW_PRIVATE` admits the loopback endpoint."""
+        base, requests = serve()
+        settings = Settings(dlr_allow_private=["127.0.0.0/8"], dlr_read_timeout=2.0)
+        with CallbackSender.from_settings(settings) as sender:
+            assert send(sender, f"{base}/ok") == 204
+        assert len(requests) == 1
+
+    def test_connection_refused_is_unavailable(self) -> None:
+        """Raises Unavailable when nothing listens on the port."""
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        with (
+            CallbackSender(allow_private=LOOPBACK) as sender,
+            pytest.raises(WebhookUnavailableError),
+        ):
+            send(sender, f"http://127.0.0.1:{port}/ok")
+
+    @pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
+    def test_loopback_refused_without_allowlist(self, serve: Serve, host: str) -> None:
+        """Refuses the loopback server before connecting when nothing is allowlisted."""
+        base, requests = serve()
+        port = base.rsplit(":", 1)[1]
+        with CallbackSender() as sender, pytest.raises(UnsafeUrlError, match="loopback"):
+            send(sender, f"http://{host}:{port}/ok")
+        assert requests == []

@@ -1,0 +1,166 @@
+"""The message store's atomic steps, on fakeredis (with its Lua runtime)."""
+
+from __future__ import annotations
+
+import fakeredis
+import pytest
+
+from worker.contract import MessageStatus
+from worker.store import Message, Store, new_message_id
+
+
+@pytest.fixture
+def store() -> Store:
+    return Store(fakeredis.FakeRedis(decode_responses=True))
+
+
+def stored(store: Store, segments: int = 2, **fields: object) -> Message:
+    message = Message(
+        id=new_message_id(), to="+14155552671", sender="smsq", content="x", segments=segments,
+        created_at=1_795_000_000_000,
+        **fields,  # type: ignore[arg-type]
+    )  # fmt: skip
+    store.create(message)
+    return message
+
+
+class TestMessages:
+    def test_round_trips_through_the_hash(self, store: Store) -> None:
+        """A stored message loads back equal."""
+        message = stored(store, dlr=True, dlr_level=3, dlr_url="https://example.com/r")
+        assert store.load(message.id) == message
+
+    def test_message_ids_are_unique_and_time_ordered(self) -> None:
+        """Ids are 32 hex characters whose prefix orders them by creation time."""
+        ids = [new_message_id() for _ in range(1000)]
+        assert len(set(ids)) == 1000 and all(len(i) == 32 for i in ids)
+        assert [i[:12] for i in ids] == sorted(i[:12] for i in ids)
+
+    def test_transition_moves_only_from_allowed_states(self, store: Store) -> None:
+        """A transition from a state not in the allowed set changes nothing."""
+        message = stored(store)
+        assert not store.transition(message.id, {MessageStatus.SCHEDULED}, MessageStatus.SUBMITTING)
+        assert store.transition(message.id, {MessageStatus.QUEUED}, MessageStatus.SUBMITTING)
+        assert store.fields(message.id)["status"] == "submitting"
+        assert [e["event"] for e in store.events(message.id)] == ["accepted", "submitting"]
+
+
+class TestConcatReference:
+    def test_reference_is_fixed_per_message_and_fresh_per_recipient(self, store: Store) -> None:
+        """A message keeps its reference; the next message to the same number gets the next one."""
+        first, second = stored(store), stored(store)
+        ref = store.next_concat_reference(first.id, first.to, 8)
+        assert store.next_concat_reference(first.id, first.to, 8) == ref
+        assert store.next_concat_reference(second.id, second.to, 8) == (ref + 1) % 256
+
+    def test_reference_wraps_at_the_reference_space(self, store: Store) -> None:
+        """References cycle through all 256 values before repeating."""
+        refs = [store.next_concat_reference(stored(store).id, "+1", 8) for _ in range(257)]
+        assert len(set(refs[:256])) == 256 and refs[256] == refs[0]
+
+
+class TestSegments:
+    def test_a_segment_is_claimed_once(self, store: Store) -> None:
+        """Only the first claim of a segment succeeds."""
+        message = stored(store)
+        assert store.claim_segment(message.id, 1)
+        assert not store.claim_segment(message.id, 1)
+        assert store.claim_segment(message.id, 2)
+
+    def test_released_segment_can_be_claimed_again(self, store: Store) -> None:
+        """A segment given back after a failure that sent nothing is claimable again."""
+        message = stored(store)
+        store.claim_segment(message.id, 1)
+        store.release_segment(message.id, 1, "unavailable", "503")
+        assert store.claim_segment(message.id, 1)
+        assert store.segments(message.id, 2)[0].attempts == 2
+
+    @pytest.mark.parametrize(
+        ("statuses", "outcome"),
+        [
+            (["accepted", "accepted"], "accepted"),
+            (["accepted", "rejected"], "rejected"),
+            (["failed", "accepted"], "failed"),
+            (["rejected", "failed"], "rejected"),
+            (["accepted", "submitting"], None),
+        ],
+    )
+    def test_submission_outcome(self, store: Store, statuses: list[str], outcome: str | None) -> None:
+        """The outcome is rejected over failed over accepted, and none while a segment is open."""
+        message = stored(store)
+        for seq, status in enumerate(statuses, start=1):
+            store.redis.hset(f"smsq:msg:{message.id}:seg", f"{seq}:status", status)
+        assert store.finish_submission(message.id, 2) == outcome
+
+
+class TestReceiptsIn:
+    def accepted(self, store: Store, segments: int = 2) -> Message:
+        message = stored(store, segments=segments)
+        for seq in range(1, segments + 1):
+            store.claim_segment(message.id, seq)
+            store.record_accepted(message.id, seq, "sim", f"c{seq}-{message.id}")
+        store.finish_submission(message.id, segments)
+        return message
+
+    def test_message_is_delivered_when_every_segment_is(self, store: Store) -> None:
+        """The message becomes delivered, once, when the last segment is delivered."""
+        message = self.accepted(store)
+        first = store.apply_receipt(message.id, 1, "delivered", None, None)
+        assert (first.segment_changed, first.message_status, first.became_final) == (
+            True, "accepted", False,
+        )
+        second = store.apply_receipt(message.id, 2, "delivered", None, None)
+        assert (second.message_status, second.became_final) == ("delivered", True)
+
+    def test_duplicate_receipt_changes_nothing(self, store: Store) -> None:
+        """A receipt repeated after the message became final is a no-op."""
+        message = self.accepted(store, segments=1)
+        assert store.apply_receipt(message.id, 1, "delivered", None, None).became_final
+        again = store.apply_receipt(message.id, 1, "delivered", None, None)
+        assert (again.segment_changed, again.became_final) == (False, False)
+
+    def test_state_never_goes_backwards(self, store: Store) -> None:
+        """An intermediate 'accepted' arriving after 'undelivered' is ignored."""
+        message = self.accepted(store, segments=1)
+        store.apply_receipt(message.id, 1, "undelivered", "001", "absent subscriber")
+        late = store.apply_receipt(message.id, 1, "accepted", None, None)
+        assert not late.segment_changed
+        assert store.segments(message.id, 1)[0].status == "undelivered"
+        assert store.fields(message.id)["status"] == "undelivered"
+
+    def test_any_undelivered_segment_makes_the_message_undelivered(self, store: Store) -> None:
+        """One undelivered segment out of two: the message ends undelivered."""
+        message = self.accepted(store)
+        store.apply_receipt(message.id, 2, "undelivered", "001", "x")
+        result = store.apply_receipt(message.id, 1, "delivered", None, None)
+        assert (result.message_status, result.became_final) == ("undelivered", True)
+
+    def test_carrier_index_finds_the_segment(self, store: Store) -> None:
+        """A carrier id maps back to its message and segment."""
+        message = self.accepted(store)
+        assert store.segment_for_carrier_id("sim", f"c2-{message.id}") == (message.id, 2)
+        assert store.segment_for_carrier_id("sim", "nope") is None
+
+
+class TestReceiptsOut:
+    def test_level_two_waits_for_level_one(self, store: Store) -> None:
+        """With level 3, a level-2 receipt is parked until level 1 is done, then released."""
+        message = stored(store, dlr=True, dlr_level=3)
+        assert store.open_receipt(message.id, 2)
+        assert store.claim_receipt(message.id, 2) == -1
+        assert store.open_receipt(message.id, 1)
+        assert store.claim_receipt(message.id, 1) == 1
+        assert store.close_receipt(message.id, 1, "sent") is True
+        assert store.claim_receipt(message.id, 2) == 2
+
+    def test_receipt_is_opened_once_and_claimed_once(self, store: Store) -> None:
+        """A second open or a concurrent claim of the same receipt gets nothing."""
+        message = stored(store, dlr=True, dlr_level=1)
+        assert store.open_receipt(message.id, 1)
+        assert not store.open_receipt(message.id, 1)
+        assert store.claim_receipt(message.id, 1) == 1
+        assert store.claim_receipt(message.id, 1) == 0
+        store.release_receipt(message.id, 1)
+        assert store.claim_receipt(message.id, 1) == 1  # same seq on a retry
+        store.close_receipt(message.id, 1, "sent")
+        assert store.claim_receipt(message.id, 1) == 0

@@ -1,0 +1,210 @@
+"""Shared translation of carrier HTTP outcomes (status codes, httpx exceptions) into our errors."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import TypeVar
+
+import httpx
+import orjson
+
+from worker.carriers.base import InboundRequest
+from worker.errors import (
+    CarrierError,
+    CarrierRejectedError,
+    CarrierUnavailableError,
+    CarrierUnknownOutcomeError,
+    ValidationError,
+)
+
+_T = TypeVar("_T")
+
+# Failures that happen before the carrier can have a complete request: safe to send again.
+# A write error/timeout means the body never fully left (httpcore swallows plain write errors
+# and goes on to read the answer, so one that still surfaces did not deliver the request).
+_NOTHING_SENT: tuple[type[httpx.HTTPError], ...] = (
+    httpx.ConnectError,
+    httpx.ConnectTimeout,
+    httpx.PoolTimeout,
+    httpx.WriteError,
+    httpx.WriteTimeout,
+    httpx.ProxyError,
+    httpx.UnsupportedProtocol,
+    httpx.LocalProtocolError,
+)
+
+# Longest Retry-After we believe; a carrier saying "come back tomorrow" still gets a cap.
+MAX_RETRY_AFTER = 3600.0
+
+
+def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a `Retry-After` header (delta-seconds or HTTP-date); None if absent."""
+    if value is None or not value.strip():
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:  # RFC 7231 dates are GMT; a naive parse means the same
+            when = when.replace(tzinfo=UTC)
+        seconds = (when - (now or datetime.now(UTC))).total_seconds()
+    if math.isnan(seconds):
+        return None
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER)
+
+
+def error_details(response: httpx.Response) -> tuple[str, str]:
+    """The carrier's `(code, message)` from a `{"error": {"code", "message"}}` body, or defaults."""
+    code, message = f"http_{response.status_code}", f"carrier answered {response.status_code}"
+    try:
+        body = orjson.loads(response.content)
+    except orjson.JSONDecodeError:
+        return code, message
+    error = body.get("error") if isinstance(body, dict) else None
+    if isinstance(error, dict):
+        if isinstance(error.get("code"), str) and error["code"]:
+            code = error["code"][:64]
+        if isinstance(error.get("message"), str) and error["message"]:
+            message = error["message"][:200]
+    elif isinstance(error, str) and error:
+        code = error[:64]
+    return code, message
+
+
+def raise_for_status(response: httpx.Response, *, carrier: str) -> None:
+    """Raise the `CarrierError` a non-2xx answer means; return quietly on 2xx."""
+    status = response.status_code
+    if 200 <= status < 300:
+        return
+    code, message = error_details(response)
+    # 408 and 429 are the 4xx that mean "not now" rather than "never"; 1xx/3xx mean the
+    # carrier did not act on the request here (redirects are not followed).
+    if status >= 500 or status in (408, 429) or status < 200 or 300 <= status < 400:
+        retry_after = parse_retry_after(response.headers.get("retry-after"))
+        raise CarrierUnavailableError(
+            message, carrier=carrier, code=code, status_code=status, retry_after=retry_after
+        )
+    raise CarrierRejectedError(message, carrier=carrier, code=code, status_code=status)
+
+
+def transport_error(exc: httpx.HTTPError, *, carrier: str) -> CarrierError:
+    """The `CarrierError` for an httpx exception raised while submitting."""
+    kind = type(exc).__name__
+    if isinstance(exc, _NOTHING_SENT):
+        return CarrierUnavailableError(
+            f"carrier unreachable: {kind}", carrier=carrier, code="unreachable"
+        )
+    # Read errors, read timeouts, a dropped connection: the request may have been acted on.
+    return CarrierUnknownOutcomeError(
+        f"no answer from carrier: {kind}", carrier=carrier, code="no_answer"
+    )
+
+
+def post_json(
+    client: httpx.Client,
+    url: str,
+    body: Mapping[str, object],
+    *,
+    carrier: str,
+    headers: Mapping[str, str] | None = None,
+) -> httpx.Response:
+    """POST a JSON body; translate transport errors and non-2xx answers into `CarrierError`s."""
+    all_headers = {"content-type": "application/json"}
+    all_headers.update(headers or {})
+    try:
+        response = client.post(url, content=orjson.dumps(body), headers=all_headers)
+    except httpx.HTTPError as exc:
+        raise transport_error(exc, carrier=carrier) from exc
+    raise_for_status(response, carrier=carrier)
+    return response
+
+
+def accepted_id(response: httpx.Response, path: str, *, carrier: str) -> str:
+    """The carrier id at dotted `path` in a 2xx JSON body; unknown outcome when it is missing."""
+    try:
+        value: object = orjson.loads(response.content)
+    except orjson.JSONDecodeError:
+        value = None
+    for key in path.split("."):
+        value = value.get(key) if isinstance(value, dict) else None
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str) or not value:
+        # The carrier said 2xx, so it probably took the segment; without an id we cannot
+        # tell, and resending blindly could send it twice.
+        raise CarrierUnknownOutcomeError(
+            f"carrier answered {response.status_code} without {path!r}",
+            carrier=carrier,
+            code="malformed_response",
+            status_code=response.status_code,
+        )
+    return value
+
+
+def receipt_fields(request: InboundRequest) -> list[dict[str, object]]:
+    """The receipt objects in a form, else a JSON body (object or list), else the query."""
+    # A form-encoded POST arrives with both `form` and the raw `body`: the form wins.
+    if request.form:
+        return [dict(request.form)]
+    if request.body.strip():
+        try:
+            data = orjson.loads(request.body)
+        except orjson.JSONDecodeError as exc:
+            raise ValidationError("receipt body is not valid JSON", field="body") from exc
+        items = data if isinstance(data, list) else [data]
+        if not items or not all(isinstance(item, dict) for item in items):
+            raise ValidationError("receipt must be a JSON object or a list of them", field="body")
+        return items
+    if request.query:
+        return [dict(request.query)]
+    raise ValidationError("empty receipt", field="body")
+
+
+def required_str(item: Mapping[str, object], key: str, *, max_length: int = 128) -> str:
+    """A non-empty string field of a receipt, or `ValidationError`."""
+    value = item.get(key)
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str) or not value.strip() or len(value) > max_length:
+        raise ValidationError(f"receipt needs a string {key!r}", field=key)
+    return value.strip()
+
+
+def optional_str(item: Mapping[str, object], key: str, *, max_length: int = 200) -> str | None:
+    """A string field of a receipt if present (numbers become strings), else None."""
+    value = item.get(key)
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str) or not value:
+        return None
+    return value[:max_length]
+
+
+def lookup(table: Mapping[str, _T], word: str, *, field: str) -> _T:
+    """`table[word]` case-insensitively, or `ValidationError` naming `field`."""
+    try:
+        return table[word.strip().upper()]
+    except KeyError:
+        raise ValidationError(f"unknown receipt {field} {word[:32]!r}", field=field) from None
+
+
+__all__: list[str] = [
+    "MAX_RETRY_AFTER",
+    "accepted_id",
+    "error_details",
+    "lookup",
+    "optional_str",
+    "parse_retry_after",
+    "post_json",
+    "raise_for_status",
+    "receipt_fields",
+    "required_str",
+    "transport_error",
+]

@@ -1,0 +1,61 @@
+"""The Celery application and every Celery setting, in one place.
+
+The settings that keep messages safe on Redis (engineering.md §1): late acks plus
+reject-on-worker-lost, so a killed worker's task runs again; a visibility timeout far longer than
+any countdown we use (we use none beyond `MAX_COUNTDOWN_SECONDS`; longer delays go through the
+durable scheduler) and longer than any task can run (carrier and receipt timeouts are seconds).
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from worker.contract import HANDLE_CARRIER_RECEIPT, POST_RECEIPT, SEND_SMS, Queue
+from worker.settings import Settings, get_settings
+
+# Every delay longer than this goes through the durable scheduler, never a Celery countdown.
+MAX_COUNTDOWN_SECONDS = 5
+# Redeliver an unacknowledged task only after this long: far above every countdown and runtime.
+VISIBILITY_TIMEOUT_SECONDS = 3600
+
+
+def create_app(settings: Settings | None = None, *, with_tasks: bool = False) -> Celery:
+    """A Celery app for smsq; `with_tasks` imports the task module (workers only)."""
+    settings = settings or get_settings()
+    app = Celery(
+        "smsq",
+        broker=settings.effective_broker_url,
+        include=["worker.tasks"] if with_tasks else [],
+    )
+    transport_options = {
+        "visibility_timeout": VISIBILITY_TIMEOUT_SECONDS,
+        "socket_keepalive": True,
+        "health_check_interval": 25,
+        "retry_on_timeout": True,
+    }
+    app.conf.update(
+        task_serializer="json",
+        accept_content=["json"],
+        result_serializer="json",
+        task_ignore_result=True,
+        result_backend=None,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        task_acks_on_failure_or_timeout=True,
+        worker_prefetch_multiplier=4,
+        broker_transport_options=transport_options,
+        visibility_timeout=VISIBILITY_TIMEOUT_SECONDS,
+        broker_connection_retry_on_startup=True,
+        broker_channel_error_retry=True,
+        worker_cancel_long_running_tasks_on_connection_loss=True,
+        worker_hijack_root_logger=False,
+        worker_send_task_events=False,
+        task_default_queue=Queue.NORMAL.value,
+        task_create_missing_queues=True,
+        task_routes={
+            SEND_SMS: {"queue": Queue.NORMAL.value},
+            POST_RECEIPT: {"queue": Queue.DLR.value},
+            HANDLE_CARRIER_RECEIPT: {"queue": Queue.CARRIER_DLR.value},
+        },
+    )
+    return app

@@ -1,0 +1,98 @@
+"""Per-process resources of a worker: settings, Redis, store, carrier, receipt sender, publisher.
+
+Built lazily on first use inside the process that uses them (never at import, and again after
+a fork), one of each per process: one `httpx.Client` with explicit timeouts and a connection pool
+sized to the worker's concurrency.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+
+import httpx
+import redis
+
+from worker.callbacks import CallbackSender
+from worker.carriers.base import Carrier
+from worker.carriers.registry import build_carrier
+from worker.celery_app import create_app
+from worker.keys import KeyStore
+from worker.queueing import CeleryPublisher
+from worker.settings import Settings, get_settings
+from worker.store import Store
+
+
+@dataclass
+class Runtime:
+    """Everything a task needs, shared by the threads of one worker process."""
+
+    settings: Settings
+    redis: redis.Redis
+    store: Store
+    keys: KeyStore
+    carrier: Carrier
+    callbacks: CallbackSender
+    publisher: CeleryPublisher
+    http: httpx.Client
+
+    def close(self) -> None:
+        self.http.close()
+        self.callbacks.close()
+        self.redis.close()
+
+
+def redis_client(settings: Settings, max_connections: int | None = None) -> redis.Redis:
+    """A Redis client whose pool waits for a free connection instead of failing (redis-py 8)."""
+    pool = redis.BlockingConnectionPool.from_url(
+        settings.effective_redis_url,
+        max_connections=max_connections or max(64, settings.worker_concurrency * 2),
+        timeout=20,
+        decode_responses=True,
+        socket_timeout=30,
+        socket_connect_timeout=5,
+        health_check_interval=25,
+    )
+    return redis.Redis(connection_pool=pool)
+
+
+def build_runtime(settings: Settings) -> Runtime:
+    client = redis_client(settings)
+    limits = httpx.Limits(
+        max_connections=settings.worker_concurrency * 2,
+        max_keepalive_connections=settings.worker_concurrency * 2,
+    )
+    timeout = httpx.Timeout(
+        connect=settings.carrier_connect_timeout,
+        read=settings.carrier_read_timeout,
+        write=settings.carrier_read_timeout,
+        pool=settings.carrier_read_timeout,
+    )
+    http = httpx.Client(timeout=timeout, limits=limits)
+    callbacks = CallbackSender.from_settings(settings)
+    return Runtime(
+        settings=settings,
+        redis=client,
+        store=Store(client),
+        keys=KeyStore(client),
+        carrier=build_carrier(settings, http),
+        callbacks=callbacks,
+        publisher=CeleryPublisher(create_app(settings), client),
+        http=http,
+    )
+
+
+_lock = threading.Lock()
+_runtime: Runtime | None = None
+_pid: int | None = None
+
+
+def runtime() -> Runtime:
+    """This process's runtime, built on first use (and rebuilt in a forked child)."""
+    global _runtime, _pid
+    with _lock:
+        if _runtime is None or _pid != os.getpid():
+            _runtime = build_runtime(get_settings())
+            _pid = os.getpid()
+        return _runtime

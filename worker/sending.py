@@ -1,0 +1,245 @@
+"""Sending one message: encode, claim each segment, submit it, record the outcome.
+
+A segment is claimed atomically in the store before it is submitted and its carrier id stored
+after, so a redelivered or retried task skips what was already submitted; the carrier gets
+`message_id:seq` as its client reference. What happens next (a receipt, a retry later) is
+handed to the `Publisher`; nothing here knows Celery.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass
+
+from worker.carriers.base import Carrier, SegmentSubmission
+from worker.clock import now_ms
+from worker.contract import (
+    FINAL_STATUSES,
+    POST_RECEIPT,
+    SEND_SMS,
+    MessageStatus,
+    Priority,
+    Queue,
+    ReceiptLevel,
+    SegmentStatus,
+)
+from worker.encoding import EncodedMessage, encode_message
+from worker.errors import (
+    CarrierRejectedError,
+    CarrierUnavailableError,
+    CarrierUnknownOutcomeError,
+    ValidationError,
+)
+from worker.queueing import Publisher
+from worker.store import Message, Store
+
+log = logging.getLogger(__name__)
+
+# Carrier retry backoff: full jitter over an exponentially growing cap, durable (scheduler).
+RETRY_BASE_SECONDS = 1.0
+RETRY_CAP_SECONDS = 300.0
+MAX_SEND_ATTEMPTS = 12
+REFERENCE_BITS = 8
+
+
+@dataclass(frozen=True, slots=True)
+class SendOutcome:
+    """What one run of the send task ended with."""
+
+    status: str  # the message status afterwards
+    submitted: int = 0  # segments submitted by this run
+    retry_in: float | None = None  # seconds until the durable retry, when one was scheduled
+
+
+def retry_delay(attempt: int, retry_after: float | None, rng: random.Random | None = None) -> float:
+    """Full-jitter exponential backoff, never shorter than the carrier's `Retry-After`."""
+    cap = min(RETRY_CAP_SECONDS, RETRY_BASE_SECONDS * 2 ** max(0, attempt - 1))
+    delay = (rng or random).uniform(0, cap)
+    return max(delay, retry_after or 0.0)
+
+
+def lane_of(message: Message) -> str:
+    """The queue a message's send task travels on."""
+    try:
+        return Priority(message.priority).queue.value
+    except ValueError:
+        return Queue.NORMAL.value
+
+
+class Sender:
+    """Sends messages through one carrier; one per worker process."""
+
+    def __init__(self, store: Store, carrier: Carrier, publisher: Publisher, public_url: str):
+        self.store = store
+        self.carrier = carrier
+        self.publisher = publisher
+        self.receipt_url = f"{public_url}/carriers/{carrier.name}/dlr"
+
+    def send(self, message_id: str) -> SendOutcome:
+        """Run the submission of `message_id` as far as it can go now."""
+        message = self.store.load(message_id)
+        if message is None:
+            log.warning("send: unknown message", extra={"message_id": message_id})
+            return SendOutcome(status="unknown")
+        if message.status in FINAL_STATUSES:
+            return SendOutcome(status=message.status)
+        if self._is_expired(message):
+            return self._expire(message)
+        self.store.transition(
+            message.id, {MessageStatus.QUEUED, MessageStatus.SCHEDULED}, MessageStatus.SUBMITTING
+        )
+        try:
+            encoded = self._encode(message)
+        except ValidationError as exc:
+            return self._fail_unencodable(message, exc)
+        return self._submit_segments(message, encoded)
+
+    def _is_expired(self, message: Message) -> bool:
+        return message.validity_until is not None and now_ms() > message.validity_until
+
+    def _expire(self, message: Message) -> SendOutcome:
+        """Drop a message whose validity ran out before any segment was submitted."""
+        if any(s.carrier_id for s in self.store.segments(message.id, message.segments)):
+            return SendOutcome(status=message.status)  # partly sent: let the carrier finish
+        moved = self.store.transition(
+            message.id,
+            {MessageStatus.QUEUED, MessageStatus.SCHEDULED, MessageStatus.SUBMITTING},
+            MessageStatus.EXPIRED,
+            reason="validity",
+        )
+        if moved:
+            self.store.set_fields(message.id, {"submit_outcome": MessageStatus.EXPIRED})
+            self._queue_receipts(message, MessageStatus.EXPIRED, final=True)
+        return SendOutcome(status=MessageStatus.EXPIRED)
+
+    def _encode(self, message: Message) -> EncodedMessage:
+        reference = self.store.next_concat_reference(message.id, message.to, REFERENCE_BITS)
+        encoded = encode_message(
+            message.content,
+            message.coding,
+            reference=reference,
+            reference_bits=REFERENCE_BITS,
+            max_segments=message.max_segments,
+        )
+        if len(encoded.segments) != message.segments:
+            self.store.set_fields(message.id, {"segments": str(len(encoded.segments))})
+        return encoded
+
+    def _fail_unencodable(self, message: Message, exc: ValidationError) -> SendOutcome:
+        self.store.set_fields(message.id, {"error_code": exc.code, "error_message": exc.message})
+        if self.store.transition(
+            message.id, {MessageStatus.SUBMITTING}, MessageStatus.FAILED, reason=exc.code
+        ):
+            self.store.set_fields(message.id, {"submit_outcome": MessageStatus.FAILED})
+            self._queue_receipts(message, MessageStatus.FAILED, final=True)
+        return SendOutcome(status=MessageStatus.FAILED)
+
+    def _submit_segments(self, message: Message, encoded: EncodedMessage) -> SendOutcome:
+        segments = encoded.segments
+        if self.carrier.submits_whole_text:
+            segments = segments[:1]  # the carrier segments the text itself
+        total = len(segments)
+        submitted = 0
+        for segment in segments:
+            if not self.store.claim_segment(message.id, segment.seq):
+                continue
+            submission = SegmentSubmission(
+                message_id=message.id,
+                seq=segment.seq,
+                total=total,
+                to=message.to,
+                sender=message.sender,
+                udh=segment.udh,
+                payload=segment.payload,
+                data_coding=segment.data_coding,
+                text=segment.text,
+                full_text=encoded.text,
+                receipt_url=self.receipt_url,
+                want_receipt=message.dlr and ReceiptLevel.wants_terminal(message.dlr_level),
+            )
+            try:
+                accepted = self.carrier.submit(submission)
+            except CarrierUnavailableError as exc:
+                self.store.release_segment(
+                    message.id, segment.seq, exc.code or "unavailable", str(exc)
+                )
+                return self._retry_later(message, exc)
+            except CarrierRejectedError as exc:
+                self._reject_rest(message, segment.seq, total, exc)
+                break
+            except CarrierUnknownOutcomeError as exc:
+                self.store.record_segment_failure(
+                    message.id, segment.seq, SegmentStatus.UNKNOWN, "unknown_outcome", str(exc)
+                )
+                self.store.add_event(message.id, "unknown_outcome", seq=segment.seq)
+                continue
+            self.store.record_accepted(
+                message.id, segment.seq, self.carrier.name, accepted.carrier_id
+            )
+            submitted += 1
+        return self._finish(message, total, submitted)
+
+    def _reject_rest(
+        self, message: Message, seq: int, total: int, exc: CarrierRejectedError
+    ) -> None:
+        """A rejected segment fails the message: later segments are not sent at all."""
+        code = exc.code or "rejected"
+        self.store.record_segment_failure(
+            message.id, seq, SegmentStatus.REJECTED, code, exc.message
+        )
+        for later in range(seq + 1, total + 1):
+            if self.store.claim_segment(message.id, later):
+                self.store.record_segment_failure(
+                    message.id,
+                    later,
+                    SegmentStatus.FAILED,
+                    "not_sent",
+                    "an earlier segment was rejected",
+                )
+        self.store.set_fields(message.id, {"error_code": code, "error_message": exc.message})
+
+    def _retry_later(self, message: Message, exc: CarrierUnavailableError) -> SendOutcome:
+        attempts = self.store.count_send_attempt(message.id)
+        if attempts >= MAX_SEND_ATTEMPTS:
+            return self._give_up(message, exc)
+        delay = retry_delay(attempts, exc.retry_after)
+        self.store.add_event(
+            message.id, "retry", attempt=attempts, code=exc.code, delay_ms=int(delay * 1000)
+        )
+        self.publisher.publish_later(SEND_SMS, [message.id], lane_of(message), delay)
+        return SendOutcome(status=MessageStatus.SUBMITTING, retry_in=delay)
+
+    def _give_up(self, message: Message, exc: CarrierUnavailableError) -> SendOutcome:
+        """Too many transient failures: mark what is still pending as failed."""
+        for state in self.store.segments(message.id, message.segments):
+            if state.status == SegmentStatus.PENDING and self.store.claim_segment(
+                message.id, state.seq
+            ):
+                self.store.record_segment_failure(
+                    message.id, state.seq, SegmentStatus.FAILED, exc.code or "unavailable", str(exc)
+                )
+        self.store.set_fields(
+            message.id, {"error_code": exc.code or "unavailable", "error_message": str(exc)}
+        )
+        return self._finish(message, message.segments, 0)
+
+    def _finish(self, message: Message, total: int, submitted: int) -> SendOutcome:
+        outcome = self.store.finish_submission(message.id, total)
+        if outcome is None:
+            return SendOutcome(status=MessageStatus.SUBMITTING, submitted=submitted)
+        self._queue_receipts(message, outcome, final=outcome != MessageStatus.ACCEPTED)
+        return SendOutcome(status=outcome, submitted=submitted)
+
+    def _queue_receipts(self, message: Message, outcome: str, *, final: bool) -> None:
+        """Level 1 reports the submission; a final failure also answers a level-2-only request."""
+        if not message.dlr:
+            return
+        if ReceiptLevel.wants_smsc(message.dlr_level):
+            level = 1
+        elif final:
+            level = 2  # level 2 alone still hears about a rejection / failure / expiry
+        else:
+            return
+        if self.store.open_receipt(message.id, level):
+            self.publisher.publish(POST_RECEIPT, [message.id, level], Queue.DLR)

@@ -1,0 +1,78 @@
+"""Thin Celery tasks: parse the contract, call one plain function, map the outcome.
+
+Run a worker with `celery -A worker.tasks worker -Q otp -P threads -c 32`.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+from typing import Any
+
+from celery import Task
+
+from worker.carriers.base import Carrier, InboundRequest
+from worker.carriers.registry import carrier_for_name
+from worker.celery_app import MAX_COUNTDOWN_SECONDS, create_app
+from worker.contract import HANDLE_CARRIER_RECEIPT, POST_RECEIPT, SEND_SMS
+from worker.inbound import ReceiptIntake
+from worker.receipts import ReceiptDeliverer
+from worker.runtime import runtime
+from worker.sending import Sender
+
+log = logging.getLogger(__name__)
+
+app = create_app(with_tasks=False)
+
+# A fast carrier receipt can overtake the storing of its carrier id: look again shortly.
+UNKNOWN_RECEIPT_RETRIES = 3
+
+
+@app.task(name=SEND_SMS)
+def send_sms(message_id: str) -> str:
+    """Submit a message's segments (those not yet submitted) to the carrier."""
+    rt = runtime()
+    sender = Sender(rt.store, rt.carrier, rt.publisher, rt.settings.effective_public_url)
+    return sender.send(message_id).status
+
+
+@app.task(name=POST_RECEIPT)
+def post_receipt(message_id: str, level: int) -> str:
+    """Deliver the level's receipt to the client's `dlr-url` (retries are scheduled durably)."""
+    rt = runtime()
+    return ReceiptDeliverer(rt.store, rt.keys, rt.callbacks, rt.publisher).deliver(
+        message_id, int(level)
+    ).result
+
+
+@app.task(name=HANDLE_CARRIER_RECEIPT, bind=True, max_retries=UNKNOWN_RECEIPT_RETRIES)
+def handle_carrier_receipt(self: Task[Any, Any], carrier_name: str, request: dict[str, Any]) -> str:
+    """Apply an inbound carrier receipt request (queued as received by the API)."""
+    rt = runtime()
+    carrier = _carrier(carrier_name)
+    last_try = self.request.retries >= UNKNOWN_RECEIPT_RETRIES
+    outcome = ReceiptIntake(rt.store, rt.publisher).handle(
+        carrier, inbound_request(request), record_unknown=last_try
+    )
+    if outcome.unknown and not last_try:
+        raise self.retry(countdown=min(2, MAX_COUNTDOWN_SECONDS))
+    return f"applied={outcome.applied} unchanged={outcome.unchanged} unknown={outcome.unknown}"
+
+
+def _carrier(name: str) -> Carrier:
+    rt = runtime()
+    if name == rt.carrier.name:
+        return rt.carrier
+    return carrier_for_name(name, rt.settings, rt.http)
+
+
+def inbound_request(data: dict[str, Any]) -> InboundRequest:
+    """Rebuild the inbound request the API queued (its body travels base64-encoded)."""
+    return InboundRequest(
+        method=data["method"],
+        url=data["url"],
+        query=data.get("query", {}),
+        headers=data.get("headers", {}),
+        body=base64.b64decode(data.get("body", "")),
+        form=data.get("form", {}),
+    )
