@@ -16,6 +16,8 @@ from worker.keys import ALL_SCOPES, KeyStore
 from worker.settings import get_settings
 from worker.simulator import carrier_sim
 
+DEFAULT_SCOPES = ",".join(ALL_SCOPES)
+
 app = typer.Typer(
     name="smsq",
     help="smsq: send SMS and OTP codes at volume.",
@@ -60,7 +62,7 @@ def scheduler_command() -> None:
 @keys_app.command("create")
 def keys_create(
     name: str,
-    scope: Annotated[str, typer.Option(help="Comma-separated: send,otp,read")] = ",".join(ALL_SCOPES),
+    scope: Annotated[str, typer.Option(help="Comma-separated: send,otp,read")] = DEFAULT_SCOPES,
 ) -> None:
     """Create a key; prints it once (only its hash is stored) and its receipt-signing secret."""
     scopes = tuple(s.strip() for s in scope.split(",") if s.strip())

@@ -36,7 +36,7 @@ class Idempotency:
         claim = orjson.dumps({"body": digest, "reply": None})
         if self.redis.set(key, claim, nx=True, ex=TTL_SECONDS):
             return None
-        stored = cast(bytes | str | None, self.redis.get(key))
+        stored = self.redis.get(key)
         if stored is None:  # expired in between: run it
             return None
         record = orjson.loads(stored)

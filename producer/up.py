@@ -34,7 +34,7 @@ def redis_url_file(settings: Settings) -> Path:
 
 
 def resolve_redis_url(settings: Settings) -> str:
-    """`SMSQ_REDIS_URL`, else the embedded Redis a running `smsq up` wrote down, else the default."""
+    """`SMSQ_REDIS_URL`, else the embedded Redis a running `smsq up` noted, else the default."""
     if settings.redis_url:
         return settings.redis_url
     recorded = redis_url_file(settings)

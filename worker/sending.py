@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import random
 from dataclasses import dataclass
+from typing import Literal
 
 from worker.carriers.base import Carrier, SegmentSubmission
 from worker.clock import now_ms
@@ -40,7 +41,7 @@ log = logging.getLogger(__name__)
 RETRY_BASE_SECONDS = 1.0
 RETRY_CAP_SECONDS = 300.0
 MAX_SEND_ATTEMPTS = 12
-REFERENCE_BITS = 8
+REFERENCE_BITS: Literal[8, 16] = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,7 +157,9 @@ class Sender:
                 text=segment.text,
                 full_text=encoded.text,
                 receipt_url=self.receipt_url,
-                want_receipt=message.dlr and ReceiptLevel.wants_terminal(message.dlr_level),
+                # Always: the handset outcome drives the message state and GET /sms/{id},
+                # whether or not the client asked for receipts.
+                want_receipt=True,
             )
             try:
                 accepted = self.carrier.submit(submission)

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import ipaddress
 from functools import lru_cache
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
@@ -44,7 +44,7 @@ class Settings(BaseSettings):
     dlr_connect_timeout: float = 3.0
     dlr_read_timeout: float = 10.0
     # CIDR ranges receipts may go to although they are not public (development, tests).
-    dlr_allow_private: list[str] = Field(default_factory=list)
+    dlr_allow_private: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
     worker_concurrency: int = 32
     log_level: str = "INFO"

@@ -90,11 +90,13 @@ class Stack:
     def wait_status(
         self, message_id: str, statuses: set[str], timeout: float = 20.0
     ) -> dict[str, Any]:
-        return wait_for(
+        """Poll GET /sms/{id} until the message is in one of `statuses`; return it."""
+        message: dict[str, Any] = wait_for(
             lambda: (m := self.message(message_id)) and m["status"] in statuses and m,
             timeout,
             f"message {message_id} never reached {statuses}",
         )
+        return message
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:

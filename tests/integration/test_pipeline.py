@@ -91,14 +91,17 @@ class TestSend:
         refs = [f"{message_id}:{seq}" for seq in range(1, segments + 1)]
         assert all(stats["by_client_ref"].get(ref) == 1 for ref in refs)
         assert any(m["text"] == content for m in stats["messages"])
-        assert stats["duplicates"] == [] and stats["mismatches"] == []
+        assert stats["duplicates"] == []
+        assert stats["mismatches"] == []
 
     def test_status_shows_events_with_utc_millisecond_times(self, stack: Stack) -> None:
         """GET /sms/{id} lists the history with ISO 8601 UTC millisecond timestamps."""
         message_id = stack.send({"to": TO, "content": "events"}).json()["id"]
         message = stack.wait_status(message_id, {"delivered"})
         events = [e["event"] for e in message["events"]]
-        assert events[0] == "accepted" and "submitting" in events and events[-1] == "delivered"
+        assert events[0] == "accepted"
+        assert "submitting" in events
+        assert events[-1] == "delivered"
         assert all(e["at"].endswith("Z") and len(e["at"]) == 24 for e in message["events"])
 
 
@@ -110,10 +113,14 @@ class TestReceipts:
         message_id = stack.send(body).json()["id"]
         first, second = receipts_for(stack, message_id, 2)
         assert (str(first["level"]), first["status"], first["message_status"]) == (
-            "1", "accepted", "ESME_ROK",
+            "1",
+            "accepted",
+            "ESME_ROK",
         )
         assert (str(second["level"]), second["status"], second["message_status"]) == (
-            "2", "delivered", "DELIVRD",
+            "2",
+            "delivered",
+            "DELIVRD",
         )
         assert int(first["seq"]) < int(second["seq"])
         assert first["client_ref"] == second["client_ref"] == "r-3"
@@ -132,7 +139,8 @@ class TestReceipts:
         message_id = stack.send(receipt_body(stack, **{"dlr-level": 1})).json()["id"]
         (receipt,) = receipts_for(stack, message_id, 1)
         stack.wait_status(message_id, {"delivered"})
-        assert receipt["status"] == "accepted" and receipt["segments"]["total"] == 1
+        assert receipt["status"] == "accepted"
+        assert receipt["segments"]["total"] == 1
         wait_for(lambda: True, 0.5, "")
         assert len(receipts_for(stack, message_id, 1)) == 1
 
@@ -142,7 +150,9 @@ class TestReceipts:
         message_id = stack.send(body).json()["id"]
         (receipt,) = receipts_for(stack, message_id, 1)
         assert (receipt["level"], receipt["status"], receipt["message_status"]) == (
-            2, "rejected", "REJECTD",
+            2,
+            "rejected",
+            "REJECTD",
         )
         assert receipt["error"]["code"] == "invalid_destination"
 
@@ -156,7 +166,10 @@ class TestCarrierReceiptsIn:
         )
         assert reply.status_code == 200
         wait_for(
-            lambda: any("sim-nobody" in e for e in stack.redis.lrange("smsq:carrier-receipts:unknown", 0, -1)),
+            lambda: any(
+                "sim-nobody" in e
+                for e in stack.redis.lrange("smsq:carrier-receipts:unknown", 0, -1)
+            ),
             20,
             "the unknown receipt was not recorded",
         )
@@ -164,14 +177,16 @@ class TestCarrierReceiptsIn:
     def test_unknown_carrier_name_is_404(self, stack: Stack) -> None:
         """Receipts for a carrier smsq does not know are refused with a JSON 404."""
         reply = httpx.post(f"{stack.api_url}/carriers/nope/dlr", json={})
-        assert reply.status_code == 404 and reply.json()["error"]["code"] == "not_found"
+        assert reply.status_code == 404
+        assert reply.json()["error"]["code"] == "not_found"
 
 
 class TestAuth:
     def test_send_without_a_key_is_401(self, stack: Stack) -> None:
         """No Authorization header: 401 with the JSON error shape."""
         reply = httpx.post(f"{stack.api_url}/sms/send", json={"to": TO, "content": "x"})
-        assert reply.status_code == 401 and reply.json()["error"]["code"] == "unauthorized"
+        assert reply.status_code == 401
+        assert reply.json()["error"]["code"] == "unauthorized"
 
     def test_another_keys_message_is_404(self, stack: Stack) -> None:
         """A key cannot see messages sent with another key."""

@@ -33,7 +33,8 @@ class TestMessages:
     def test_message_ids_are_unique_and_time_ordered(self) -> None:
         """Ids are 32 hex characters whose prefix orders them by creation time."""
         ids = [new_message_id() for _ in range(1000)]
-        assert len(set(ids)) == 1000 and all(len(i) == 32 for i in ids)
+        assert len(set(ids)) == 1000
+        assert all(len(i) == 32 for i in ids)
         assert [i[:12] for i in ids] == sorted(i[:12] for i in ids)
 
     def test_transition_moves_only_from_allowed_states(self, store: Store) -> None:
@@ -56,7 +57,8 @@ class TestConcatReference:
     def test_reference_wraps_at_the_reference_space(self, store: Store) -> None:
         """References cycle through all 256 values before repeating."""
         refs = [store.next_concat_reference(stored(store).id, "+1", 8) for _ in range(257)]
-        assert len(set(refs[:256])) == 256 and refs[256] == refs[0]
+        assert len(set(refs[:256])) == 256
+        assert refs[256] == refs[0]
 
 
 class TestSegments:
@@ -85,7 +87,9 @@ class TestSegments:
             (["accepted", "submitting"], None),
         ],
     )
-    def test_submission_outcome(self, store: Store, statuses: list[str], outcome: str | None) -> None:
+    def test_submission_outcome(
+        self, store: Store, statuses: list[str], outcome: str | None
+    ) -> None:
         """The outcome is rejected over failed over accepted, and none while a segment is open."""
         message = stored(store)
         for seq, status in enumerate(statuses, start=1):
@@ -107,7 +111,9 @@ class TestReceiptsIn:
         message = self.accepted(store)
         first = store.apply_receipt(message.id, 1, "delivered", None, None)
         assert (first.segment_changed, first.message_status, first.became_final) == (
-            True, "accepted", False,
+            True,
+            "accepted",
+            False,
         )
         second = store.apply_receipt(message.id, 2, "delivered", None, None)
         assert (second.message_status, second.became_final) == ("delivered", True)

@@ -53,7 +53,8 @@ class Charset:
 
     def offending(self, text: str) -> tuple[str, ...]:
         """The characters of `text` this charset cannot carry, unique, in order of appearance."""
-        return tuple(ch for ch in dict.fromkeys(text) if ch not in self.chars)
+        missing = set(text).difference(self.chars)
+        return tuple(sorted(missing, key=text.index)) if missing else ()
 
     def septets(self, text: str) -> bytes:
         """`text` as septet codes (ESC + code for extension characters); it must fit."""

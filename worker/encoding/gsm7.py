@@ -51,14 +51,15 @@ def pad(septets: bytes, header: int, ends_with_cr: bool) -> bytes:
 
 def pack(septets: bytes, fill: int) -> bytes:
     """Pack septets LSB-first after `fill` zero bits; the last octet's spare bits are zero."""
+    count = len(septets)
     x = int.from_bytes(septets, "little")
-    span = 1
+    span = 1  # septets per group so far
     for lo, hi, shift in _STEPS:
-        if span >= len(septets):
+        if span >= count:
             break
         x = (x & lo) | ((x & hi) >> shift)
         span <<= 1
-    return (x << fill).to_bytes((fill + 7 * len(septets) + 7) // 8, "little")
+    return (x << fill).to_bytes((fill + 7 * count + 7) // 8, "little")
 
 
 def unpack(payload: bytes, fill: int, count: int | None) -> bytes:

@@ -21,7 +21,11 @@ from worker.errors import ValidationError
 
 TURKISH, SPANISH, PORTUGUESE = 1, 2, 3
 
-LANGUAGE_NAMES: Mapping[int, str] = {TURKISH: "turkish", SPANISH: "spanish", PORTUGUESE: "portuguese"}
+LANGUAGE_NAMES: Mapping[int, str] = {
+    TURKISH: "turkish",
+    SPANISH: "spanish",
+    PORTUGUESE: "portuguese",
+}
 _ALIASES: Mapping[str, int] = {
     **{name: lang for lang, name in LANGUAGE_NAMES.items()},
     **{str(lang): lang for lang in LANGUAGE_NAMES},

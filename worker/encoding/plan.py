@@ -30,14 +30,16 @@ _CODINGS: dict[str, Coding] = {
 
 
 def normalize_coding(coding: str | int | None) -> Coding:
-    """"auto", "gsm7" or "ucs2" for a requested coding (None, a name, or the DCS value 0 / 8).
+    """The coding asked for (None, a name, or the DCS value 0 / 8) as auto, gsm7 or ucs2.
 
     Names are case-insensitive; anything else raises `ValidationError(field="coding")`.
     """
     if coding is None:
         return "auto"
-    key = "" if isinstance(coding, bool) else str(coding).strip().lower()
-    found = _CODINGS.get(key)
+    # The exact spelling is the common case: skip strip() and lower().
+    found = _CODINGS.get(coding) if isinstance(coding, str) else None
+    if found is None and not isinstance(coding, bool):
+        found = _CODINGS.get(str(coding).strip().lower())
     if found is None:
         raise ValidationError(
             f"unknown coding {coding!r} (use auto, GSM7 / 0 or UCS2 / UTF-8 / 8)", field="coding"

@@ -7,8 +7,11 @@ whole grapheme cluster whenever the cluster fits in one segment.
 
 from __future__ import annotations
 
+from bisect import bisect_left
+from functools import cache
+
 from worker.encoding.alphabet import ESC
-from worker.encoding.graphemes import clusters
+from worker.encoding.graphemes import ASTRAL, inner_positions
 
 USER_DATA_OCTETS = 140  # TP-UD of one SMS (TS 23.040)
 MAX_SEGMENTS = 255  # the concatenation IE counts parts in one octet
@@ -30,6 +33,7 @@ def ucs2_capacity(udh: int) -> int:
     return (USER_DATA_OCTETS - udh) // 2
 
 
+@cache
 def capacities(shift_ies: int, reference_bits: int, gsm7: bool) -> tuple[int, int]:
     """(single-segment capacity, per-part capacity of a concatenated message)."""
     single = udh_octets(shift_ies)
@@ -75,19 +79,54 @@ def split_units(text: str, units: int, single: int, concat: int) -> list[int]:
     """Segment ends as code point offsets into `text`, which has `units` UTF-16 units."""
     if units <= single:
         return [len(text)]
-    if max(text) < "\u0300":
-        return _even_ends(units, single, concat)  # no marks, no astral: units are code points
-    ends: list[int] = []
-    used = pos = 0
-    for cluster in clusters(text):
-        cost = utf16_units(cluster)
-        # A cluster too long for any segment is split at code points instead.
-        pieces = [(cluster, cost)] if cost <= concat else [(ch, utf16_units(ch)) for ch in cluster]
-        for piece, piece_cost in pieces:
-            if used + piece_cost > concat:
-                ends.append(pos)
-                used = 0
-            used += piece_cost
-            pos += len(piece)
-    ends.append(pos)
-    return ends
+    inner = inner_positions(text)
+    if not inner and units == len(text):
+        return _even_ends(units, single, concat)  # every unit is a whole character
+    return _Cutter(text, inner, concat).ends()
+
+
+class _Cutter:
+    """Greedy UCS-2 cuts that look only around each cut: one step per segment, not per character.
+
+    Same result as packing atomic pieces greedily, where a piece is a grapheme cluster that fits
+    in a segment, or else one code point of a cluster too long for any segment.
+    """
+
+    def __init__(self, text: str, inner: set[int], capacity: int) -> None:
+        self.size = len(text)
+        self.inner = inner  # offsets where a cut would split a cluster
+        self.astral = [m.start() for m in ASTRAL.finditer(text)]  # characters costing 2 units
+        self.capacity = capacity
+
+    def units(self, start: int, end: int) -> int:
+        """UTF-16 units of text[start:end]."""
+        return end - start + bisect_left(self.astral, end) - bisect_left(self.astral, start)
+
+    def fill(self, start: int) -> int:
+        """The furthest code point offset whose text from `start` fits one segment."""
+        end = min(self.size, start + self.capacity)
+        while self.units(start, end) > self.capacity:
+            end -= 1
+        return end
+
+    def cut(self, start: int) -> int:
+        """Where the segment starting at `start` ends."""
+        end = self.fill(start)
+        if end == self.size or end not in self.inner:
+            return end
+        first = last = end
+        while first in self.inner:
+            first -= 1
+        while last < self.size and last in self.inner:
+            last += 1
+        # Move the cluster whole to the next segment, unless it cannot fit in any segment
+        # (first <= start means the segment began inside such a cluster).
+        if first > start and self.units(first, last) <= self.capacity:
+            return first
+        return end
+
+    def ends(self) -> list[int]:
+        ends = [self.cut(0)]
+        while ends[-1] < self.size:
+            ends.append(self.cut(ends[-1]))
+        return ends

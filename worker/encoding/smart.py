@@ -14,7 +14,7 @@ _TO_DOUBLE_QUOTE = "«»“”„‟″‶〝〞ʺ"
 _TO_APOSTROPHE = "‘’‚‛′‵ʹʻʼʽˈˊˋ´`"
 _TO_HYPHEN = "‐‑‒–—―−⁃﹘﹣"
 # NBSP, the U+2000 block of spaces, narrow NBSP, medium mathematical space, ideographic space.
-_TO_SPACE = "\u00a0\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u202f\u205f\u3000"
+_TO_SPACE = "\u00a0" + "".join(map(chr, range(0x2000, 0x200B))) + "\u202f\u205f\u3000"
 
 
 def _table() -> Mapping[int, str]:

@@ -5,26 +5,15 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING
 
 from worker.errors import SmsqError
 
+if TYPE_CHECKING:
+    from worker.encoding import DecodedSegment
 
-class DecodedSegment(Protocol):
-    """What `worker.encoding.decode_segment` returns."""
-
-    @property
-    def text(self) -> str: ...
-    @property
-    def reference(self) -> int | None: ...
-    @property
-    def total(self) -> int: ...
-    @property
-    def seq(self) -> int: ...
-
-
-Decode = Callable[[bytes, bytes, int], DecodedSegment]
-Reassemble = Callable[[Sequence[Any]], str]
+Decode = Callable[[bytes, bytes, int], "DecodedSegment"]
+Reassemble = Callable[[Sequence["DecodedSegment"]], str]
 
 
 class BadPayloadError(ValueError):
@@ -55,7 +44,7 @@ class _Partial:
 
 
 def _encoding() -> tuple[Decode, Reassemble]:
-    # Imported on first use: the simulator module must load without the encoding engine.
+    # Imported on first use, so that importing the CLI does not load the encoding tables.
     from worker.encoding import decode_segment, reassemble
 
     return decode_segment, reassemble
@@ -64,9 +53,9 @@ def _encoding() -> tuple[Decode, Reassemble]:
 class SimulatorState:
     """Counts and reassembles submissions; every method is O(1) per segment."""
 
-    def __init__(self, decode: Decode | None = None, reassemble: Reassemble | None = None) -> None:
-        self._decode = decode
-        self._reassemble = reassemble
+    def __init__(self) -> None:
+        self._decode: Decode | None = None
+        self._reassemble: Reassemble | None = None
         self.reset()
 
     def reset(self) -> None:
