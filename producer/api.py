@@ -7,11 +7,11 @@ from fastapi import FastAPI
 from producer import errors
 from producer.responses import JsonResponse
 from producer.routes import carriers, health, sms
-from producer.services import build_services
+from producer.services import Services, build_services
 from worker.settings import Settings, get_settings
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, services: Services | None = None) -> FastAPI:
     """The API with its services built from `settings` (the environment by default)."""
     app = FastAPI(
         title="smsq",
@@ -19,7 +19,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Send SMS and OTP codes at volume, with signed delivery receipts.",
         default_response_class=JsonResponse,
     )
-    app.state.services = build_services(settings or get_settings())
+    app.state.services = services or build_services(settings or get_settings())
     errors.install(app)
     app.include_router(sms.router)
     app.include_router(carriers.router)

@@ -25,7 +25,6 @@ from worker.embedded_redis import EmbeddedRedis
 from worker.keys import KeyStore
 from worker.settings import Settings
 
-SIM_PORT = 8025
 WORKER_LANES = (("otp", "otp"), ("normal", "normal"), ("bulk", "bulk"), ("dlr", "dlr,carrier-dlr"))
 
 
@@ -107,7 +106,7 @@ def child_env(settings: Settings, redis_url: str, key: str) -> dict[str, str]:
     # deployments leave SMSQ_DLR_ALLOW_PRIVATE unset, so only public addresses are called.
     env.setdefault("SMSQ_DLR_ALLOW_PRIVATE", "127.0.0.0/8,::1/128")
     if settings.carrier == "sim" and "SMSQ_CARRIER_URL" not in os.environ:
-        env["SMSQ_CARRIER_URL"] = f"http://127.0.0.1:{SIM_PORT}"
+        env["SMSQ_CARRIER_URL"] = f"http://127.0.0.1:{settings.sim_port}"
     return env
 
 
@@ -149,7 +148,7 @@ def up(settings: Settings, concurrency: int) -> int:
     try:
         if settings.carrier == "sim" and "SMSQ_CARRIER_URL" not in os.environ:
             group.start("carrier-sim", [sys.executable, "-m", "producer", "carrier-sim",
-                                        "--port", str(SIM_PORT)], env)  # fmt: skip
+                                        "--port", str(settings.sim_port)], env)  # fmt: skip
         group.start("api", api_command(settings.api_host, settings.api_port), env)
         for name, queues in WORKER_LANES:
             group.start(f"worker-{name}", worker_command(name, queues, concurrency), env)

@@ -33,6 +33,7 @@ class Settings(BaseSettings):
     secret_key: SecretStr = SecretStr("")
 
     carrier: Literal["sim", "http", "kannel", "twilio"] = "sim"
+    sim_port: int = 8025  # where `smsq up` runs the carrier simulator
     carrier_url: str = "http://127.0.0.1:8025"
     carrier_username: str = ""
     carrier_password: SecretStr = SecretStr("")
@@ -49,6 +50,27 @@ class Settings(BaseSettings):
     worker_concurrency: int = 32
     log_level: str = "INFO"
 
+    # OTP (docs/otp.md). A limit is "at most N sends per window seconds" over a sliding
+    # window; N = 0 turns that limit off. Scheduled resends count too.
+    otp_cooldown_seconds: int = Field(30, ge=0)  # between two sends to one (key, number, purpose)
+    otp_max_attempts: int = Field(5, ge=1, le=5)  # checks per code
+    # How long GET /otp/{id} still answers after a code expired.
+    otp_retention_seconds: int = Field(24 * 3600, ge=60)
+    otp_limit_number: int = Field(5, ge=0)
+    otp_limit_number_window: int = Field(3600, ge=1)
+    otp_limit_prefix: int = Field(20, ge=0)  # the number without its last 4 digits
+    otp_limit_prefix_window: int = Field(3600, ge=1)
+    otp_limit_key: int = Field(3000, ge=0)  # per API key
+    otp_limit_key_window: int = Field(60, ge=1)
+    otp_limit_country: int = Field(1000, ge=0)  # per destination region (ISO 3166, e.g. DE)
+    otp_limit_country_window: int = Field(60, ge=1)
+    # ISO 3166 regions codes may go to (comma-separated in the environment); empty = all.
+    otp_allowed_countries: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # phonenumbers number types refused as OTP destinations (toll fraud).
+    otp_blocked_number_types: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["PREMIUM_RATE", "SHARED_COST"]
+    )
+
     @field_validator("dlr_allow_private", mode="before")
     @classmethod
     def _split_networks(cls, value: object) -> object:
@@ -62,6 +84,29 @@ class Settings(BaseSettings):
         for network in value:
             ipaddress.ip_network(network, strict=False)  # loud when wrong
         return value
+
+    @field_validator("otp_allowed_countries", "otp_blocked_number_types", mode="before")
+    @classmethod
+    def _split_otp_lists(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip().upper() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("otp_blocked_number_types")
+    @classmethod
+    def _check_number_types(cls, value: list[str]) -> list[str]:
+        import phonenumbers  # only here: settings stay cheap to import
+
+        known = {n for n in dir(phonenumbers.PhoneNumberType) if n.isupper()}
+        unknown = sorted({v.upper() for v in value} - known)
+        if unknown:
+            raise ValueError(f"unknown number types {unknown}; known: {sorted(known)}")
+        return [v.upper() for v in value]
+
+    @field_validator("otp_allowed_countries")
+    @classmethod
+    def _upper_countries(cls, value: list[str]) -> list[str]:
+        return [v.upper() for v in value]
 
     @property
     def effective_redis_url(self) -> str:

@@ -200,6 +200,13 @@ class TestSubmit:
         texts = [m["text"] for m in sim.stats()["messages"]]  # type: ignore[attr-defined]
         assert texts == ["Your code is 123456", "Hello"]
 
+    def test_reports_text_that_does_not_match_the_payload(self, sim: Simulator) -> None:
+        """A segment whose payload decodes to other than its `text` is listed in `mismatches`."""
+        sim.carrier.submit(make_segment("hi", payload="ho".encode("utf-16-be")))
+        stats = sim.stats()
+        assert stats["mismatches"] == ["m1:1"]
+        assert stats["messages"][0]["text"] == "ho"  # type: ignore[index]
+
     @pytest.mark.parametrize(("payload", "data_coding"), [(b"\x00h\x00", 8), (b"\x00h", 4)])
     def test_refuses_payloads_that_do_not_decode(
         self, sim: Simulator, payload: bytes, data_coding: int

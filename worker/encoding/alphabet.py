@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from worker.encoding.udh import IEI_LOCKING_SHIFT, IEI_SINGLE_SHIFT
+
 ESC = 0x1B
 CR = 0x0D
 
@@ -40,16 +42,7 @@ class Charset:
     to_septets: Mapping[int, str]  # ord(char) -> its septet(s), for str.translate
     basic: frozenset[str]  # characters costing one septet
     chars: frozenset[str]  # every character this charset can carry
-
-    @property
-    def shift_ies(self) -> bytes:
-        """The national language IEs this charset needs in every segment's UDH (TS 23.040)."""
-        ies = b""
-        if self.locking:
-            ies += bytes((0x25, 1, self.locking))
-        if self.single:
-            ies += bytes((0x24, 1, self.single))
-        return ies
+    shift_ies: bytes  # the national language IEs every segment's UDH needs (TS 23.040)
 
     def offending(self, text: str) -> tuple[str, ...]:
         """The characters of `text` this charset cannot carry, unique, in order of appearance."""
@@ -73,6 +66,11 @@ def build_charset(
     for code, ch in single_table.items():
         # A character in both tables goes in one septet through the locking table.
         to_septets.setdefault(ord(ch), chr(ESC) + chr(code))
+    ies = b""
+    if locking:
+        ies += bytes((IEI_LOCKING_SHIFT, 1, locking))
+    if single:
+        ies += bytes((IEI_SINGLE_SHIFT, 1, single))
     return Charset(
         locking=locking,
         single=single,
@@ -81,6 +79,7 @@ def build_charset(
         to_septets=to_septets,
         basic=basic,
         chars=frozenset(chr(o) for o in to_septets),
+        shift_ies=ies,
     )
 
 

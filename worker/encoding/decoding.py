@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from worker.encoding.gsm7 import header_septets, to_text, unpack
+from worker.encoding.message import GSM7_DCS, UCS2_DCS
 from worker.encoding.national import charset_for
 from worker.encoding.udh import parse
 
@@ -32,11 +33,11 @@ def decode_segment(
     Shift IEs for tables we lack are ignored, as a handset without them does.
     """
     header = parse(udh)
-    if data_coding == 0:
+    if data_coding == GSM7_DCS:
         fill = 7 * header_septets(len(udh)) - 8 * len(udh)
         codes = unpack(payload, fill, septets)
         text = to_text(codes, charset_for(header.locking, header.single))
-    elif data_coding == 8:
+    elif data_coding == UCS2_DCS:
         if len(payload) % 2:
             raise ValueError(f"UCS-2 payload of odd length {len(payload)}")
         text = payload.decode("utf-16-be")

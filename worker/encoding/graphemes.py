@@ -69,4 +69,6 @@ def clusters(text: str) -> list[str]:
     """Split `text` into grapheme clusters; "".join(clusters(text)) == text."""
     inner = inner_positions(text)
     starts = [i for i in range(len(text)) if i not in inner]
+    if not starts:
+        return []
     return [text[a:b] for a, b in zip(starts, [*starts[1:], len(text)], strict=True)]

@@ -15,7 +15,7 @@ from worker.encoding.national import LANGUAGE_NAMES
 from worker.encoding.plan import Encoding, Plan, ReferenceBits, plan
 from worker.encoding.udh import build, concat_ie
 
-DATA_CODING: dict[Encoding, int] = {"gsm7": 0, "ucs2": 8}  # the DCS values (TS 23.038 §4)
+GSM7_DCS, UCS2_DCS = 0, 8  # data coding scheme values: default alphabet, UCS-2 (TS 23.038 §4)
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +145,10 @@ def _gsm7_segments(chosen: Plan, reference: int, bits: int) -> tuple[Segment, ..
     assert chosen.charset is not None  # a GSM-7 plan always has its charset
     ies, septets, text = chosen.charset.shift_ies, chosen.septets, chosen.text
     total = len(chosen.ends)
+    if total == 1 and not ies:
+        # The OTP case: no UDH, no fill bits, one slice.
+        payload = pack(pad(septets, 0, text.endswith("\r")), 0)
+        return (Segment(1, 1, b"", payload, GSM7_DCS, text, len(septets)),)
     segments = []
     start = text_start = 0
     for seq, end in enumerate(chosen.ends, 1):
@@ -155,7 +159,7 @@ def _gsm7_segments(chosen: Plan, reference: int, bits: int) -> tuple[Segment, ..
         part = text[text_start:text_end]
         padded = pad(septets[start:end], header, part.endswith("\r"))
         payload = pack(padded, 7 * header - 8 * len(udh))
-        segments.append(Segment(seq, total, udh, payload, 0, part, end - start))
+        segments.append(Segment(seq, total, udh, payload, GSM7_DCS, part, end - start))
         start, text_start = end, text_end
     return tuple(segments)
 
@@ -169,6 +173,6 @@ def _ucs2_segments(chosen: Plan, reference: int, bits: int) -> tuple[Segment, ..
         part = text[start:end]
         payload = part.encode("utf-16-be")
         udh = _udh(b"", reference, bits, total, seq)
-        segments.append(Segment(seq, total, udh, payload, 8, part, len(payload) // 2))
+        segments.append(Segment(seq, total, udh, payload, UCS2_DCS, part, len(payload) // 2))
         start = end
     return tuple(segments)

@@ -1,0 +1,137 @@
+"""Benchmark plumbing: start smsq's processes on loopback, measure CPU and Redis commands."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import psutil
+import redis
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class Processes:
+    """Child processes of one benchmark run, stopped together."""
+
+    env: dict[str, str]
+    children: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def start(self, *args: str) -> subprocess.Popen[bytes]:
+        process = subprocess.Popen(
+            [sys.executable, *args],
+            env={**os.environ, **self.env, "PYTHONPATH": str(REPO)},
+            cwd=REPO,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        self.children.append(process)
+        return process
+
+    def worker(self, queues: str, concurrency: int, name: str, app: str = "worker.tasks") -> None:
+        self.start(
+            "-m", "celery", "-A", app, "worker", "-Q", queues, "-P", "threads",
+            "-c", str(concurrency), "-n", f"{name}@%h", "--without-gossip",
+            "--without-mingle", "--without-heartbeat", "-l", "ERROR",
+        )  # fmt: skip
+
+    def cpu_seconds(self) -> float:
+        total = 0.0
+        for child in self.children:
+            try:
+                times = psutil.Process(child.pid).cpu_times()
+                total += times.user + times.system
+            except psutil.NoSuchProcess:
+                continue
+        return total
+
+    def cpu_by_process(self) -> dict[str, float]:
+        """CPU seconds used so far by each child, keyed by its command line's tail."""
+        result: dict[str, float] = {}
+        for child in self.children:
+            try:
+                process = psutil.Process(child.pid)
+                times = process.cpu_times()
+                label = " ".join(process.cmdline()[2:7])
+                result[label] = times.user + times.system
+            except psutil.NoSuchProcess:
+                continue
+        return result
+
+    def stop(self) -> None:
+        for child in self.children:
+            child.terminate()
+        for child in self.children:
+            try:
+                child.wait(15)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+        self.children.clear()
+
+
+@contextmanager
+def processes(env: dict[str, str]) -> Iterator[Processes]:
+    group = Processes(env)
+    try:
+        yield group
+    finally:
+        group.stop()
+
+
+def redis_commands(client: redis.Redis) -> int:
+    return int(client.info("stats")["total_commands_processed"])
+
+
+def redis_cpu(client: redis.Redis) -> float:
+    info = client.info("cpu")
+    return float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
+
+
+def wait_http(url: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=1).status_code < 500:
+                return
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{url} did not come up")
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, poll: float = 0.05) -> float:
+    """Wait for `predicate`; return the monotonic time it became true (raises on timeout)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return time.monotonic()
+        time.sleep(poll)
+    raise TimeoutError("benchmark condition not reached in time")
+
+
+def engine_ceiling(redis_url: str, tasks: int) -> float:
+    """No-op Celery tasks/s drained by one worker consumer on the same Redis (the ceiling)."""
+    from worker.celery_app import create_app
+    from worker.settings import Settings
+
+    app = create_app(Settings(redis_url=redis_url))
+    client = redis.Redis.from_url(redis_url)
+    client.delete("noop")
+    with app.producer_or_acquire() as producer:
+        for i in range(tasks):
+            app.send_task("bench.noop", args=[f"p{i}"], queue="noop", producer=producer)
+    with processes({"SMSQ_REDIS_URL": redis_url}) as group:
+        group.worker("noop", 8, "noop", app="bench.noop")
+        started = wait_until(lambda: int(client.llen("noop")) < tasks, 60, poll=0.005)
+        ended = wait_until(lambda: int(client.llen("noop")) == 0, 120, poll=0.01)
+    client.close()
+    return tasks / max(ended - started, 1e-9)

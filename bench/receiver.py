@@ -1,0 +1,33 @@
+"""A fast receipt counter for benchmarks: `python -m bench.receiver PORT`; GET /count."""
+
+from __future__ import annotations
+
+import sys
+from collections import Counter
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+counts: Counter[str] = Counter()
+
+
+async def receive(request: Request) -> Response:
+    level = request.query_params.get("level")
+    if level is None:
+        body = await request.body()
+        level = "2" if b'"level":2' in body else "1"
+    counts[level] += 1
+    return Response(b"", status_code=200)
+
+
+async def count(_: Request) -> Response:
+    return JSONResponse(dict(counts))
+
+
+app = Starlette(routes=[Route("/count", count), Route("/r", receive, methods=["GET", "POST"])])
+
+if __name__ == "__main__":
+    uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning", access_log=False)
