@@ -6,7 +6,7 @@ from fastapi import FastAPI
 
 from producer import errors
 from producer.responses import JsonResponse
-from producer.routes import carriers, health, sms
+from producer.routes import batch, carriers, health, otp, sms
 from producer.services import Services, build_services
 from worker.settings import Settings, get_settings
 
@@ -21,7 +21,9 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     )
     app.state.services = services or build_services(settings or get_settings())
     errors.install(app)
+    app.include_router(batch.router)
     app.include_router(sms.router)
+    app.include_router(otp.router)
     app.include_router(carriers.router)
     app.include_router(health.router)
     return app

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import signal
+from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Annotated
 
 import redis
 import typer
 
+from producer.library import Producer
 from producer.preview import preview
 from producer.up import resolve_redis_url
 from producer.up import up as run_up
@@ -97,3 +101,77 @@ def keys_revoke(key_id: str) -> None:
 def main() -> None:
     """Entry point of the `smsq` console script."""
     app()
+
+
+
+# -- OTP (#7): `smsq otp send` / `smsq otp verify`, through the producer library ---------------
+otp_app = typer.Typer(help="Send and check OTP codes (on the store).", no_args_is_help=True)
+app.add_typer(otp_app, name="otp")
+KeyIdOption = Annotated[str, typer.Option("--key-id", help="The key id codes are recorded under")]
+
+
+def _otp_call(key_id: str, call: Callable[[Producer], Mapping[str, object]]) -> None:
+    """Run one library call with the settings a running `smsq up` noted (Redis URL, server
+    key); print its JSON, or the error with a non-zero exit."""
+    from pydantic import SecretStr
+
+    from worker.errors import NotFoundError, RateLimitedError, ValidationError
+    from worker.otp.codes import OtpUnavailableError
+
+    settings = get_settings()
+    update: dict[str, object] = {"redis_url": resolve_redis_url(settings)}
+    noted_key = Path(settings.data_dir) / "secret_key"
+    if not settings.secret_key.get_secret_value() and noted_key.exists():
+        update["secret_key"] = SecretStr(noted_key.read_text().strip())
+    try:
+        with Producer(settings=settings.model_copy(update=update), key_id=key_id) as producer:
+            result = call(producer)
+    except ValidationError as exc:
+        typer.echo(f"invalid {exc.field or 'input'}: {exc.message}", err=True)
+        raise typer.Exit(2) from None
+    except RateLimitedError as exc:
+        typer.echo(f"refused: {exc} (retry after {exc.retry_after:.0f} s)", err=True)
+        raise typer.Exit(3) from None
+    except (OtpUnavailableError, NotFoundError) as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from None
+    typer.echo(json.dumps(dict(result)))
+
+
+@otp_app.command("send")
+def otp_send_command(
+    to: str,
+    purpose: Annotated[str, typer.Option(help="One active code per purpose")] = "default",
+    template: Annotated[str, typer.Option(help="Must contain {code}")] = "Your code is {code}",
+    length: Annotated[int, typer.Option(help="Digits, 4 to 10")] = 6,
+    ttl: Annotated[int, typer.Option(help="Seconds, at most 600")] = 300,
+    sender: Annotated[str | None, typer.Option("--from", help="The sender")] = None,
+    resend_after: Annotated[
+        int | None, typer.Option(help="Resend once if not delivered after this many seconds")
+    ] = None,
+    key_id: KeyIdOption = "cli",
+) -> None:
+    """Send a code by SMS; prints the challenge id and expiry (never the code)."""
+    _otp_call(
+        key_id,
+        lambda p: p.otp_send(
+            to, sender=sender, template=template, length=length, ttl=ttl, purpose=purpose,
+            resend_after=resend_after,
+        ).as_json(),
+    )  # fmt: skip
+
+
+@otp_app.command("verify")
+def otp_verify_command(
+    code: str,
+    challenge_id: Annotated[str | None, typer.Option("--id", help="The challenge id")] = None,
+    to: Annotated[str | None, typer.Option(help="Or the number (with --purpose)")] = None,
+    purpose: Annotated[str, typer.Option(help="The purpose the code was sent for")] = "default",
+    key_id: KeyIdOption = "cli",
+) -> None:
+    """Check a code; prints {"valid", "status", "attempts_remaining"}."""
+    from producer.otp import verdict_json
+
+    _otp_call(
+        key_id, lambda p: verdict_json(p.otp_verify(code, id=challenge_id, to=to, purpose=purpose))
+    )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 MAX_CONTENT_CHARS = 255 * 160  # the longest text 255 GSM-7 segments could ever carry, roughly
 
@@ -33,6 +33,47 @@ class SendRequest(BaseModel):
     )
     max_segments: int | None = Field(None, ge=1, le=255)
     client_ref: str | None = Field(None, max_length=64, description="Echoed in every receipt")
+
+
+MAX_BATCH = 100_000
+
+
+class Recipient(BaseModel):
+    """One recipient of a templated batch, with the values of its `{variables}`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    to: str = Field(max_length=32)
+    vars: dict[str, str | int | float] = Field(default_factory=dict)
+    client_ref: str | None = Field(None, max_length=64)
+
+
+class BatchRequest(BaseModel):
+    """`POST /sms/batch`: a list of messages, or one template and its recipients."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=False, frozen=True)
+
+    messages: list[dict[str, object]] | None = Field(None, max_length=MAX_BATCH)
+    content: str | None = Field(None, description="Template with {name} variables")
+    recipients: list[str | Recipient] | None = Field(None, max_length=MAX_BATCH)
+    from_: str | None = Field(None, alias="from")
+    dlr: bool = False
+    dlr_level: Literal[1, 2, 3] = Field(1, alias="dlr-level")
+    dlr_url: str | None = Field(None, alias="dlr-url")
+    dlr_method: Literal["GET", "POST"] = Field("POST", alias="dlr-method")
+    coding: str | int = "auto"
+    priority: Literal["otp", "normal", "bulk"] = "bulk"
+    send_at: str | None = None
+    validity: int | None = Field(None, ge=1, le=7 * 24 * 3600)
+    max_segments: int | None = Field(None, ge=1, le=255)
+
+    @model_validator(mode="after")
+    def _one_shape(self) -> BatchRequest:
+        if (self.messages is None) == (self.recipients is None):
+            raise ValueError("give either `messages` or `content` with `recipients`")
+        if self.recipients is not None and not self.content:
+            raise ValueError("`recipients` needs a `content` template")
+        return self
 
 
 class SendAccepted(BaseModel):

@@ -32,6 +32,7 @@ from worker.errors import (
     CarrierUnknownOutcomeError,
     ValidationError,
 )
+from worker.otp.content import message_text
 from worker.queueing import Publisher
 from worker.store import Message, Store
 
@@ -117,7 +118,7 @@ class Sender:
     def _encode(self, message: Message) -> EncodedMessage:
         reference = self.store.next_concat_reference(message.id, message.to, REFERENCE_BITS)
         encoded = encode_message(
-            message.content,
+            message_text(message),  # OTP (#7): an OTP code is stored sealed; unsealed only here
             message.coding,
             reference=reference,
             reference_bits=REFERENCE_BITS,

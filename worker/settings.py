@@ -28,6 +28,7 @@ class Settings(BaseSettings):
     api_port: int = 8000
     public_url: str | None = None
     max_body_bytes: int = 1_048_576
+    max_batch_body_bytes: int = 64 * 1_048_576
 
     # Server key for keyed hashes (API keys, OTP codes). `smsq up` generates one under data_dir.
     secret_key: SecretStr = SecretStr("")

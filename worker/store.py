@@ -242,6 +242,19 @@ class Store:
         )
         return bool(moved)
 
+    def transition_many(
+        self, message_ids: list[str], allowed_from: frozenset[str], to: str, **detail: Any
+    ) -> int:
+        """`transition` for many messages in one pipelined round trip; returns how many moved."""
+        pipe = self.redis.pipeline(transaction=False)
+        for message_id in message_ids:
+            self._scripts.transition(
+                keys=[message_key(message_id), events_key(message_id)],
+                args=[to, _event(to, **detail), now_ms(), *sorted(allowed_from)],
+                client=pipe,
+            )
+        return sum(int(moved) for moved in pipe.execute())
+
     def next_concat_reference(self, message_id: str, to: str, bits: int) -> int:
         """The message's concatenation reference: fixed once chosen, fresh per recipient."""
         return int(

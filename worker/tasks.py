@@ -16,6 +16,7 @@ from worker.carriers.registry import carrier_for_name
 from worker.celery_app import MAX_COUNTDOWN_SECONDS, create_app
 from worker.contract import HANDLE_CARRIER_RECEIPT, POST_RECEIPT, SEND_SMS
 from worker.inbound import ReceiptIntake
+from worker.otp.resend import RESEND_OTP, Resender
 from worker.receipts import ReceiptDeliverer
 from worker.runtime import runtime
 from worker.sending import Sender
@@ -76,3 +77,11 @@ def inbound_request(data: dict[str, Any]) -> InboundRequest:
         body=base64.b64decode(data.get("body", "")),
         form=data.get("form", {}),
     )
+
+
+# OTP (#7): the scheduled resend; the producer schedules it by name (`worker.otp.resend`).
+@app.task(name=RESEND_OTP)
+def resend_otp(challenge_id: str) -> str:
+    """Resend a pending OTP code whose SMS got no delivered receipt in time (at most once)."""
+    rt = runtime()
+    return Resender(rt.store, rt.publisher, rt.settings).resend(challenge_id)

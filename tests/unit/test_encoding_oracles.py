@@ -85,44 +85,9 @@ class TestTablesAgainstGsmcodecs:
         assert not [ch for ch in every if unicodedata.combining(ch)]
 
 
-class _BitStream:
-    """The part of bitstring 4's BitStream that smspdudecoder 2.2 uses.
-
-    bitstring 5 removed BitStream, and smspdudecoder still imports it; this stand-in does
-    only hex/bit-string conversions and reads, so the oracle's own logic stays its own.
-    """
-
-    def __init__(self, *, hex: str | None = None, bin: str | None = None) -> None:
-        self.bin = "".join(f"{int(d, 16):04b}" for d in hex) if hex is not None else bin or ""
-        self.pos = 0
-
-    @property
-    def hex(self) -> str:
-        return "".join(f"{int(self.bin[i : i + 4], 2):x}" for i in range(0, len(self.bin), 4))
-
-    @property
-    def uint(self) -> int:
-        return int(self.bin, 2)
-
-    def read(self, fmt: str) -> object:
-        kind, _, size = fmt.partition(":")
-        width = 1 if kind == "bool" else int(size)
-        chunk = self.bin[self.pos : self.pos + width]
-        self.pos += width
-        if kind == "bool":
-            return chunk == "1"
-        if kind == "bits":
-            return _BitStream(bin=chunk)
-        return int(chunk, 2)  # uint / uintbe
-
-
 @cache
 def smspdudecoder(module: str) -> ModuleType:
-    """Import a smspdudecoder module, giving it bitstring's old BitStream if needed."""
-    import bitstring
-
-    if not hasattr(bitstring, "BitStream"):
-        bitstring.BitStream = _BitStream  # type: ignore[attr-defined]  # gone in bitstring 5
+    """Import a smspdudecoder module (it needs bitstring < 5, pinned in the dev extras)."""
     return importlib.import_module(f"smspdudecoder.{module}")
 
 

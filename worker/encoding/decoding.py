@@ -28,8 +28,8 @@ def decode_segment(
 
     `septets` is the septet count after the UDH (TP-UDL minus the header septets). Without it
     the count comes from the payload length and CR padding is stripped (TS 23.038 §6.1.2.3.1),
-    which is exact except that a segment ending in CR may come back one CR short: a full
-    segment's final CR, or the second of two when they end an octet boundary plus one septet.
+    which is exact except that a segment ending in CR may come back one CR short: the CR ending
+    a full segment, or one of two CRs ending one septet past an octet boundary.
     Shift IEs for tables we lack are ignored, as a handset without them does.
     """
     header = parse(udh)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from worker.encoding.alphabet import CR, ESC, Charset
 
-_MAX_SEPTETS = 256  # more than one segment can hold; the masks below cover it
+_MAX_SEPTETS = 256  # more than one segment holds; the masks below cover this many
+_FULL = 160  # septets in a whole TP-UD (140 octets), header septets included
 
 
 def _compaction_steps() -> tuple[tuple[int, int, int], ...]:
@@ -44,7 +45,7 @@ def pad(septets: bytes, header: int, ends_with_cr: bool) -> bytes:
     for it (and no spare bits).
     """
     total = header + len(septets)
-    if total % 8 == 7 or (total % 8 == 0 and ends_with_cr and total < 160):
+    if total % 8 == 7 or (total % 8 == 0 and ends_with_cr and total < _FULL):
         return septets + bytes((CR,))
     return septets
 
@@ -52,6 +53,8 @@ def pad(septets: bytes, header: int, ends_with_cr: bool) -> bytes:
 def pack(septets: bytes, fill: int) -> bytes:
     """Pack septets LSB-first after `fill` zero bits; the last octet's spare bits are zero."""
     count = len(septets)
+    if count > _MAX_SEPTETS:
+        raise ValueError(f"{count} septets are more than one segment holds")
     x = int.from_bytes(septets, "little")
     span = 1  # septets per group so far
     for lo, hi, shift in _STEPS:

@@ -223,13 +223,15 @@ class ChallengeStore:
             )
         )
 
-    def verify(self, challenge_id: str, key_id: str, code: str, keys: CodeKeys, now: int) -> Verdict:
+    def verify(
+        self, challenge_id: str, key_id: str, code: str, keys: CodeKeys, now: int
+    ) -> Verdict:
         """Check `code` against the challenge, counting the attempt; atomic under concurrency."""
         name = challenge_key(challenge_id)
         for _ in range(VERIFY_TRIES):
             with self.redis.pipeline(transaction=True) as pipe:
                 try:
-                    pipe.watch(name)
+                    pipe.watch(name)  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
                     data = cast(dict[str, str], pipe.hgetall(name))
                     challenge = Challenge.from_hash(data) if data else None
                     verdict, writes = judge(challenge, key_id, code, keys, now)

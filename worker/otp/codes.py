@@ -92,9 +92,7 @@ class CodeKeys:
             raise ValidationError("unknown sealed-code format", code="otp_unsealable")
         try:
             raw = base64.urlsafe_b64decode(sealed[len(_SEAL_PREFIX) :])
-            plain = self._aead.decrypt(
-                raw[:_NONCE_BYTES], raw[_NONCE_BYTES:], message_id.encode()
-            )
+            plain = self._aead.decrypt(raw[:_NONCE_BYTES], raw[_NONCE_BYTES:], message_id.encode())
         except (InvalidTag, ValueError):
             raise ValidationError(
                 "the OTP code cannot be unsealed (was SMSQ_SECRET_KEY changed?)",

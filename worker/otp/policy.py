@@ -64,6 +64,11 @@ def number_prefix(to: str) -> str:
     return to[:-PREFIX_DIGITS_DROPPED]
 
 
+def region_of(to: str) -> str:
+    """The ISO 3166 region of an E.164 number (`ZZ` when unknown)."""
+    return phonenumbers.region_code_for_number(phonenumbers.parse(to, None)) or "ZZ"
+
+
 def check_destination(to: str, settings: Settings) -> str:
     """The region of an E.164 number that may get codes; ValidationError (field `to`) if not."""
     number = phonenumbers.parse(to, None)

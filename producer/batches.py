@@ -1,0 +1,230 @@
+"""Campaigns: expand a batch request into messages, ingest them in pipelined chunks, count, cancel.
+
+Keys:  smsq:batch:{id}      hash {id, key_id, created_at, total, accepted, rejected, priority}
+       smsq:batch:{id}:ids  list of the batch's message ids, in request order
+Counters are derived from the messages' own states when asked (one pipelined read per 1,000
+messages), so they can never drift from the truth.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import pydantic
+
+from producer.schemas import BatchRequest, SendRequest
+from producer.submission import accept_messages
+from producer.validation import build_message
+from worker.clock import iso_ms, now_ms
+from worker.contract import FINAL_STATUSES, MessageStatus
+from worker.errors import NotFoundError, ValidationError
+from worker.queueing import CeleryPublisher
+from worker.settings import Settings
+from worker.store import Message, Store, message_key
+
+CHUNK = 1000
+_VARIABLE = re.compile(r"\{(\w+)\}")
+_COMMON = (
+    "from", "dlr", "dlr-level", "dlr-url", "dlr-method", "coding", "priority", "send_at",
+    "validity", "max_segments",
+)  # fmt: skip
+
+
+def batch_key(batch_id: str) -> str:
+    return f"smsq:batch:{batch_id}"
+
+
+def render(template: str, variables: Mapping[str, Any]) -> str:
+    """`{name}` → its value; a variable the recipient lacks is a ValidationError naming it."""
+
+    def substitute(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in variables:
+            raise ValidationError(
+                f"no value for {{{name}}}", field=f"vars.{name}", code="missing_var"
+            )
+        return str(variables[name])
+
+    return _VARIABLE.sub(substitute, template)
+
+
+def expand(request: BatchRequest) -> Iterator[dict[str, Any] | ValidationError]:
+    """One send body per recipient (or the error that makes that recipient invalid)."""
+    common = {k: v for k, v in request.model_dump(by_alias=True).items() if k in _COMMON}
+    common = {k: v for k, v in common.items() if v is not None}
+    if request.messages is not None:
+        for message in request.messages:
+            yield {**common, **message}
+        return
+    for recipient in request.recipients or []:
+        to, variables = (
+            (recipient, {}) if isinstance(recipient, str) else (recipient.to, recipient.vars)
+        )
+        try:
+            content = render(request.content or "", {"to": to, **variables})
+        except ValidationError as exc:
+            yield exc
+            continue
+        client_ref = None if isinstance(recipient, str) else recipient.client_ref
+        yield {**common, "to": to, "content": content, "client_ref": client_ref}
+
+
+@dataclass
+class IngestResult:
+    batch_id: str
+    accepted: list[str] = field(default_factory=list)
+    rejected: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _reject(index: int, body: Mapping[str, Any] | None, exc: ValidationError) -> dict[str, Any]:
+    to = body.get("to") if isinstance(body, Mapping) else None
+    return {
+        "index": index,
+        "to": to,
+        "error": {"code": exc.code, "message": exc.message, "field": exc.field},
+    }
+
+
+def _validated(
+    index: int,
+    body: dict[str, Any] | ValidationError,
+    settings: Settings,
+    key_id: str,
+    batch_id: str,
+) -> Message | dict[str, Any]:
+    if isinstance(body, ValidationError):
+        return _reject(index, None, body)
+    try:
+        parsed = SendRequest.model_validate({k: v for k, v in body.items() if v is not None})
+        message, _ = build_message(parsed, settings, key_id=key_id, batch_id=batch_id)
+    except pydantic.ValidationError as exc:
+        first = exc.errors()[0]
+        field_name = ".".join(str(p) for p in first["loc"]) or None
+        return _reject(
+            index, body, ValidationError(first["msg"], field=field_name, code=first["type"])
+        )
+    except ValidationError as exc:
+        return _reject(index, body, exc)
+    return message
+
+
+def ingest(
+    store: Store,
+    publisher: CeleryPublisher,
+    settings: Settings,
+    bodies: Iterable[dict[str, Any] | ValidationError],
+    *,
+    key_id: str,
+    batch_id: str | None = None,
+) -> IngestResult:
+    """Validate each body, then store and publish the valid ones in pipelined chunks."""
+    result = IngestResult(batch_id or uuid.uuid4().hex)
+    chunk: list[Message] = []
+    for index, body in enumerate(bodies):
+        outcome = _validated(index, body, settings, key_id, result.batch_id)
+        if isinstance(outcome, Message):
+            chunk.append(outcome)
+            if len(chunk) >= CHUNK:
+                _flush(store, publisher, result, chunk)
+        else:
+            result.rejected.append(outcome)
+    _flush(store, publisher, result, chunk)
+    return result
+
+
+def _flush(
+    store: Store, publisher: CeleryPublisher, result: IngestResult, chunk: list[Message]
+) -> None:
+    if not chunk:
+        return
+    ids = [m.id for m in chunk]
+    store.redis.rpush(f"{batch_key(result.batch_id)}:ids", *ids)
+    accept_messages(store, publisher, chunk)
+    result.accepted.extend(ids)
+    chunk.clear()
+
+
+def record_batch(store: Store, result: IngestResult, key_id: str, priority: str) -> None:
+    store.redis.hset(
+        batch_key(result.batch_id),
+        mapping={
+            "id": result.batch_id,
+            "key_id": key_id,
+            "created_at": str(now_ms()),
+            "total": str(len(result.accepted) + len(result.rejected)),
+            "accepted": str(len(result.accepted)),
+            "rejected": str(len(result.rejected)),
+            "priority": priority,
+        },
+    )
+
+
+def _batch_fields(store: Store, batch_id: str, key_id: str) -> dict[str, str]:
+    fields = cast(dict[str, str], store.redis.hgetall(batch_key(batch_id)))
+    if not fields or fields.get("key_id") != key_id:
+        raise NotFoundError("no such batch")
+    return fields
+
+
+def _ids(store: Store, batch_id: str) -> Iterator[list[str]]:
+    total = int(store.redis.llen(f"{batch_key(batch_id)}:ids"))
+    for start in range(0, total, CHUNK):
+        yield cast(
+            list[str], store.redis.lrange(f"{batch_key(batch_id)}:ids", start, start + CHUNK - 1)
+        )
+
+
+def batch_status(store: Store, batch_id: str, key_id: str) -> dict[str, Any]:
+    """Live counters of a batch, read from its messages' states."""
+    fields = _batch_fields(store, batch_id, key_id)
+    states: Counter[str] = Counter()
+    last_done = 0
+    for ids in _ids(store, batch_id):
+        pipe = store.redis.pipeline(transaction=False)
+        for message_id in ids:
+            pipe.hmget(message_key(message_id), "status", "done_at")
+        for status, done_at in pipe.execute():
+            states[status] += 1
+            last_done = max(last_done, int(done_at or 0))
+    accepted = int(fields["accepted"])
+    finished = sum(states[s] for s in FINAL_STATUSES)
+    submitted = sum(
+        states[s]
+        for s in (MessageStatus.ACCEPTED, MessageStatus.DELIVERED, MessageStatus.UNDELIVERED)
+    )
+    return {
+        "id": batch_id,
+        "total": int(fields["total"]),
+        "accepted": accepted,
+        "rejected": int(fields["rejected"]),
+        "queued": states[MessageStatus.QUEUED] + states[MessageStatus.SUBMITTING],
+        "scheduled": states[MessageStatus.SCHEDULED],
+        "submitted": submitted,
+        "delivered": states[MessageStatus.DELIVERED],
+        "failed": sum(
+            states[s]
+            for s in (MessageStatus.REJECTED, MessageStatus.FAILED, MessageStatus.UNDELIVERED)
+        ),
+        "expired": states[MessageStatus.EXPIRED],
+        "cancelled": states[MessageStatus.CANCELLED],
+        "done": finished == accepted,
+        "created_at": iso_ms(int(fields["created_at"])),
+        "done_at": iso_ms(last_done) if finished == accepted and last_done else None,
+    }
+
+
+CANCELLABLE = frozenset({MessageStatus.QUEUED, MessageStatus.SCHEDULED})
+
+
+def cancel_batch(store: Store, batch_id: str, key_id: str) -> int:
+    """Cancel every message of the batch not yet being submitted; returns how many."""
+    _batch_fields(store, batch_id, key_id)
+    return sum(
+        store.transition_many(ids, CANCELLABLE, MessageStatus.CANCELLED)
+        for ids in _ids(store, batch_id)
+    )

@@ -1,0 +1,80 @@
+"""`/sms/batch*` routes: campaigns in, live counters, cancel; and `DELETE /sms/{id}`."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Request
+
+from producer.batches import CANCELLABLE, batch_status, cancel_batch, expand, ingest, record_batch
+from producer.body import json_body_openapi, parse_json_body, parse_model
+from producer.responses import JsonResponse
+from producer.schemas import ERROR_RESPONSES, BatchRequest
+from producer.services import KeyDep, ServicesDep
+from worker.contract import MessageStatus
+from worker.errors import ConflictError, NotFoundError
+
+router = APIRouter()
+
+
+@router.post(
+    "/sms/batch",
+    status_code=202,
+    responses=ERROR_RESPONSES,
+    openapi_extra=json_body_openapi(BatchRequest),
+)
+async def create_batch(
+    request: Request,
+    key: KeyDep,
+    services: ServicesDep,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+) -> Any:
+    """Accept a campaign: 202 with the batch id, the accepted count and each rejected recipient."""
+    raw = await request.body()
+    body = parse_model(BatchRequest, parse_json_body(raw, services.settings.max_batch_body_bytes))
+    if idempotency_key is not None:
+        replay = services.idempotency.begin(key.id, idempotency_key, raw)
+        if replay is not None:
+            return JsonResponse(replay, status_code=202)
+    try:
+        result = ingest(
+            services.store, services.publisher, services.settings, expand(body), key_id=key.id
+        )
+        record_batch(services.store, result, key.id, body.priority)
+    except BaseException:
+        if idempotency_key is not None:
+            services.idempotency.abandon(key.id, idempotency_key)
+        raise
+    reply = {
+        "id": result.batch_id,
+        "accepted": len(result.accepted),
+        "rejected": result.rejected,
+        "status": "scheduled" if body.send_at else "queued",
+    }
+    if idempotency_key is not None:
+        services.idempotency.finish(key.id, idempotency_key, raw, reply)
+    return JsonResponse(reply, status_code=202)
+
+
+@router.get("/sms/batch/{batch_id}", responses=ERROR_RESPONSES)
+def get_batch(batch_id: str, key: KeyDep, services: ServicesDep) -> Any:
+    """Live counters (queued, scheduled, submitted, delivered, failed, expired, cancelled…)."""
+    return batch_status(services.store, batch_id, key.id)
+
+
+@router.delete("/sms/batch/{batch_id}", responses=ERROR_RESPONSES)
+def delete_batch(batch_id: str, key: KeyDep, services: ServicesDep) -> Any:
+    """Cancel what has not been submitted yet."""
+    cancelled = cancel_batch(services.store, batch_id, key.id)
+    return {"id": batch_id, "cancelled": cancelled}
+
+
+@router.delete("/sms/{message_id}", responses=ERROR_RESPONSES)
+def delete_message(message_id: str, key: KeyDep, services: ServicesDep) -> Any:
+    """Cancel a queued or scheduled message; 409 once it is being submitted or done."""
+    fields = services.store.fields(message_id) if message_id.isalnum() else {}
+    if not fields or fields.get("key_id") != key.id:
+        raise NotFoundError("no such message")
+    if not services.store.transition(message_id, CANCELLABLE, MessageStatus.CANCELLED):
+        raise ConflictError(f"the message is {fields.get('status')} and can no longer be cancelled")
+    return {"id": message_id, "status": MessageStatus.CANCELLED.value}
