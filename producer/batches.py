@@ -28,7 +28,7 @@ from worker.settings import Settings
 from worker.store import Message, Store, message_key
 
 CHUNK = 1000
-_VARIABLE = re.compile(r"\{(\w+)\}")
+_VARIABLE = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _COMMON = (
     "from", "dlr", "dlr-level", "dlr-url", "dlr-method", "coding", "priority", "send_at",
     "validity", "max_segments",
@@ -120,10 +120,10 @@ def ingest(
     bodies: Iterable[dict[str, Any] | ValidationError],
     *,
     key_id: str,
-    batch_id: str | None = None,
+    batch_id: str,
 ) -> IngestResult:
     """Validate each body, then store and publish the valid ones in pipelined chunks."""
-    result = IngestResult(batch_id or uuid.uuid4().hex)
+    result = IngestResult(batch_id)
     chunk: list[Message] = []
     for index, body in enumerate(bodies):
         outcome = _validated(index, body, settings, key_id, result.batch_id)
@@ -149,19 +149,29 @@ def _flush(
     chunk.clear()
 
 
-def record_batch(store: Store, result: IngestResult, key_id: str, priority: str) -> None:
-    store.redis.hset(
-        batch_key(result.batch_id),
-        mapping={
-            "id": result.batch_id,
-            "key_id": key_id,
-            "created_at": str(now_ms()),
-            "total": str(len(result.accepted) + len(result.rejected)),
-            "accepted": str(len(result.accepted)),
-            "rejected": str(len(result.rejected)),
-            "priority": priority,
-        },
-    )
+def claim_batch(store: Store, batch_id: str | None, key_id: str, priority: str) -> str:
+    """A new batch, or an existing one of the same key to append a chunk to."""
+    batch_id = batch_id or uuid.uuid4().hex
+    key = batch_key(batch_id)
+    store.redis.hsetnx(key, "key_id", key_id)
+    if store.redis.hget(key, "key_id") != key_id:
+        raise NotFoundError("no such batch")
+    pipe = store.redis.pipeline(transaction=True)
+    pipe.hsetnx(key, "id", batch_id)
+    pipe.hsetnx(key, "created_at", str(now_ms()))
+    pipe.hsetnx(key, "priority", priority)
+    pipe.execute()
+    return batch_id
+
+
+def record_batch(store: Store, result: IngestResult) -> None:
+    """Add one ingested chunk's counts to its batch."""
+    pipe = store.redis.pipeline(transaction=True)
+    key = batch_key(result.batch_id)
+    pipe.hincrby(key, "total", len(result.accepted) + len(result.rejected))
+    pipe.hincrby(key, "accepted", len(result.accepted))
+    pipe.hincrby(key, "rejected", len(result.rejected))
+    pipe.execute()
 
 
 def _batch_fields(store: Store, batch_id: str, key_id: str) -> dict[str, str]:

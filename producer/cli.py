@@ -12,6 +12,7 @@ from typing import Annotated
 import redis
 import typer
 
+from producer import campaigns
 from producer.library import Producer
 from producer.preview import preview
 from producer.up import resolve_redis_url
@@ -32,6 +33,8 @@ keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help
 app.add_typer(keys_app, name="keys")
 app.command("preview")(preview)
 app.command("carrier-sim")(carrier_sim)
+app.command("send")(campaigns.send)
+app.add_typer(campaigns.batch_app, name="batch")
 
 
 def _redis() -> redis.Redis:
@@ -101,7 +104,6 @@ def keys_revoke(key_id: str) -> None:
 def main() -> None:
     """Entry point of the `smsq` console script."""
     app()
-
 
 
 # -- OTP (#7): `smsq otp send` / `smsq otp verify`, through the producer library ---------------

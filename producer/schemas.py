@@ -53,6 +53,9 @@ class BatchRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", populate_by_name=False, frozen=True)
 
+    batch_id: str | None = Field(
+        None, pattern=r"^[0-9a-f]{32}$", description="Append to this batch (uploads in chunks)"
+    )
     messages: list[dict[str, object]] | None = Field(None, max_length=MAX_BATCH)
     content: str | None = Field(None, description="Template with {name} variables")
     recipients: list[str | Recipient] | None = Field(None, max_length=MAX_BATCH)

@@ -6,7 +6,15 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Request
 
-from producer.batches import CANCELLABLE, batch_status, cancel_batch, expand, ingest, record_batch
+from producer.batches import (
+    CANCELLABLE,
+    batch_status,
+    cancel_batch,
+    claim_batch,
+    expand,
+    ingest,
+    record_batch,
+)
 from producer.body import json_body_openapi, parse_json_body, parse_model
 from producer.responses import JsonResponse
 from producer.schemas import ERROR_RESPONSES, BatchRequest
@@ -37,10 +45,16 @@ async def create_batch(
         if replay is not None:
             return JsonResponse(replay, status_code=202)
     try:
+        batch_id = claim_batch(services.store, body.batch_id, key.id, body.priority)
         result = ingest(
-            services.store, services.publisher, services.settings, expand(body), key_id=key.id
+            services.store,
+            services.publisher,
+            services.settings,
+            expand(body),
+            key_id=key.id,
+            batch_id=batch_id,
         )
-        record_batch(services.store, result, key.id, body.priority)
+        record_batch(services.store, result)
     except BaseException:
         if idempotency_key is not None:
             services.idempotency.abandon(key.id, idempotency_key)

@@ -135,7 +135,9 @@ def running_stack(
     receiver: Receiver | None = None,
     workers: int = 1,
     concurrency: int = 16,
+    worker_queues: list[str] | None = None,
 ) -> Iterator[Stack]:
+    """Run the whole system; `worker_queues` gives one worker process per entry instead."""
     receiver = receiver or Receiver()
     with ExitStack() as stack:
         sim_url = stack.enter_context(
@@ -153,8 +155,10 @@ def running_stack(
             "SMSQ_DLR_ALLOW_PRIVATE": "127.0.0.0/8",
             "SMSQ_WORKER_CONCURRENCY": str(concurrency),
         }
+        lanes = worker_queues or [ALL_QUEUES] * workers
         processes = [
-            worker_process(env, concurrency=concurrency, name=f"w{i}") for i in range(workers)
+            worker_process(env, queues, concurrency=concurrency, name=f"w{i}")
+            for i, queues in enumerate(lanes)
         ]
         for process in processes:
             stack.callback(stop_process, process)

@@ -28,15 +28,15 @@ _REASONS = {
     "country": "too many codes sent to this country",
 }
 
-# KEYS[1] cooldown key, KEYS[2..] limit logs. ARGV: now ms, member, cooldown ms (0 = none),
+# KEYS[1] cooldown key (holds the time the cooldown ends), KEYS[2..] limit logs. ARGV: now ms, member, cooldown ms (0 = none),
 # then per log its count and window ms. Returns {index, wait ms}: 0 = cooldown, i = KEYS[i+1],
 # -1 = admitted (and counted everywhere).
 ADMIT = """
 local now = tonumber(ARGV[1])
 local cooldown = tonumber(ARGV[3])
 if cooldown > 0 then
-  local left = redis.call('PTTL', KEYS[1])
-  if left > 0 then return {0, left} end
+  local until_ms = tonumber(redis.call('GET', KEYS[1]) or '0')
+  if until_ms > now then return {0, until_ms - now} end
 end
 local worst, wait = -1, 0
 for i = 2, #KEYS do
@@ -50,7 +50,7 @@ for i = 2, #KEYS do
   end
 end
 if worst >= 0 then return {worst, wait} end
-if cooldown > 0 then redis.call('SET', KEYS[1], ARGV[1], 'PX', cooldown) end
+if cooldown > 0 then redis.call('SET', KEYS[1], now + cooldown, 'PX', cooldown) end
 for i = 2, #KEYS do
   redis.call('ZADD', KEYS[i], now, ARGV[2])
   redis.call('PEXPIRE', KEYS[i], ARGV[2 * i + 1])
