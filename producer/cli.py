@@ -54,13 +54,14 @@ def up_command(
 def scheduler_command() -> None:
     """Run the durable scheduler (several may run; one holds the lock and works)."""
     from worker.celery_app import create_app
-    from worker.queueing import CeleryPublisher
+    from worker.queueing import CeleryPublisher, publishes_directly
     from worker.scheduler import Scheduler
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     settings = get_settings()
     client = redis.Redis.from_url(settings.effective_redis_url)
-    scheduler = Scheduler(client, CeleryPublisher(create_app(settings), client))
+    publisher = CeleryPublisher(create_app(settings), client, direct=publishes_directly(settings))
+    scheduler = Scheduler(client, publisher)
     signal.signal(signal.SIGTERM, lambda *_: scheduler.stop())
     signal.signal(signal.SIGINT, lambda *_: scheduler.stop())
     scheduler.run()

@@ -12,7 +12,7 @@ from producer.auth import authenticate
 from producer.idempotency import Idempotency
 from worker.celery_app import create_app as create_celery_app
 from worker.keys import ApiKey, KeyStore
-from worker.queueing import CeleryPublisher
+from worker.queueing import CeleryPublisher, publishes_directly
 from worker.settings import Settings
 from worker.store import Store
 
@@ -42,7 +42,9 @@ def build_services(settings: Settings) -> Services:
         redis=client,
         store=Store(client),
         keys=KeyStore(client),
-        publisher=CeleryPublisher(create_celery_app(settings), client),
+        publisher=CeleryPublisher(
+            create_celery_app(settings), client, direct=publishes_directly(settings)
+        ),
         idempotency=Idempotency(client),
     )
 

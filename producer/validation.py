@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
+from functools import lru_cache
 
 import phonenumbers
 
@@ -21,6 +22,7 @@ _NUMERIC_SENDER = re.compile(r"\+?[0-9]{1,15}")
 _ALPHANUMERIC_SENDER = re.compile(r"[A-Za-z0-9 ._&'-]{1,11}")
 
 
+@lru_cache(maxsize=65_536)  # campaigns and OTPs repeat numbers; parsing costs ~0.1 ms
 def normalize_number(raw: str, field: str = "to") -> str:
     """E.164 (`+` and digits) for a valid phone number; ValidationError otherwise."""
     text = raw.strip()

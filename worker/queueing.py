@@ -11,6 +11,8 @@ import redis
 from celery import Celery
 
 from worker.clock import now_ms
+from worker.envelope import enqueue
+from worker.settings import Settings
 
 SCHEDULE_KEY = "smsq:schedule"
 INFLIGHT_KEY = "smsq:schedule:inflight"
@@ -42,20 +44,49 @@ def schedule_at(
 
 
 class CeleryPublisher:
-    """Publishes through a Celery app by task name (never importing the tasks)."""
+    """Publishes tasks by name (never importing them).
 
-    def __init__(self, app: Celery, client: redis.Redis) -> None:
+    `direct`: the broker is the store's Redis, so tasks are written straight into their queue
+    lists (`worker.envelope`) — in the caller's pipeline when there is one. Otherwise (another
+    broker, e.g. RabbitMQ) they go through Celery.
+    """
+
+    def __init__(self, app: Celery, client: redis.Redis, *, direct: bool = False) -> None:
         self.app = app
         self.redis = client
+        self.direct = direct
 
     def publish(self, task: str, args: Sequence[Any], queue: str) -> None:
-        self.app.send_task(task, args=list(args), queue=queue)
+        if self.direct:
+            enqueue(self.redis, task, args, queue)
+        else:
+            self.app.send_task(task, args=list(args), queue=queue)
 
     def publish_many(self, jobs: Sequence[tuple[str, Sequence[Any], str]]) -> None:
-        """Publish several jobs over one producer connection."""
+        """Publish several jobs in one round trip (direct) or over one producer connection."""
+        if self.direct:
+            pipe = self.redis.pipeline(transaction=False)
+            for task, args, queue in jobs:
+                enqueue(pipe, task, args, queue)
+            pipe.execute()
+            return
         with self.app.producer_or_acquire() as producer:
             for task, args, queue in jobs:
                 self.app.send_task(task, args=list(args), queue=queue, producer=producer)
 
+    def enqueue_in(
+        self, pipe: redis.client.Pipeline, task: str, args: Sequence[Any], queue: str
+    ) -> bool:
+        """Queue the task inside `pipe` when publishing is direct; False if the caller must
+        publish it after the pipeline ran."""
+        if self.direct:
+            enqueue(pipe, task, args, queue)
+        return self.direct
+
     def publish_later(self, task: str, args: Sequence[Any], queue: str, delay: float) -> None:
         schedule_at(self.redis, now_ms() + int(delay * 1000), task, args, queue)
+
+
+def publishes_directly(settings: Settings) -> bool:
+    """True when the broker is the store's own Redis (no separate SMSQ_BROKER_URL)."""
+    return settings.broker_url in (None, "", settings.redis_url)

@@ -19,7 +19,7 @@ from worker.carriers.base import Carrier
 from worker.carriers.registry import build_carrier
 from worker.celery_app import create_app
 from worker.keys import KeyStore
-from worker.queueing import CeleryPublisher
+from worker.queueing import CeleryPublisher, publishes_directly
 from worker.settings import Settings, get_settings
 from worker.store import Store
 
@@ -78,7 +78,9 @@ def build_runtime(settings: Settings) -> Runtime:
         keys=KeyStore(client),
         carrier=build_carrier(settings, http),
         callbacks=callbacks,
-        publisher=CeleryPublisher(create_app(settings), client),
+        publisher=CeleryPublisher(
+            create_app(settings), client, direct=publishes_directly(settings)
+        ),
         http=http,
     )
 

@@ -105,6 +105,9 @@ class Message:
             "batch_id": self.batch_id,
             "otp": "1" if self.otp else "0",
         }
+        # Empty and default values are left out (`from_hash` restores them): fewer bytes to
+        # pack and store per message on the ingest hot path.
+        fields = {k: v for k, v in fields.items() if v not in ("", "0") or k in _ALWAYS}
         if self.send_at is not None:
             fields["send_at"] = str(self.send_at)
         if self.validity_until is not None:
@@ -145,6 +148,9 @@ class Message:
             otp=data.get("otp") == "1",
             extra={k: v for k, v in data.items() if k not in known},
         )
+
+
+_ALWAYS = frozenset({"id", "to", "from", "content", "status", "segments"})
 
 
 def _optional_int(value: str | None) -> int | None:

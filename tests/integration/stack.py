@@ -34,6 +34,7 @@ from worker.simulator import SimulatorConfig, create_simulator_app
 
 ALL_QUEUES = "otp,normal,bulk,dlr,carrier-dlr"
 REPO = Path(__file__).resolve().parents[2]
+SECRET_KEY = "integration-test-server-key"  # API and workers must share it (OTP codes)
 
 
 def worker_process(
@@ -116,7 +117,7 @@ def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
 @contextmanager
 def run_scheduler(redis_url: str, settings: Settings) -> Iterator[Scheduler]:
     client = redis.Redis.from_url(redis_url)
-    scheduler = Scheduler(client, CeleryPublisher(create_celery_app(settings), client))
+    scheduler = Scheduler(client, CeleryPublisher(create_celery_app(settings), client, direct=True))
     thread = threading.Thread(target=scheduler.run, name="scheduler", daemon=True)
     thread.start()
     try:
@@ -145,7 +146,10 @@ def running_stack(
         )
         receiver_url = stack.enter_context(serve_app(receiver.app()))
         settings = Settings(
-            redis_url=redis_url, carrier_url=sim_url, dlr_allow_private=["127.0.0.0/8"]
+            redis_url=redis_url,
+            carrier_url=sim_url,
+            dlr_allow_private=["127.0.0.0/8"],
+            secret_key=SECRET_KEY,
         )
         api_url = stack.enter_context(serve_app(create_app(settings)))
         env = {
@@ -154,6 +158,7 @@ def running_stack(
             "SMSQ_PUBLIC_URL": api_url,
             "SMSQ_DLR_ALLOW_PRIVATE": "127.0.0.0/8",
             "SMSQ_WORKER_CONCURRENCY": str(concurrency),
+            "SMSQ_SECRET_KEY": SECRET_KEY,
         }
         lanes = worker_queues or [ALL_QUEUES] * workers
         processes = [

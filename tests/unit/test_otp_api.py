@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, cast
 
 import fakeredis
 import orjson
@@ -192,8 +192,9 @@ class TestSend:
     ) -> None:
         """`resend_after` schedules one `otp.resend` job for the challenge, on the otp lane."""
         body = send(api, resend_after=45).json()
-        ((member, score),) = services.redis.zrange("smsq:schedule", 0, -1, withscores=True)
-        job = orjson.loads(str(member).partition("|")[2])
+        schedule = services.redis.zrange("smsq:schedule", 0, -1, withscores=True)
+        ((member, score),) = cast(list[tuple[str, float]], schedule)
+        job = orjson.loads(member.partition("|")[2])
         assert job == {"task": "otp.resend", "args": [body["id"]], "queue": "otp"}
         assert score == T0 + 45_000
 
@@ -248,7 +249,9 @@ class TestSendRefusals:
 
     def test_malformed_json_is_400(self, api: TestClient) -> None:
         """A broken body is a 400 with line and column."""
-        reply = api.post("/otp/send", content=b'{"to": ', headers={"content-type": "application/json"})
+        reply = api.post(
+            "/otp/send", content=b'{"to": ', headers={"content-type": "application/json"}
+        )
         assert reply.status_code == 400
         assert "line 1" in reply.json()["error"]["message"]
 
@@ -327,9 +330,7 @@ class TestVerify:
         assert reply.status_code == 422
         assert reply.json()["error"]["field"] == field
 
-    def test_approval_cancels_a_still_queued_sms(
-        self, api: TestClient, services: Services
-    ) -> None:
+    def test_approval_cancels_a_still_queued_sms(self, api: TestClient, services: Services) -> None:
         """Once approved, an SMS of the code that has not left yet is not sent."""
         body = send(api).json()
         verify(api, id=body["id"], code=code_of(services, body["message_id"]))

@@ -20,6 +20,8 @@ from worker.otp.codes import CodeKeys
 T0 = 1_800_000_000_000
 CODE = "482913"
 KEYS = CodeKeys("unit-test-server-key")
+APPROVE = {"attempts", "status", "approved_at"}  # the fields an approval writes
+LOCK = {"attempts", "status"}  # the fields the last wrong check writes
 
 
 def challenge(**changes: object) -> Challenge:
@@ -53,10 +55,10 @@ class TestJudge:
     @pytest.mark.parametrize(
         ("stored", "code", "now", "expected", "writes"),
         [
-            (challenge(), CODE, T0, (True, "approved", 4), {"attempts", "status", "approved_at"}),
+            (challenge(), CODE, T0, (True, "approved", 4), APPROVE),
             (challenge(), "000000", T0, (False, "pending", 4), {"attempts"}),
-            (challenge(attempts=4), "000000", T0, (False, "max_attempts", 0), {"attempts", "status"}),
-            (challenge(attempts=4), CODE, T0, (True, "approved", 0), {"attempts", "status", "approved_at"}),
+            (challenge(attempts=4), "000000", T0, (False, "max_attempts", 0), LOCK),
+            (challenge(attempts=4), CODE, T0, (True, "approved", 0), APPROVE),
             (challenge(attempts=5), CODE, T0, (False, "max_attempts", 0), set()),
             (challenge(status="max_attempts"), CODE, T0, (False, "max_attempts", 0), set()),
             (challenge(), CODE, T0 + 300_000, (False, "expired", 0), set()),
@@ -87,7 +89,9 @@ class TestJudge:
 class TestVerify:
     def test_wrong_codes_count_down_to_lockout(self, store: ChallengeStore) -> None:
         """Four wrong codes leave one check; the fifth locks the code, even the right one."""
-        remaining = [store.verify("c1", "k1", "000000", KEYS, T0).attempts_remaining for _ in "1234"]
+        remaining = [
+            store.verify("c1", "k1", "000000", KEYS, T0).attempts_remaining for _ in "1234"
+        ]
         assert remaining == [4, 3, 2, 1]
         fifth = store.verify("c1", "k1", "000000", KEYS, T0)
         assert (fifth.status, fifth.attempts_remaining) == (Verification.MAX_ATTEMPTS, 0)

@@ -157,4 +157,3 @@ class TestSendGate:
         limit = Limit("prefix", "+1415555", 5, 60)
         gate.admit([limit], "a", T0)
         assert 0 < client.pttl(limit.key) <= 60_000
-

@@ -42,6 +42,9 @@ class Accepted:
     """The carrier took the segment and named it."""
 
     carrier_id: str
+    # Which configured carrier took it, when the adapter routes between several (failover);
+    # None means the adapter's own `name`.
+    carrier: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,9 +28,9 @@ _REASONS = {
     "country": "too many codes sent to this country",
 }
 
-# KEYS[1] cooldown key (holds the time the cooldown ends), KEYS[2..] limit logs. ARGV: now ms, member, cooldown ms (0 = none),
-# then per log its count and window ms. Returns {index, wait ms}: 0 = cooldown, i = KEYS[i+1],
-# -1 = admitted (and counted everywhere).
+# KEYS[1]: the cooldown key (its value: when the cooldown ends); KEYS[2..]: the limit logs.
+# ARGV: now ms, member, cooldown ms (0 = none), then per log its count and window ms.
+# Returns {index, wait ms}: 0 = the cooldown, i = the log KEYS[i+1], -1 = admitted and counted.
 ADMIT = """
 local now = tonumber(ARGV[1])
 local cooldown = tonumber(ARGV[3])
