@@ -81,7 +81,7 @@ def run(recipients: int, otp_seconds: float) -> None:
             client = redis.Redis.from_url(redis_url, decode_responses=True)
             baseline = raw_lpush_rate(
                 client,
-                [orjson.dumps(r) for r in body["recipients"]],  # type: ignore[union-attr]
+                [orjson.dumps(r) for r in body["recipients"]],
             )
             results = measure(redis_url, client, body, recipients, otp_seconds)
         finally:
