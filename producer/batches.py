@@ -12,11 +12,12 @@ import re
 import uuid
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, cast
 
 import pydantic
 
+from producer.quiet_hours import QuietHours, release_time
 from producer.schemas import BatchRequest, SendRequest
 from producer.submission import accept_messages
 from producer.validation import build_message
@@ -79,6 +80,7 @@ class IngestResult:
     batch_id: str
     accepted: list[str] = field(default_factory=list)
     rejected: list[dict[str, Any]] = field(default_factory=list)
+    held: int = 0  # messages rescheduled out of the recipients' quiet hours
 
 
 def _reject(index: int, body: Mapping[str, Any] | None, exc: ValidationError) -> dict[str, Any]:
@@ -90,12 +92,25 @@ def _reject(index: int, body: Mapping[str, Any] | None, exc: ValidationError) ->
     }
 
 
+def _hold_for_quiet_hours(message: Message, quiet: QuietHours) -> Message:
+    """Reschedule a message that would arrive during the recipient's quiet hours."""
+    start = message.send_at or message.created_at
+    release = release_time(message.to, start, quiet)
+    if release is None:
+        return message
+    validity = message.validity_until + (release - start) if message.validity_until else None
+    return replace(
+        message, status=MessageStatus.SCHEDULED, send_at=release, validity_until=validity
+    )
+
+
 def _validated(
     index: int,
     body: dict[str, Any] | ValidationError,
     settings: Settings,
     key_id: str,
     batch_id: str,
+    quiet: QuietHours | None = None,
 ) -> Message | dict[str, Any]:
     if isinstance(body, ValidationError):
         return _reject(index, None, body)
@@ -110,7 +125,7 @@ def _validated(
         )
     except ValidationError as exc:
         return _reject(index, body, exc)
-    return message
+    return _hold_for_quiet_hours(message, quiet) if quiet else message
 
 
 def ingest(
@@ -121,13 +136,15 @@ def ingest(
     *,
     key_id: str,
     batch_id: str,
+    quiet: QuietHours | None = None,
 ) -> IngestResult:
     """Validate each body, then store and publish the valid ones in pipelined chunks."""
     result = IngestResult(batch_id)
     chunk: list[Message] = []
     for index, body in enumerate(bodies):
-        outcome = _validated(index, body, settings, key_id, result.batch_id)
+        outcome = _validated(index, body, settings, key_id, result.batch_id, quiet)
         if isinstance(outcome, Message):
+            result.held += outcome.status == MessageStatus.SCHEDULED and outcome.send_at is not None
             chunk.append(outcome)
             if len(chunk) >= CHUNK:
                 _flush(store, publisher, result, chunk)

@@ -48,6 +48,15 @@ class Recipient(BaseModel):
     client_ref: str | None = Field(None, max_length=64)
 
 
+class QuietHoursWindow(BaseModel):
+    """Local times (HH:MM) between which bulk messages wait, e.g. 21:00 to 08:00."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    start: str = Field(pattern=r"^\d{2}:\d{2}$")
+    end: str = Field(pattern=r"^\d{2}:\d{2}$")
+
+
 class BatchRequest(BaseModel):
     """`POST /sms/batch`: a list of messages, or one template and its recipients."""
 
@@ -69,6 +78,9 @@ class BatchRequest(BaseModel):
     send_at: str | None = None
     validity: int | None = Field(None, ge=1, le=7 * 24 * 3600)
     max_segments: int | None = Field(None, ge=1, le=255)
+    quiet_hours: QuietHoursWindow | None = Field(
+        None, description="Hold messages while it is within this window at the recipient's end"
+    )
 
     @model_validator(mode="after")
     def _one_shape(self) -> BatchRequest:

@@ -16,6 +16,7 @@ from producer.batches import (
     record_batch,
 )
 from producer.body import json_body_openapi, parse_json_body, parse_model
+from producer.quiet_hours import QuietHours
 from producer.responses import JsonResponse
 from producer.schemas import ERROR_RESPONSES, BatchRequest
 from producer.services import KeyDep, ServicesDep
@@ -45,6 +46,11 @@ async def create_batch(
         if replay is not None:
             return JsonResponse(replay, status_code=202)
     try:
+        quiet = (
+            QuietHours.parse(body.quiet_hours.start, body.quiet_hours.end)
+            if body.quiet_hours
+            else None
+        )
         batch_id = claim_batch(services.store, body.batch_id, key.id, body.priority)
         result = ingest(
             services.store,
@@ -53,6 +59,7 @@ async def create_batch(
             expand(body),
             key_id=key.id,
             batch_id=batch_id,
+            quiet=quiet,
         )
         record_batch(services.store, result)
     except BaseException:
@@ -64,6 +71,7 @@ async def create_batch(
         "accepted": len(result.accepted),
         "rejected": result.rejected,
         "status": "scheduled" if body.send_at else "queued",
+        "held_for_quiet_hours": result.held,
     }
     if idempotency_key is not None:
         services.idempotency.finish(key.id, idempotency_key, raw, reply)
