@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, cast
@@ -21,12 +20,13 @@ from producer.quiet_hours import QuietHours, release_time
 from producer.schemas import BatchRequest, SendRequest
 from producer.submission import accept_messages
 from producer.validation import build_message
-from worker.clock import iso_ms, now_ms
-from worker.contract import FINAL_STATUSES, MessageStatus
+from worker.batch_progress import count_batch, watch
+from worker.clock import now_ms
+from worker.contract import MessageStatus
 from worker.errors import NotFoundError, ValidationError
 from worker.queueing import CeleryPublisher
 from worker.settings import Settings
-from worker.store import Message, Store, message_key
+from worker.store import Message, Store
 
 CHUNK = 1000
 _VARIABLE = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -166,7 +166,13 @@ def _flush(
     chunk.clear()
 
 
-def claim_batch(store: Store, batch_id: str | None, key_id: str, priority: str) -> str:
+def claim_batch(
+    store: Store,
+    batch_id: str | None,
+    key_id: str,
+    priority: str,
+    callback_url: str | None = None,
+) -> str:
     """A new batch, or an existing one of the same key to append a chunk to."""
     batch_id = batch_id or uuid.uuid4().hex
     key = batch_key(batch_id)
@@ -177,6 +183,9 @@ def claim_batch(store: Store, batch_id: str | None, key_id: str, priority: str) 
     pipe.hsetnx(key, "id", batch_id)
     pipe.hsetnx(key, "created_at", str(now_ms()))
     pipe.hsetnx(key, "priority", priority)
+    if callback_url:
+        pipe.hset(key, "callback_url", callback_url)
+        watch(pipe, batch_id, now_ms() + 1000)
     pipe.execute()
     return batch_id
 
@@ -208,41 +217,7 @@ def _ids(store: Store, batch_id: str) -> Iterator[list[str]]:
 
 def batch_status(store: Store, batch_id: str, key_id: str) -> dict[str, Any]:
     """Live counters of a batch, read from its messages' states."""
-    fields = _batch_fields(store, batch_id, key_id)
-    states: Counter[str] = Counter()
-    last_done = 0
-    for ids in _ids(store, batch_id):
-        pipe = store.redis.pipeline(transaction=False)
-        for message_id in ids:
-            pipe.hmget(message_key(message_id), "status", "done_at")
-        for status, done_at in pipe.execute():
-            states[status] += 1
-            last_done = max(last_done, int(done_at or 0))
-    accepted = int(fields["accepted"])
-    finished = sum(states[s] for s in FINAL_STATUSES)
-    submitted = sum(
-        states[s]
-        for s in (MessageStatus.ACCEPTED, MessageStatus.DELIVERED, MessageStatus.UNDELIVERED)
-    )
-    return {
-        "id": batch_id,
-        "total": int(fields["total"]),
-        "accepted": accepted,
-        "rejected": int(fields["rejected"]),
-        "queued": states[MessageStatus.QUEUED] + states[MessageStatus.SUBMITTING],
-        "scheduled": states[MessageStatus.SCHEDULED],
-        "submitted": submitted,
-        "delivered": states[MessageStatus.DELIVERED],
-        "failed": sum(
-            states[s]
-            for s in (MessageStatus.REJECTED, MessageStatus.FAILED, MessageStatus.UNDELIVERED)
-        ),
-        "expired": states[MessageStatus.EXPIRED],
-        "cancelled": states[MessageStatus.CANCELLED],
-        "done": finished == accepted,
-        "created_at": iso_ms(int(fields["created_at"])),
-        "done_at": iso_ms(last_done) if finished == accepted and last_done else None,
-    }
+    return count_batch(store.redis, batch_id, _batch_fields(store, batch_id, key_id))
 
 
 CANCELLABLE = frozenset({MessageStatus.QUEUED, MessageStatus.SCHEDULED})

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import signal
+import threading
+import uuid
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Annotated
@@ -18,7 +20,7 @@ from producer.preview import preview
 from producer.up import resolve_redis_url
 from producer.up import up as run_up
 from worker.keys import ALL_SCOPES, KeyStore
-from worker.settings import get_settings
+from worker.settings import Settings, get_settings
 from worker.simulator import carrier_sim
 
 DEFAULT_SCOPES = ",".join(ALL_SCOPES)
@@ -62,9 +64,25 @@ def scheduler_command() -> None:
     client = redis.Redis.from_url(settings.effective_redis_url)
     publisher = CeleryPublisher(create_app(settings), client, direct=publishes_directly(settings))
     scheduler = Scheduler(client, publisher)
+    watcher_stop = start_batch_watcher(settings)
     signal.signal(signal.SIGTERM, lambda *_: scheduler.stop())
     signal.signal(signal.SIGINT, lambda *_: scheduler.stop())
     scheduler.run()
+    watcher_stop.set()
+
+
+def start_batch_watcher(settings: Settings) -> threading.Event:
+    """Run the batch progress / completion callbacks in a thread; set the event to stop it."""
+    from worker.batch_progress import BatchWatcher, run_watcher
+    from worker.callbacks import CallbackSender
+
+    client = redis.Redis.from_url(settings.effective_redis_url, decode_responses=True)
+    watcher = BatchWatcher(client, KeyStore(client), CallbackSender.from_settings(settings))
+    stopping = threading.Event()
+    threading.Thread(
+        target=run_watcher, args=(watcher, stopping, uuid.uuid4().hex), daemon=True
+    ).start()
+    return stopping
 
 
 @keys_app.command("create")

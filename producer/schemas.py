@@ -78,6 +78,9 @@ class BatchRequest(BaseModel):
     send_at: str | None = None
     validity: int | None = Field(None, ge=1, le=7 * 24 * 3600)
     max_segments: int | None = Field(None, ge=1, le=255)
+    batch_callback_url: str | None = Field(
+        None, max_length=2048, description="Gets signed batch.progress / batch.completed events"
+    )
     quiet_hours: QuietHoursWindow | None = Field(
         None, description="Hold messages while it is within this window at the recipient's end"
     )

@@ -20,6 +20,7 @@ from producer.quiet_hours import QuietHours
 from producer.responses import JsonResponse
 from producer.schemas import ERROR_RESPONSES, BatchRequest
 from producer.services import KeyDep, ServicesDep
+from producer.validation import check_receipt_url
 from worker.contract import MessageStatus
 from worker.errors import ConflictError, NotFoundError
 
@@ -51,7 +52,12 @@ async def create_batch(
             if body.quiet_hours
             else None
         )
-        batch_id = claim_batch(services.store, body.batch_id, key.id, body.priority)
+        callback_url = (
+            check_receipt_url(body.batch_callback_url, services.settings, "batch_callback_url")
+            if body.batch_callback_url
+            else None
+        )
+        batch_id = claim_batch(services.store, body.batch_id, key.id, body.priority, callback_url)
         result = ingest(
             services.store,
             services.publisher,

@@ -23,6 +23,7 @@ import httpx
 import redis
 
 from producer.api import create_app
+from producer.cli import start_batch_watcher
 from tests.receiver import Receiver
 from tests.servers import serve_app
 from worker.celery_app import create_app as create_celery_app
@@ -120,9 +121,11 @@ def run_scheduler(redis_url: str, settings: Settings) -> Iterator[Scheduler]:
     scheduler = Scheduler(client, CeleryPublisher(create_celery_app(settings), client, direct=True))
     thread = threading.Thread(target=scheduler.run, name="scheduler", daemon=True)
     thread.start()
+    watcher_stop = start_batch_watcher(settings)
     try:
         yield scheduler
     finally:
+        watcher_stop.set()
         scheduler.stop()
         thread.join(10)
         client.close()

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import pytest
+from standardwebhooks.webhooks import Webhook
 
 from producer.submission import accept_messages
 from tests.integration.stack import Stack, running_stack, wait_for
@@ -95,6 +96,36 @@ class TestBatch:
         refs = stack.sim_stats()["by_client_ref"]
         assert len(ids) == 10
         assert sorted(count for ref, count in refs.items() if ref.split(":")[0] in ids) == [1] * 10
+
+    def test_batch_callback_gets_progress_and_one_signed_completion(self, stack: Stack) -> None:
+        """A batch_callback_url hears progress, then exactly one signed batch.completed."""
+        reply = stack.http.post(
+            f"{stack.api_url}/sms/batch",
+            json={
+                "content": "cb",
+                "recipients": NUMBERS[1700:1750],
+                "batch_callback_url": f"{stack.receiver_url}/batches",
+            },
+        ).json()
+
+        def completions() -> list[Any]:
+            return [
+                r
+                for r in stack.receiver.snapshot()
+                if r.path == "/batches" and r.json()["batch"]["id"] == reply["id"]
+            ]
+
+        wait_for(
+            lambda: any(r.json()["type"] == "batch.completed" for r in completions()),
+            60,
+            "no batch.completed event",
+        )
+        time.sleep(2)  # a second completion would arrive within a watcher cycle
+        events = completions()
+        done = [r for r in events if r.json()["type"] == "batch.completed"]
+        assert len(done) == 1
+        assert done[0].json()["batch"]["delivered"] == 50
+        Webhook(stack.key.webhook_secret).verify(done[0].body, done[0].headers)
 
 
 class TestScheduling:

@@ -1,0 +1,153 @@
+"""Batch counters, and progress / completion callbacks to a batch's `batch_callback_url`.
+
+Counters are derived from the batch's messages' own states (one pipelined read per 1,000
+messages). A watched batch (`smsq:batches:watch`, scored by its next check) gets a signed
+`batch.progress` event when its counters changed since the last one, at most every
+`PROGRESS_INTERVAL_MS`, and one `batch.completed` event when every message is final.
+Callbacks go through the same SSRF guard and Standard Webhooks signing as receipts; a failed
+callback is tried again at the next check (completion keeps being retried for a day).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any, cast
+
+import orjson
+import redis
+
+from worker.callbacks import CallbackSender
+from worker.clock import iso_ms, now_ms
+from worker.contract import FINAL_STATUSES, MessageStatus
+from worker.errors import WebhookError
+from worker.keys import KeyStore
+
+log = logging.getLogger(__name__)
+
+WATCH_KEY = "smsq:batches:watch"
+PROGRESS_INTERVAL_MS = 10_000
+GIVE_UP_AFTER_MS = 24 * 3600 * 1000
+CHUNK = 1000
+
+
+def batch_key(batch_id: str) -> str:
+    return f"smsq:batch:{batch_id}"
+
+
+def _ids(client: redis.Redis, batch_id: str) -> Iterator[list[str]]:
+    total = int(client.llen(f"{batch_key(batch_id)}:ids"))
+    for start in range(0, total, CHUNK):
+        yield cast(list[str], client.lrange(f"{batch_key(batch_id)}:ids", start, start + CHUNK - 1))
+
+
+def count_batch(client: redis.Redis, batch_id: str, fields: dict[str, str]) -> dict[str, Any]:
+    """Live counters of a batch, read from its messages' states."""
+    states: Counter[str] = Counter()
+    last_done = 0
+    for ids in _ids(client, batch_id):
+        pipe = client.pipeline(transaction=False)
+        for message_id in ids:
+            pipe.hmget(f"smsq:msg:{message_id}", "status", "done_at")
+        for status, done_at in pipe.execute():
+            states[status] += 1
+            last_done = max(last_done, int(done_at or 0))
+    accepted = int(fields.get("accepted") or 0)
+    finished = sum(states[s] for s in FINAL_STATUSES)
+    done = finished == accepted
+    return {
+        "id": batch_id,
+        "total": int(fields.get("total") or 0),
+        "accepted": accepted,
+        "rejected": int(fields.get("rejected") or 0),
+        "queued": states[MessageStatus.QUEUED] + states[MessageStatus.SUBMITTING],
+        "scheduled": states[MessageStatus.SCHEDULED],
+        "submitted": sum(
+            states[s]
+            for s in (MessageStatus.ACCEPTED, MessageStatus.DELIVERED, MessageStatus.UNDELIVERED)
+        ),
+        "delivered": states[MessageStatus.DELIVERED],
+        "failed": sum(
+            states[s]
+            for s in (MessageStatus.REJECTED, MessageStatus.FAILED, MessageStatus.UNDELIVERED)
+        ),
+        "expired": states[MessageStatus.EXPIRED],
+        "cancelled": states[MessageStatus.CANCELLED],
+        "done": done,
+        "created_at": iso_ms(int(fields["created_at"])) if fields.get("created_at") else None,
+        "done_at": iso_ms(last_done) if done and last_done else None,
+    }
+
+
+def watch(client: redis.Redis | redis.client.Pipeline, batch_id: str, due_ms: int) -> None:
+    client.zadd(WATCH_KEY, {batch_id: due_ms})
+
+
+class BatchWatcher:
+    """Posts progress and completion events for watched batches; `tick` does one pass."""
+
+    def __init__(self, client: redis.Redis, keys: KeyStore, sender: CallbackSender) -> None:
+        self.redis = client
+        self.keys = keys
+        self.sender = sender
+
+    def tick(self, now: int | None = None) -> int:
+        now = now or now_ms()
+        due = cast(list[str], self.redis.zrangebyscore(WATCH_KEY, "-inf", now, start=0, num=100))
+        for batch_id in due:
+            self._check(batch_id, now)
+        return len(due)
+
+    def _check(self, batch_id: str, now: int) -> None:
+        fields = cast(dict[str, str], self.redis.hgetall(batch_key(batch_id)))
+        url = fields.get("callback_url")
+        if not url or now - int(fields.get("created_at") or now) > GIVE_UP_AFTER_MS:
+            self.redis.zrem(WATCH_KEY, batch_id)
+            return
+        counters = count_batch(self.redis, batch_id, fields)
+        signature = orjson.dumps(counters).decode()
+        kind = "batch.completed" if counters["done"] else "batch.progress"
+        if signature != fields.get("callback_sent") and self._post(fields, kind, counters):
+            self.redis.hset(batch_key(batch_id), "callback_sent", signature)
+            if counters["done"]:
+                self.redis.zrem(WATCH_KEY, batch_id)
+                return
+        self.redis.zadd(WATCH_KEY, {batch_id: now + PROGRESS_INTERVAL_MS})
+
+    def _post(self, fields: dict[str, str], kind: str, counters: dict[str, Any]) -> bool:
+        secrets = self.keys.signing_secrets(fields.get("key_id", ""))
+        if not secrets:
+            return False
+        sequence = int(self.redis.hincrby(batch_key(counters["id"]), "callback_seq", 1))
+        event = f"evt_batch_{counters['id']}_{'done' if counters['done'] else sequence}"
+        payload = {"type": kind, "event_id": event, "batch": counters}
+        try:
+            self.sender.send(
+                fields["callback_url"], "POST", payload, event_id=event, secrets=secrets
+            )
+        except WebhookError as exc:
+            log.info("batch callback failed (%s); next check retries", type(exc).__name__)
+            return False
+        return True
+
+
+LOCK_KEY = "smsq:batches:watch:lock"
+
+
+def run_watcher(watcher: BatchWatcher, stopping: threading.Event, token: str) -> None:
+    """Loop until `stopping`: the holder of the lock checks due batches once a second."""
+    try:
+        while not stopping.is_set():
+            try:
+                owner = watcher.redis.set(LOCK_KEY, token, nx=True, px=5000)
+                if owner or watcher.redis.get(LOCK_KEY) == token:
+                    watcher.redis.pexpire(LOCK_KEY, 5000)
+                    watcher.tick()
+            except redis.RedisError as exc:
+                log.warning("batch watcher: redis unavailable (%s)", type(exc).__name__)
+            stopping.wait(1.0)
+    finally:
+        watcher.sender.close()
+        watcher.redis.close()
