@@ -11,11 +11,14 @@ recorded under `key_id` (the API key id whose limits and views they belong to).
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
+from datetime import datetime
 from types import TracebackType
 from typing import Any
 
 import redis
 
+from producer.batches import CANCELLABLE, IngestResult, claim_batch, ingest, record_batch
 from producer.body import parse_model
 from producer.otp import (
     DEFAULT_PURPOSE,
@@ -25,9 +28,14 @@ from producer.otp import (
     OtpSent,
     OtpVerifyRequest,
 )
+from producer.schemas import SendRequest
+from producer.submission import accept_messages
+from producer.validation import build_message
 from worker.celery_app import create_app as create_celery_app
+from worker.contract import MessageStatus
+from worker.keys import KeyStore
 from worker.otp.challenges import Verdict
-from worker.queueing import CeleryPublisher
+from worker.queueing import CeleryPublisher, publishes_directly
 from worker.settings import Settings, get_settings
 from worker.store import Store
 
@@ -43,6 +51,7 @@ class Producer:
         settings: Settings | None = None,
         *,
         key_id: str = LIBRARY_KEY_ID,
+        api_key: str | None = None,
     ) -> None:
         settings = settings or get_settings()
         if redis_url is not None:
@@ -56,8 +65,16 @@ class Producer:
             socket_connect_timeout=5,
         )
         self.store = Store(self.redis)
+        if api_key is not None:  # act as that key: its limits, its views, its receipt secrets
+            key = KeyStore(self.redis).authenticate(api_key)
+            if key is None:
+                self.redis.close()
+                raise ValueError("unknown or revoked API key")
+            self.key_id = key.id
         self.celery = create_celery_app(settings)
-        self.publisher = CeleryPublisher(self.celery, self.redis)
+        self.publisher = CeleryPublisher(
+            self.celery, self.redis, direct=publishes_directly(settings)
+        )
         self._otp = OtpDesk(settings, self.redis, self.store, self.publisher)
 
     def close(self) -> None:
@@ -114,3 +131,47 @@ class Producer:
     def otp_status(self, challenge_id: str) -> dict[str, Any]:
         """Where a code stands (as `GET /otp/{id}`); NotFoundError for unknown ids."""
         return self._otp.status(challenge_id, self.key_id)
+
+    # -- messages and campaigns (same validation as POST /sms/send and /sms/batch) ------------
+    def send(self, to: str, content: str, **options: Any) -> str:
+        """Send one message; `options` are the API's body fields (`dlr_url` or `"dlr-url"`…).
+
+        Returns the message id; raises ValidationError naming the field when invalid.
+        """
+        body = parse_model(SendRequest, _api_body({"to": to, "content": content, **options}))
+        message, _ = build_message(body, self.settings, key_id=self.key_id)
+        accept_messages(self.store, self.publisher, [message])
+        return message.id
+
+    def schedule(self, to: str, content: str, *, at: datetime | str, **options: Any) -> str:
+        """Send at `at` (an aware datetime or ISO 8601 text), through the durable scheduler."""
+        send_at = at.isoformat() if isinstance(at, datetime) else at
+        return self.send(to, content, send_at=send_at, **options)
+
+    def send_many(
+        self, messages: Iterable[Mapping[str, Any]], *, batch_id: str | None = None
+    ) -> IngestResult:
+        """Send many messages (API body dicts) as one batch, stored and queued in pipelined
+        chunks; the result lists the accepted ids and each rejected index with its error."""
+        bodies = (_api_body(dict(m)) for m in messages)
+        batch = claim_batch(self.store, batch_id, self.key_id, "bulk")
+        result = ingest(
+            self.store, self.publisher, self.settings, bodies, key_id=self.key_id, batch_id=batch
+        )
+        record_batch(self.store, result)
+        return result
+
+    def cancel(self, message_id: str) -> bool:
+        """Cancel a queued or scheduled message; False once it is being submitted or done."""
+        return self.store.transition(message_id, CANCELLABLE, MessageStatus.CANCELLED)
+
+
+def _api_body(values: dict[str, Any]) -> dict[str, Any]:
+    """Python-style keyword names (`dlr_url`, `sender`) to the API's (`dlr-url`, `from`)."""
+    renames = {
+        "sender": "from",
+        "dlr_level": "dlr-level",
+        "dlr_url": "dlr-url",
+        "dlr_method": "dlr-method",
+    }
+    return {renames.get(k, k): v for k, v in values.items() if v is not None}
