@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
+import orjson
 import pytest
+from typer.testing import CliRunner
 
+from producer.cli import app
 from producer.library import Producer
 from tests.integration.stack import Stack, running_stack
 from worker.errors import ValidationError
@@ -72,3 +76,24 @@ class TestProducer:
         assert not producer.cancel(message_id)
         assert stack.message(message_id)["status"] == "cancelled"
         assert f"{message_id}:1" not in stack.sim_stats()["by_client_ref"]
+
+
+class TestCampaignCli:
+    def test_csv_batch_is_sent_and_reported(self, stack: Stack, tmp_path: Path) -> None:
+        """`smsq batch send FILE.csv --template` sends each row once; `batch status` counts them."""
+        rows = ["to,name"] + [f"+4915112345{i:03d},N{i}" for i in range(30)] + ["12,bad"]
+        csv_file = tmp_path / "campaign.csv"
+        csv_file.write_text("\n".join(rows) + "\n")
+        runner = CliRunner()
+        common = ["--api-url", stack.api_url, "--key", stack.key.api_key]
+        sent = runner.invoke(
+            app, ["batch", "send", str(csv_file), "--template", "Hi {name}", "--follow", *common]
+        )
+        assert sent.exit_code == 0, sent.output
+        batch_id = sent.output.strip().splitlines()[-1].split()[1].rstrip(":")
+        assert "30 accepted, 1 rejected" in sent.output
+        status = runner.invoke(app, ["batch", "status", batch_id, *common])
+        counters = orjson.loads(status.stdout)
+        assert (counters["accepted"], counters["delivered"], counters["done"]) == (30, 30, True)
+        texts = {m["text"] for m in stack.sim_stats()["messages"]}
+        assert {f"Hi N{i}" for i in range(30)} <= texts
