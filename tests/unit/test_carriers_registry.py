@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 
+import fakeredis
 import httpx
 import pytest
 from pydantic import SecretStr
 
 from worker.carriers.base import SegmentSubmission
 from worker.carriers.http import HttpCarrier
+from worker.carriers.kannel import KannelCarrier
 from worker.carriers.registry import build_carrier, carrier_for_name
+from worker.carriers.routing import RoutedCarrier
 from worker.carriers.sim import SimCarrier
+from worker.carriers.twilio import TwilioCarrier
 from worker.errors import NotFoundError
 from worker.settings import Settings
 
@@ -97,18 +102,42 @@ class TestBuildCarrier:
         build_carrier(settings, client).submit(SEGMENT)
         assert requests[0].headers.get("authorization") == expected
 
-    @pytest.mark.parametrize("name", ["kannel", "twilio"])
-    def test_refuses_carriers_without_an_adapter(self, client: httpx.Client, name: str) -> None:
-        """Known carriers without an adapter yet fail loudly."""
-        with pytest.raises(ValueError, match="not yet supported"):
-            build_carrier(Settings(carrier=name), client)
+    @pytest.mark.parametrize(
+        ("name", "kind"), [("kannel", KannelCarrier), ("twilio", TwilioCarrier)]
+    )
+    def test_builds_kannel_and_twilio(
+        self, client: httpx.Client, name: str, kind: type[KannelCarrier | TwilioCarrier]
+    ) -> None:
+        """`SMSQ_CARRIER=kannel|twilio` builds that adapter, named so."""
+        carrier = build_carrier(Settings(carrier=name), client)
+        assert isinstance(carrier, kind)
+        assert carrier.name == name
+
+    def test_limits_wrap_the_single_carrier(self, client: httpx.Client) -> None:
+        """A shared rate limit guards the single carrier, under the carrier's own name."""
+        redis_client = fakeredis.FakeRedis(decode_responses=True)
+        carrier = build_carrier(Settings(carrier_rate=50), client, redis_client)
+        assert isinstance(carrier, RoutedCarrier)
+        assert carrier.name == "sim"
+        gate = carrier.gates["sim"]
+        assert gate.rate is not None
+        assert gate.rate.rate == 50
+        assert gate.breaker is not None
+        assert gate.breaker.failures == 5
+
+    def test_limits_need_redis(self, client: httpx.Client) -> None:
+        """Shared limits without a Redis client are a configuration error."""
+        with pytest.raises(ValueError, match="Redis"):
+            build_carrier(Settings(carrier_concurrency=4), client)
 
 
 class TestCarrierForName:
-    @pytest.mark.parametrize(("name", "kind"), [("sim", SimCarrier), ("http", HttpCarrier)])
-    def test_builds_by_name(
-        self, client: httpx.Client, name: str, kind: type[SimCarrier | HttpCarrier]
-    ) -> None:
+    @pytest.mark.parametrize(
+        ("name", "kind"),
+        [("sim", SimCarrier), ("http", HttpCarrier), ("kannel", KannelCarrier),
+         ("twilio", TwilioCarrier)],
+    )  # fmt: skip
+    def test_builds_by_name(self, client: httpx.Client, name: str, kind: type[object]) -> None:
         """Any supported carrier can be built by name, whatever `settings.carrier` says."""
         carrier = carrier_for_name(name, Settings(carrier="sim"), client)
         assert isinstance(carrier, kind)
@@ -118,3 +147,109 @@ class TestCarrierForName:
         """A name smsq does not know is NotFoundError (404 at `/carriers/{name}/dlr`)."""
         with pytest.raises(NotFoundError):
             carrier_for_name("acme", Settings(), client)
+
+
+CARRIERS_TOML = """
+max_wait = 0.25
+
+[carriers.sim]
+type = "sim"
+url = "http://sim.test:9000"
+rate = 20
+burst = 2
+concurrency = 8
+breaker_failures = 3
+breaker_cooldown = 5
+
+[carriers.kannel-eu]
+type = "kannel"
+url = "http://kannel.test:13013"
+username = "smsq"
+password_file = "{secret}"
+breaker_failures = 0
+
+[carriers.twilio]
+type = "twilio"
+url = "https://api.twilio.test"
+username = "AC123"
+password = "token"
+
+[[routes]]
+prefixes = ["+49"]
+carriers = ["kannel-eu", "twilio"]
+
+[[routes]]
+carriers = ["sim", "twilio"]
+weights = [9, 1]
+"""
+
+
+@pytest.fixture
+def carriers_file(tmp_path: Path) -> Path:
+    secret = tmp_path / "kannel-password"
+    secret.write_text("s3cret\n")
+    path = tmp_path / "carriers.toml"
+    path.write_text(CARRIERS_TOML.replace("{secret}", str(secret)))
+    return path
+
+
+class TestCarriersFile:
+    def test_builds_a_routed_carrier(self, client: httpx.Client, carriers_file: Path) -> None:
+        """Every carrier of the file behind one RoutedCarrier, with its limits and breaker."""
+        settings = Settings(carriers_file=str(carriers_file))
+        carrier = build_carrier(settings, client, fakeredis.FakeRedis(decode_responses=True))
+        assert isinstance(carrier, RoutedCarrier)
+        assert set(carrier.gates) == {"sim", "kannel-eu", "twilio"}
+        sim = carrier.gates["sim"]
+        assert sim.rate is not None
+        assert (sim.rate.rate, sim.rate.burst) == (20, 2)
+        assert sim.slots is not None
+        assert sim.slots.limit == 8
+        assert sim.breaker is not None
+        assert (sim.breaker.failures, sim.breaker.cooldown) == (3, 5)
+        assert carrier.gates["kannel-eu"].breaker is None
+        assert carrier.table.order("+4930123", "m1") == ["kannel-eu", "twilio"]
+
+    def test_names_every_carrier_for_receipts(
+        self, client: httpx.Client, carriers_file: Path, requests: list[httpx.Request]
+    ) -> None:
+        """`carrier_for_name` builds each carrier of the file (password from its file)."""
+        settings = Settings(carriers_file=str(carriers_file))
+        kannel = carrier_for_name("kannel-eu", settings, client)
+        assert isinstance(kannel, KannelCarrier)
+        assert kannel.name == "kannel-eu"
+        kannel.submit(SEGMENT)
+        assert "password=s3cret&" in str(requests[0].url)
+        assert isinstance(carrier_for_name("twilio", settings, client), TwilioCarrier)
+        with pytest.raises(NotFoundError):
+            carrier_for_name("http", settings, client)  # built in, but not configured
+
+    @pytest.mark.parametrize(
+        ("toml", "complaint"),
+        [
+            ("[carriers.a]\ntype='sim'\nurl='x'\n", "routes"),
+            ("[carriers.a]\ntype='sms'\nurl='x'\n[[routes]]\ncarriers=['a']\n", "type"),
+            ("[carriers.a]\ntype='sim'\nurl='x'\n[[routes]]\ncarriers=['b']\n", "unknown carriers"),
+            ("[carriers.A]\ntype='sim'\nurl='x'\n[[routes]]\ncarriers=['A']\n", "must match"),
+            ("[carriers.a]\ntype='sim'\nurl='x'\nrate=-1\n[[routes]]\ncarriers=['a']\n", "rate"),
+            ("[carriers.a]\ntype='sim'\nurl='x'\n[[routes]]\ncarriers=['a']\nweights=[1,2]\n",
+             "weights"),
+            ("[carriers.a]\ntype='sim'\nurl='x'\n[[routes]]\ncarriers=['a']\nprefixes=['+4a']\n",
+             "prefix"),
+            ("[carriers.a]\ntype='sim'\nurl='x'\nextra=1\n[[routes]]\ncarriers=['a']\n", "extra"),
+            ("[carriers.a\n", "carriers file"),
+        ],
+    )  # fmt: skip
+    def test_bad_files_fail_loudly(
+        self, client: httpx.Client, tmp_path: Path, toml: str, complaint: str
+    ) -> None:
+        """Unknown keys, types or carriers, bad numbers, broken TOML: ValueError, saying what."""
+        path = tmp_path / "carriers.toml"
+        path.write_text(toml)
+        with pytest.raises(ValueError, match=complaint):
+            build_carrier(Settings(carriers_file=str(path)), client, fakeredis.FakeRedis())
+
+    def test_missing_file_fails_loudly(self, client: httpx.Client, tmp_path: Path) -> None:
+        """A carriers file that is not there is a ValueError naming it."""
+        with pytest.raises(ValueError, match=r"nowhere\.toml"):
+            build_carrier(Settings(carriers_file=str(tmp_path / "nowhere.toml")), client)

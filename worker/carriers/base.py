@@ -85,3 +85,11 @@ class Carrier(Protocol):
     def parse_receipts(self, request: InboundRequest) -> list[CarrierReceipt]:
         """Turn an inbound receipt request into receipts; raise `ValidationError` on garbage."""
         ...
+
+
+def honours_client_ref(carrier: object) -> bool:
+    """Whether the carrier treats our client reference as an idempotency key: a segment sent
+    again with the same `message_id:seq` gets the first answer (the same carrier id) and no
+    second SMS. Adapters opt in with a class attribute `honours_client_ref = True`; absent
+    means no, and then a segment whose outcome is unknown is never resent."""
+    return getattr(carrier, "honours_client_ref", False) is True

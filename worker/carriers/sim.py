@@ -33,6 +33,9 @@ class SimCarrier:
     """Submits segments (UDH + payload, as a real SMSC takes them) to the carrier simulator."""
 
     submits_whole_text = False
+    # `smsq carrier-sim` answers a repeated client_ref with the first carrier id (its
+    # `--dedupe-client-refs`, on by default), as a carrier honouring an idempotency key does.
+    honours_client_ref = True
 
     def __init__(self, client: httpx.Client, base_url: str, name: str = "sim") -> None:
         self.name = name

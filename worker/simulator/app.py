@@ -1,8 +1,9 @@
-"""The simulator's Starlette app: `/submit`, `/stats`, `/reset`."""
+"""The simulator's Starlette app: `/submit`, `/stats`, `/reset`, `/outage`."""
 
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 import uuid
 from collections.abc import AsyncIterator, Mapping
@@ -16,6 +17,7 @@ from starlette.routing import Route
 
 from worker.simulator.config import SimulatorConfig
 from worker.simulator.receipts import ReceiptSender
+from worker.simulator.script import Script
 from worker.simulator.state import BadPayloadError, Segment, SimulatorState
 
 
@@ -74,6 +76,7 @@ class Simulator:
             timeout=config.receipt_timeout,
         )
         self._rng = random.Random(config.seed)  # a simulation, not a secret
+        self.script = Script(config, self._rng)
 
     async def submit(self, request: Request) -> Response:
         """Accept, refuse or fail one segment as scripted."""
@@ -85,14 +88,21 @@ class Simulator:
         scripted = self._scripted_failure(segment.to)
         if scripted is not None:
             return scripted
+        first = self.state.carrier_ids.get(segment.client_ref)
+        if first is not None and self.config.dedupe_client_refs:
+            self.state.deduplicated += 1  # an idempotency key seen before: no second SMS
+            return _json({"carrier_id": first})
         try:
             decoded = self.state.decode(segment)
         except BadPayloadError as exc:
             return self._fail(400, "bad_payload", str(exc))
         self.state.record(segment, decoded)
         carrier_id = f"sim-{uuid.uuid4().hex}"
+        self.state.carrier_ids.setdefault(segment.client_ref, carrier_id)
         if receipt_url is not None:
-            self.receipts.schedule(receipt_url, carrier_id, self._final_status())
+            last_part = decoded.total == 1 or decoded.seq == decoded.total
+            for planned in self.script.receipts(self._final_status(), last_part=last_part):
+                self.receipts.schedule(receipt_url, carrier_id, planned.status, planned.delay)
         return _json({"carrier_id": carrier_id})
 
     async def stats(self, request: Request) -> Response:
@@ -103,24 +113,53 @@ class Simulator:
         """Forget every submission and drop the receipts not yet sent."""
         await self.receipts.cancel_pending()
         self.state.reset()
+        self.script.restart()
         return _json({"reset": True})
 
+    async def outage(self, request: Request) -> Response:
+        """Script an outage: `{"down": true}` (until told), `{"seconds": N}`, `{"down": false}`."""
+        try:
+            body = orjson.loads(await request.body())
+        except orjson.JSONDecodeError:
+            body = None
+        if not isinstance(body, dict):
+            return _error(400, "bad_request", "body must be a JSON object")
+        seconds = body.get("seconds")
+        if isinstance(seconds, int | float) and not isinstance(seconds, bool) and seconds >= 0:
+            self.script.set_outage(float(seconds))
+        elif isinstance(body.get("down"), bool):
+            self.script.set_outage(None if body["down"] else 0.0)
+        else:
+            return _error(400, "bad_request", "give 'down' (bool) or 'seconds' (>= 0)")
+        return _json({"down": self.script.is_down()})
+
     async def _latency(self) -> None:
-        delay_ms = self.config.latency_ms
-        if self.config.jitter_ms:
-            delay_ms += self._rng.uniform(0.0, self.config.jitter_ms)
-        if delay_ms > 0:
-            await asyncio.sleep(delay_ms / 1000.0)
+        delay = self.script.latency()
+        if delay > 0:
+            await asyncio.sleep(delay)
 
     def _scripted_failure(self, to: str) -> Response | None:
+        if self.script.is_down():
+            return self._fail(503, "outage", "scripted carrier outage")
         if self.config.reject_prefixes and to.startswith(self.config.reject_prefixes):
             return self._fail(400, "invalid_destination", "destination refused by prefix")
+        wait = self.script.throttle()
+        if wait is not None:
+            retry_after = str(max(1, math.ceil(wait)))
+            return self._fail(
+                429, "throughput", "over the throughput limit", **{"retry-after": retry_after}
+            )
         roll = self._rng.random()
         if roll < self.config.error_rate_429:
             retry_after = f"{self.config.retry_after:g}"
             return self._fail(429, "throttled", "too many requests", **{"retry-after": retry_after})
         if roll < self.config.error_rate_429 + self.config.error_rate_5xx:
             return self._fail(503, "unavailable", "scripted carrier failure")
+        if (
+            roll
+            < self.config.error_rate_429 + self.config.error_rate_5xx + self.config.error_rate_4xx
+        ):
+            return self._fail(400, "rejected", "scripted rejection")
         return None
 
     def _final_status(self) -> str:
@@ -153,6 +192,7 @@ def create_simulator_app(config: SimulatorConfig | None = None) -> Starlette:
             Route("/submit", simulator.submit, methods=["POST"]),
             Route("/stats", simulator.stats, methods=["GET"]),
             Route("/reset", simulator.reset, methods=["POST"]),
+            Route("/outage", simulator.outage, methods=["POST"]),
         ],
         lifespan=lifespan,
     )

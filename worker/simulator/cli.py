@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+import tomllib
+from dataclasses import fields
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
 import uvicorn
@@ -42,22 +45,67 @@ def carrier_sim(
     ] = None,
     seed: Annotated[int | None, typer.Option(help="Seed for repeatable outcomes.")] = None,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "warning",
+    latency_dist: Annotated[
+        str, typer.Option(help="uniform, exponential (mean jitter) or lognormal (p99).")
+    ] = "uniform",
+    error_rate_4xx: Annotated[float, typer.Option(help="Share answered 400.")] = 0.0,
+    outage: Annotated[
+        list[str] | None, typer.Option(help="START:END seconds after start: all 503 (repeatable).")
+    ] = None,
+    max_rate: Annotated[float, typer.Option(help="Submissions/s before 429s; 0 = none.")] = 0.0,
+    receipt_jitter: Annotated[float, typer.Option(help="Plus 0..jitter s per receipt.")] = 0.0,
+    duplicate_receipts: Annotated[float, typer.Option(help="Share sent twice.")] = 0.0,
+    out_of_order_receipts: Annotated[
+        float, typer.Option(help="Share followed by a late ENROUTE.")
+    ] = 0.0,
+    fake_fast_receipts: Annotated[float, typer.Option(help="Share DELIVRD at once.")] = 0.0,
+    receipts_for: Annotated[str, typer.Option(help="segment, or last (part only).")] = "segment",
+    dedupe_client_refs: Annotated[
+        bool, typer.Option(help="A repeated client_ref gets the first carrier id, no new SMS.")
+    ] = True,
+    scenario: Annotated[
+        Path | None, typer.Option(help="TOML file of these settings; flags given win.")
+    ] = None,
 ) -> None:
     """Run a carrier simulator: an SMSC over HTTP that reassembles, answers and sends receipts."""
+    given = dict(locals())
+    host, port, log_level = given.pop("host"), given.pop("port"), given.pop("log_level")
+    scenario_path = given.pop("scenario")
+    given["reject_prefixes"] = tuple(given.pop("reject_prefix") or ())
     try:
-        config = SimulatorConfig(
-            latency_ms=latency_ms,
-            jitter_ms=jitter_ms,
-            receipt_delay=receipt_delay,
-            undelivered_ratio=undelivered_ratio,
-            expired_ratio=expired_ratio,
-            error_rate_5xx=error_rate_5xx,
-            error_rate_429=error_rate_429,
-            retry_after=retry_after,
-            reject_prefixes=tuple(reject_prefix or ()),
-            seed=seed,
-        )
-    except ValueError as exc:
+        given["outages"] = tuple(_window(text) for text in given.pop("outage") or ())
+        config = scenario_config(scenario_path, given)
+    except (ValueError, OSError) as exc:
         raise typer.BadParameter(str(exc)) from exc
     typer.echo(f"carrier simulator on http://{host}:{port}")
     run_simulator(host, port, config, log_level=log_level)
+
+
+def scenario_config(path: Path | None, flags: dict[str, Any]) -> SimulatorConfig:
+    """The config from a TOML scenario (same keys as the flags, `outages = [[0, 30]]`), with
+    every flag that differs from its default on top; ValueError when something is wrong."""
+    defaults = SimulatorConfig()
+    values: dict[str, Any] = {}
+    if path is not None:
+        try:
+            values = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise ValueError(f"scenario {path}: {exc}") from exc
+        known = {f.name for f in fields(SimulatorConfig)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"scenario {path}: unknown settings {unknown}")
+        for key in ("outages", "reject_prefixes"):
+            if key in values:
+                values[key] = tuple(tuple(v) if isinstance(v, list) else v for v in values[key])
+    for key, value in flags.items():
+        if value != getattr(defaults, key) or key not in values:
+            values[key] = value
+    return SimulatorConfig(**values)
+
+
+def _window(text: str) -> tuple[float, float]:
+    start, sep, end = text.partition(":")
+    if not sep:
+        raise ValueError(f"outage {text!r} must be START:END (seconds)")
+    return float(start), float(end)

@@ -21,6 +21,19 @@ class SimulatorConfig:
     seed: int | None = None  # for a repeatable sequence of random outcomes
     receipt_attempts: int = 3  # tries per receipt POST before it is dropped
     receipt_timeout: float = 5.0  # seconds, per receipt POST
+    # Scripting (#5), all off by default; `worker.simulator.script` applies them.
+    latency_dist: str = "uniform"  # uniform | exponential (mean jitter) | lognormal (p99)
+    error_rate_4xx: float = 0.0  # share of submissions answered 400 `rejected`
+    outages: tuple[tuple[float, float], ...] = ()  # (start, end) seconds after start: 503s
+    max_rate: float = 0.0  # submissions per second; beyond it 429 with Retry-After; 0 = none
+    receipt_jitter: float = 0.0  # plus a uniform random 0..jitter seconds per receipt
+    duplicate_receipts: float = 0.0  # share of final receipts sent twice
+    out_of_order_receipts: float = 0.0  # share followed by a late intermediate ENROUTE
+    fake_fast_receipts: float = 0.0  # share answered at once with DELIVRD, whatever happens
+    receipts_for: str = "segment"  # segment | last (only the last part of a message)
+    # Reliability (#4): a repeated client_ref gets the first carrier id and sends nothing,
+    # as a carrier honouring an idempotency key does (`smsq carrier-sim` turns it on).
+    dedupe_client_refs: bool = False
 
     def __post_init__(self) -> None:
         for name in ("undelivered_ratio", "expired_ratio", "error_rate_5xx", "error_rate_429"):
@@ -35,3 +48,21 @@ class SimulatorConfig:
                 raise ValueError(f"{name} must not be negative")
         if self.receipt_attempts < 1 or self.receipt_timeout <= 0:
             raise ValueError("receipt_attempts must be >= 1 and receipt_timeout > 0")
+        self._check_scripting()
+
+    def _check_scripting(self) -> None:
+        ratios = ("error_rate_4xx", "duplicate_receipts", "out_of_order_receipts",
+                  "fake_fast_receipts")  # fmt: skip
+        for name in ratios:
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be between 0 and 1")
+        if self.error_rate_5xx + self.error_rate_429 + self.error_rate_4xx > 1.0:
+            raise ValueError("the error rates together must not exceed 1")
+        if self.max_rate < 0 or self.receipt_jitter < 0:
+            raise ValueError("max_rate and receipt_jitter must not be negative")
+        if self.latency_dist not in ("uniform", "exponential", "lognormal"):
+            raise ValueError("latency_dist must be uniform, exponential or lognormal")
+        if self.receipts_for not in ("segment", "last"):
+            raise ValueError("receipts_for must be segment or last")
+        if any(not 0 <= start < end for start, end in self.outages):
+            raise ValueError("outages must be (start, end) with 0 <= start < end")

@@ -50,20 +50,21 @@ class ReceiptSender:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    def schedule(self, url: str, carrier_id: str, status: str) -> None:
-        """Send a receipt for `carrier_id` to `url` after the delay."""
-        task = asyncio.create_task(self._deliver(url, carrier_id, status))
+    def schedule(self, url: str, carrier_id: str, status: str, delay: float | None = None) -> None:
+        """Send a receipt for `carrier_id` to `url` after `delay` (default: the configured)."""
+        wait = self._delay if delay is None else delay
+        task = asyncio.create_task(self._deliver(url, carrier_id, status, wait))
         # The loop keeps only weak references to tasks: hold them until they finish.
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _deliver(self, url: str, carrier_id: str, status: str) -> None:
-        await asyncio.sleep(self._delay)
+    async def _deliver(self, url: str, carrier_id: str, status: str, delay: float) -> None:
+        await asyncio.sleep(delay)
         body = orjson.dumps(
             {
                 "carrier_id": carrier_id,
                 "status": status,
-                "err": ERROR_CODES[status],
+                "err": ERROR_CODES.get(status, "000"),
                 "done_at": datetime.now(UTC).isoformat(timespec="milliseconds"),
             }
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -14,6 +15,9 @@ if TYPE_CHECKING:
 
 Decode = Callable[[bytes, bytes, int], "DecodedSegment"]
 Reassemble = Callable[[Sequence["DecodedSegment"]], str]
+
+# Submission times kept for `/stats` (rate measurements); later ones are not recorded.
+MAX_TIMESTAMPS = 100_000
 
 
 class BadPayloadError(ValueError):
@@ -68,7 +72,11 @@ class SimulatorState:
         self.errors: Counter[str] = Counter()
         self.receipts_sent = 0
         self.receipts_failed = 0
+        self.submitted_at: list[float] = []  # Unix time of each accepted submission
         self._partials: dict[tuple[str, int], _Partial] = {}
+        # Reliability (#4): the first carrier id of each client_ref, for `dedupe_client_refs`.
+        self.carrier_ids: dict[str, str] = {}
+        self.deduplicated = 0  # repeats answered with the first carrier id (no second SMS)
 
     def decode(self, segment: Segment) -> DecodedSegment:
         """Decode one segment; `BadPayloadError` when it does not decode or is inconsistent."""
@@ -90,6 +98,8 @@ class SimulatorState:
     def record(self, segment: Segment, decoded: DecodedSegment) -> None:
         """Count an accepted segment and file it for reassembly."""
         self.submissions += 1
+        if len(self.submitted_at) < MAX_TIMESTAMPS:
+            self.submitted_at.append(time.time())
         ref = segment.client_ref
         self.by_client_ref[ref] += 1
         if self.by_client_ref[ref] == 2:
@@ -139,4 +149,6 @@ class SimulatorState:
             "errors": self.errors,
             "receipts_sent": self.receipts_sent,
             "receipts_failed": self.receipts_failed,
+            "submitted_at": self.submitted_at,
+            "deduplicated": self.deduplicated,
         }

@@ -1,0 +1,185 @@
+"""A real Kannel for integration tests: bearerbox + smsbox + Kannel's own fake SMSC client.
+
+Debian's `kannel` package has `bearerbox` and `smsbox`; `kannel-extras` has the test client
+`fakesmsc`, which connects to a `smsc = fake` connection in bearerbox and prints every message
+it is handed (`Got message N: <from to udh <udh> data <text>>`, url-encoded). Bearerbox's fake
+SMSC reports delivery (DLR type 1) for every message it hands over with a device-level
+`dlr-mask`, so receipts really come back through smsbox's `dlr-url`.
+
+`.ci/run` installs the packages; where the binaries are absent, `KANNEL_MISSING` says why and
+the tests skip.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import unquote_to_bytes
+
+import httpx
+
+from tests.integration.stack import stop_process
+
+FAKESMSC_PATHS = ("/usr/lib/kannel/test/fakesmsc", "/usr/local/lib/kannel/test/fakesmsc")
+USERNAME, PASSWORD = "smsq", "kannel-secret"
+
+
+def _find(name: str, extra: tuple[str, ...] = ()) -> str | None:
+    return shutil.which(name) or next((p for p in extra if Path(p).is_file()), None)
+
+
+BEARERBOX, SMSBOX = _find("bearerbox"), _find("smsbox")
+FAKESMSC = _find("fakesmsc", FAKESMSC_PATHS)
+KANNEL_MISSING = (
+    None
+    if BEARERBOX and SMSBOX and FAKESMSC
+    else "Kannel is not installed (apt-get install kannel kannel-extras)"
+)
+
+CONFIG = """\
+group = core
+admin-port = {admin}
+admin-password = admin-secret
+smsbox-port = {box}
+log-file = "{dir}/bearerbox.log"
+log-level = 1
+box-allow-ip = "127.0.0.1"
+dlr-storage = internal
+
+group = smsc
+smsc = fake
+smsc-id = fake
+port = {smsc}
+connect-allow-ip = "127.0.0.1"
+
+group = smsbox
+bearerbox-host = 127.0.0.1
+bearerbox-port = {box}
+sendsms-port = {sendsms}
+log-file = "{dir}/smsbox.log"
+log-level = 1
+
+group = sendsms-user
+username = {username}
+password = {password}
+max-messages = 1
+
+group = sms-service
+keyword = default
+text = "No service"
+"""
+
+_LINE = re.compile(r"Got message \d+: <(\S+) (\S+) (udh (\S+) data|data|text) ?(.*)>$")
+
+
+@dataclass(frozen=True)
+class Handed:
+    """One message bearerbox handed to the fake SMSC."""
+
+    sender: str
+    to: str
+    udh: bytes
+    data: bytes  # UTF-8 for GSM text (Kannel's internal form), UTF-16BE for UCS-2
+
+
+@dataclass
+class Kannel:
+    """A running Kannel; `url` is smsbox's sendsms base URL."""
+
+    url: str
+    output: Path
+
+    def handed(self) -> list[Handed]:
+        """What the fake SMSC received so far, in order."""
+        found = []
+        for line in self.output.read_text(errors="replace").splitlines():
+            match = _LINE.search(line)
+            if match is None:
+                continue
+            sender, to, kind, udh, data = match.groups()
+            raw = data.encode() if kind == "text" else unquote_to_bytes(data.replace("+", "%20"))
+            udh_bytes = unquote_to_bytes(udh.replace("+", "%20")) if udh else b""
+            found.append(Handed(sender, to, udh_bytes, raw))
+        return found
+
+
+def free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+@contextmanager
+def running_kannel(directory: Path) -> Iterator[Kannel]:
+    """Start bearerbox, the fake SMSC client and smsbox; stop them (by pid) afterwards."""
+    if not (BEARERBOX and SMSBOX and FAKESMSC):
+        raise RuntimeError(KANNEL_MISSING)
+    admin, box, smsc, sendsms = free_ports(4)
+    config = directory / "kannel.conf"
+    values = {"admin": admin, "box": box, "smsc": smsc, "sendsms": sendsms, "dir": directory}
+    config.write_text(CONFIG.format(username=USERNAME, password=PASSWORD, **values))
+    output = directory / "fakesmsc.out"
+    with ExitStack() as stack:
+
+        def start(command: list[str], log: Path) -> None:
+            handle = stack.enter_context(log.open("wb"))
+            process = subprocess.Popen(
+                command, stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+            )
+            stack.callback(stop_process, process, 10.0)
+
+        start([BEARERBOX, "-v", "2", str(config)], directory / "bearerbox.out")
+        _wait_port(admin)
+        start([FAKESMSC, "-H", "127.0.0.1", "-r", str(smsc), "-m", "0", "1 2 text x"], output)
+        start([SMSBOX, "-v", "2", str(config)], directory / "smsbox.out")
+        url = f"http://127.0.0.1:{sendsms}"
+        _wait_sendsms(url)
+        _wait_smsc_online(f"http://127.0.0.1:{admin}/status.txt?password=admin-secret")
+        yield Kannel(url, output)
+
+
+def _wait_port(port: int, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"Kannel did not open port {port}")
+
+
+def _wait_sendsms(url: str, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            # No credentials: smsbox answers 403 once it is serving.
+            if httpx.get(f"{url}/cgi-bin/sendsms", timeout=1).status_code in (400, 403):
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError("smsbox did not start serving sendsms")
+
+
+def _wait_smsc_online(status_url: str, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if "online" in httpx.get(status_url, timeout=1).text.split("SMSC connections:")[-1]:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError("the fake SMSC did not come online in bearerbox")

@@ -1,0 +1,255 @@
+"""Tests for the Kannel adapter (`worker.carriers.kannel.KannelCarrier`)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from urllib.parse import parse_qs, unquote_to_bytes, urlsplit
+
+import httpx
+import pytest
+
+from worker.carriers.base import Accepted, CarrierReceipt, InboundRequest, SegmentSubmission
+from worker.carriers.kannel import KannelCarrier, dlr_url
+from worker.contract import SegmentStatus
+from worker.errors import (
+    CarrierError,
+    CarrierRejectedError,
+    CarrierUnavailableError,
+    CarrierUnknownOutcomeError,
+    ValidationError,
+)
+
+URL = "http://kannel.test:13013"
+UDH = bytes.fromhex("050003a70201")
+
+
+def make_segment(**changes: object) -> SegmentSubmission:
+    fields: dict[str, object] = {
+        "message_id": "m1",
+        "seq": 1,
+        "total": 2,
+        "to": "+4915112345678",
+        "sender": "smsq",
+        "udh": UDH,
+        "payload": b"",
+        "data_coding": 0,
+        "text": "Grüße {€}",
+        "full_text": "Grüße {€} and more",
+        "receipt_url": "http://api.test/carriers/kannel/dlr",
+    }
+    fields.update(changes)
+    return SegmentSubmission(**fields)  # type: ignore[arg-type]
+
+
+class Smsbox:
+    """A MockTransport handler standing in for Kannel's smsbox."""
+
+    def __init__(self) -> None:
+        self.requests: list[httpx.Request] = []
+        self.answer: Callable[[httpx.Request], httpx.Response] = lambda request: httpx.Response(
+            202, text="0: Accepted for delivery"
+        )
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        return self.answer(request)
+
+    def raw_params(self) -> dict[str, bytes]:
+        """The last request's query, each value percent-decoded to bytes."""
+        query = urlsplit(str(self.requests[-1].url)).query
+        pairs = (item.split("=", 1) for item in query.split("&"))
+        return {key: unquote_to_bytes(value) for key, value in pairs}
+
+
+@pytest.fixture
+def smsbox() -> Smsbox:
+    return Smsbox()
+
+
+@pytest.fixture
+def carrier(smsbox: Smsbox) -> Iterator[KannelCarrier]:
+    with httpx.Client(transport=httpx.MockTransport(smsbox)) as client:
+        yield KannelCarrier(client, URL, username="u s", password="p&w", smsc="smsc1")
+
+
+class TestSubmit:
+    def test_sends_one_gsm_segment_with_its_udh(
+        self, carrier: KannelCarrier, smsbox: Smsbox
+    ) -> None:
+        """GSM text goes as UTF-8 with coding 0, the binary UDH as `udh`, to /cgi-bin/sendsms."""
+        assert carrier.submit(make_segment()) == Accepted("m1.1")
+        (request,) = smsbox.requests
+        assert request.method == "GET"
+        assert request.url.path == "/cgi-bin/sendsms"
+        params = smsbox.raw_params()
+        assert params["text"].decode("utf-8") == "Grüße {€}"
+        assert params["charset"] == b"UTF-8"
+        assert params["coding"] == b"0"
+        assert params["udh"] == UDH
+        assert (params["username"], params["password"]) == (b"u s", b"p&w")
+        assert (params["from"], params["to"]) == (b"smsq", b"+4915112345678")
+        assert params["smsc"] == b"smsc1"
+
+    def test_sends_ucs2_as_raw_utf16(self, carrier: KannelCarrier, smsbox: Smsbox) -> None:
+        """UCS-2 segments go as their own UTF-16BE bytes with coding 2: nothing is transcoded."""
+        payload = "Привет 😀".encode("utf-16-be")
+        carrier.submit(make_segment(data_coding=8, payload=payload, text="Привет 😀"))
+        params = smsbox.raw_params()
+        assert params["text"] == payload
+        assert (params["charset"], params["coding"]) == (b"UTF-16BE", b"2")
+
+    def test_single_segment_has_no_udh(self, carrier: KannelCarrier, smsbox: Smsbox) -> None:
+        """A message of one segment goes without a `udh` parameter."""
+        carrier.submit(make_segment(udh=b"", total=1))
+        assert "udh" not in smsbox.raw_params()
+
+    def test_asks_for_receipts_on_our_url(self, carrier: KannelCarrier, smsbox: Smsbox) -> None:
+        """`dlr-mask` and a `dlr-url` carrying our id and Kannel's escape codes."""
+        carrier.submit(make_segment(seq=2))
+        params = smsbox.raw_params()
+        assert params["dlr-mask"] == b"19"
+        url = params["dlr-url"].decode()
+        assert url.startswith("http://api.test/carriers/kannel/dlr?id=m1.2&")
+        for escape in ("type=%d", "ts=%T", "fid=%F", "answer=%A"):
+            assert escape in url
+
+    def test_no_receipt_no_dlr_parameters(self, carrier: KannelCarrier, smsbox: Smsbox) -> None:
+        """Without a receipt wanted, neither `dlr-mask` nor `dlr-url` is sent."""
+        carrier.submit(make_segment(want_receipt=False))
+        assert not {"dlr-mask", "dlr-url"} & set(smsbox.raw_params())
+
+    @pytest.mark.parametrize(
+        ("url", "path"),
+        [
+            ("http://k.test:13013", "/cgi-bin/sendsms"),
+            ("http://k.test:13013/", "/cgi-bin/sendsms"),
+            ("http://k.test/custom/send", "/custom/send"),
+        ],
+    )
+    def test_bare_url_means_sendsms(self, smsbox: Smsbox, url: str, path: str) -> None:
+        """A base URL gets Kannel's default path; a URL with a path is used as given."""
+        with httpx.Client(transport=httpx.MockTransport(smsbox)) as client:
+            KannelCarrier(client, url, username="u", password="p").submit(make_segment())
+        assert smsbox.requests[0].url.path == path
+
+    @pytest.mark.parametrize(
+        ("status", "body", "error"),
+        [
+            (202, "0: Accepted for delivery", None),
+            (202, "3: Queued for later delivery", None),
+            (400, "Missing receiver number", CarrierRejectedError),
+            (403, "Authorization failed for sendsms", CarrierRejectedError),
+            (408, "", CarrierUnavailableError),
+            (429, "", CarrierUnavailableError),
+            (500, "", CarrierUnavailableError),
+            (503, "Temporal failure, try again later.", CarrierUnavailableError),
+            (302, "", CarrierUnavailableError),
+        ],
+    )
+    def test_status_codes(
+        self,
+        carrier: KannelCarrier,
+        smsbox: Smsbox,
+        status: int,
+        body: str,
+        error: type[CarrierError] | None,
+    ) -> None:
+        """2xx accepts; 5xx, 408, 429 and 3xx are transient; other 4xx are permanent."""
+        smsbox.answer = lambda request: httpx.Response(status, text=body)
+        if error is None:
+            assert carrier.submit(make_segment()).carrier_id == "m1.1"
+            return
+        with pytest.raises(error) as caught:
+            carrier.submit(make_segment())
+        assert caught.value.status_code == status
+        assert caught.value.code == f"kannel_{status}"
+        if body:
+            assert caught.value.message == body
+
+    def test_retry_after_is_kept(self, carrier: KannelCarrier, smsbox: Smsbox) -> None:
+        """A 503 with Retry-After carries the wait."""
+        smsbox.answer = lambda request: httpx.Response(503, headers={"retry-after": "7"})
+        with pytest.raises(CarrierUnavailableError) as caught:
+            carrier.submit(make_segment())
+        assert caught.value.retry_after == 7
+
+    @pytest.mark.parametrize(
+        ("exc", "error"),
+        [
+            (httpx.ConnectError("refused"), CarrierUnavailableError),
+            (httpx.ConnectTimeout("slow"), CarrierUnavailableError),
+            (httpx.ReadTimeout("no answer"), CarrierUnknownOutcomeError),
+            (httpx.RemoteProtocolError("dropped"), CarrierUnknownOutcomeError),
+        ],
+    )
+    def test_transport_errors(
+        self, carrier: KannelCarrier, smsbox: Smsbox, exc: Exception, error: type[CarrierError]
+    ) -> None:
+        """Nothing sent is transient; a request that left without an answer is unknown."""
+
+        def fail(request: httpx.Request) -> httpx.Response:
+            raise exc
+
+        smsbox.answer = fail
+        with pytest.raises(error):
+            carrier.submit(make_segment())
+
+    def test_unsupported_coding_is_refused(self, carrier: KannelCarrier) -> None:
+        """8-bit data is not something smsq sends; it is refused before any request."""
+        with pytest.raises(CarrierRejectedError, match="data_coding"):
+            carrier.submit(make_segment(data_coding=4))
+
+
+def callback(url: str) -> InboundRequest:
+    """The GET Kannel makes to a filled-in dlr-url."""
+    query = {k: v[0] for k, v in parse_qs(urlsplit(url).query, keep_blank_values=True).items()}
+    return InboundRequest(method="GET", url=url, query=query, headers={})
+
+
+class TestParseReceipts:
+    @pytest.mark.parametrize(
+        ("kind", "answer", "status", "error_code"),
+        [
+            (
+                "1",
+                "id:1 sub:001 dlvrd:001 stat:DELIVRD err:000 text:",
+                SegmentStatus.DELIVERED,
+                None,
+            ),
+            ("2", "id:1 stat:UNDELIV err:034", SegmentStatus.UNDELIVERED, "034"),
+            ("2", "id:1 stat:EXPIRED err:000", SegmentStatus.EXPIRED, None),
+            ("2", "", SegmentStatus.UNDELIVERED, "kannel_dlr_2"),
+            ("4", "", SegmentStatus.ACCEPTED, None),
+            ("8", "ACK/", SegmentStatus.ACCEPTED, None),
+            ("16", "NACK/0x00000045/Unknown", SegmentStatus.REJECTED, "kannel_dlr_16"),
+        ],
+    )
+    def test_dlr_types(
+        self,
+        carrier: KannelCarrier,
+        kind: str,
+        answer: str,
+        status: SegmentStatus,
+        error_code: str | None,
+    ) -> None:
+        """`%d` gives the state; an SMPP `stat:EXPIRED` and `err:` refine it."""
+        url = dlr_url("http://api.test/carriers/kannel/dlr", "m1.2")
+        filled = url.replace("%d", kind).replace("%T", "1764100000").replace("%A", answer)
+        (receipt,) = carrier.parse_receipts(callback(filled.replace("%i", "").replace("%F", "")))
+        assert receipt.carrier_id == "m1.2"
+        assert receipt.status is status
+        assert receipt.error_code == error_code
+        assert receipt.done_at == "2025-11-25T19:46:40+00:00"
+
+    def test_minimal_receipt(self, carrier: KannelCarrier) -> None:
+        """Only `id` and `type` are required."""
+        receipts = carrier.parse_receipts(callback("http://api.test/dlr?id=m9.1&type=1"))
+        assert receipts == [CarrierReceipt("m9.1", SegmentStatus.DELIVERED)]
+
+    @pytest.mark.parametrize(
+        "query", ["type=1", "id=m1.1", "id=m1.1&type=3", "id=&type=1", "id=m1.1&type=%25d"]
+    )
+    def test_garbage_is_invalid(self, carrier: KannelCarrier, query: str) -> None:
+        """A missing id or type, an unknown type, or an unfilled escape is a ValidationError."""
+        with pytest.raises(ValidationError):
+            carrier.parse_receipts(callback(f"http://api.test/dlr?{query}"))

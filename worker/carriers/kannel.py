@@ -1,0 +1,169 @@
+"""Adapter for Kannel's `sendsms` HTTP interface (smsbox), one request per segment.
+
+Each segment goes with its own UDH (`udh`), `coding` (0 = GSM 7-bit, 2 = UCS-2) and the text
+for that segment only, so Kannel sends exactly the parts smsq cut. GSM text travels as UTF-8
+(`charset=UTF-8`; Kannel maps it to the GSM alphabet); UCS-2 text travels as its raw UTF-16BE
+bytes (`charset=UTF-16BE`), so nothing is transcoded on the way.
+
+Kannel answers `202 0: Accepted for delivery` (or `3: Queued for later delivery`) and gives no
+message id, so the carrier id is ours: `<message_id>.<seq>`. It travels in the `dlr-url`,
+which Kannel calls back with HTTP GET after filling in its escape codes:
+`%d` (DLR type: 1 delivered, 2 undelivered, 4 buffered, 8 SMSC accepted, 16 SMSC rejected),
+`%T` (Unix time), `%F` (the SMSC's own id), `%i` (smsc-id) and `%A` (the SMSC's DLR text,
+`id:… stat:… err:…` for SMPP).
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from urllib.parse import quote, quote_from_bytes, urlsplit
+
+import httpx
+
+from worker.carriers.base import Accepted, CarrierReceipt, InboundRequest, SegmentSubmission
+from worker.carriers.responses import parse_retry_after, required_str, transport_error
+from worker.contract import SegmentStatus
+from worker.errors import CarrierRejectedError, CarrierUnavailableError, ValidationError
+
+SENDSMS_PATH = "/cgi-bin/sendsms"
+
+# Kannel's `coding` values for our data codings.
+CODINGS = {0: "0", 8: "2"}
+
+# `%d` of a Kannel DLR to segment states.
+DLR_TYPES: dict[str, SegmentStatus] = {
+    "1": SegmentStatus.DELIVERED,
+    "2": SegmentStatus.UNDELIVERED,
+    "4": SegmentStatus.ACCEPTED,  # buffered at the SMSC
+    "8": SegmentStatus.ACCEPTED,  # the SMSC took it
+    "16": SegmentStatus.REJECTED,  # the SMSC refused it
+    "32": SegmentStatus.ACCEPTED,  # an SMSC intermediate notification
+}
+
+# Kannel's answers that say the account or gateway is at fault, not the message.
+CARRIER_SIDE_STATUSES = frozenset({401, 403, 404, 405})
+
+# `stat:` and `err:` inside an SMPP DLR text (`%A`).
+_STAT = re.compile(r"\bstat:([A-Z]{5,8})", re.IGNORECASE)
+_ERR = re.compile(r"\berr:([0-9A-Za-z]{1,8})")
+
+
+class KannelCarrier:
+    """Submits segments to Kannel's `/cgi-bin/sendsms`; parses its `dlr-url` callbacks."""
+
+    submits_whole_text = False
+
+    def __init__(
+        self,
+        client: httpx.Client,
+        url: str,
+        *,
+        username: str,
+        password: str,
+        name: str = "kannel",
+        smsc: str = "",
+        dlr_mask: int = 19,
+    ) -> None:
+        self.name = name
+        self._client = client
+        path = urlsplit(url).path
+        self._url = url.rstrip("/") + SENDSMS_PATH if path in ("", "/") else url
+        self._credentials = (username, password)
+        self._smsc = smsc
+        self._dlr_mask = dlr_mask
+
+    def submit(self, segment: SegmentSubmission) -> Accepted:
+        """GET sendsms with this segment; raise a `CarrierError` unless Kannel accepted it."""
+        carrier_id = f"{segment.message_id}.{segment.seq}"
+        try:
+            response = self._client.get(self._url + "?" + self._query(segment, carrier_id))
+        except httpx.HTTPError as exc:
+            raise transport_error(exc, carrier=self.name) from exc
+        self._raise_for_status(response)
+        return Accepted(carrier_id=carrier_id)
+
+    def _query(self, segment: SegmentSubmission, carrier_id: str) -> str:
+        """The sendsms query string, encoded by hand: `udh` and UCS-2 `text` are bytes."""
+        coding = CODINGS.get(segment.data_coding)
+        if coding is None:
+            raise CarrierRejectedError(
+                f"data_coding {segment.data_coding} not supported",
+                carrier=self.name,
+                code="unsupported_coding",
+            )
+        if segment.data_coding == 8:
+            text, charset = quote_from_bytes(segment.payload, safe=""), "UTF-16BE"
+        else:
+            text, charset = quote(segment.text, safe=""), "UTF-8"
+        username, password = self._credentials
+        pairs = [
+            ("username", quote(username, safe="")),
+            ("password", quote(password, safe="")),
+            ("from", quote(segment.sender, safe="")),
+            ("to", quote(segment.to, safe="")),
+            ("text", text),
+            ("charset", charset),
+            ("coding", coding),
+        ]
+        if segment.udh:
+            pairs.append(("udh", quote_from_bytes(segment.udh, safe="")))
+        if self._smsc:
+            pairs.append(("smsc", quote(self._smsc, safe="")))
+        if segment.want_receipt:
+            pairs.append(("dlr-mask", str(self._dlr_mask)))
+            pairs.append(("dlr-url", quote(dlr_url(segment.receipt_url, carrier_id), safe="")))
+        return "&".join(f"{key}={value}" for key, value in pairs)
+
+    def _raise_for_status(self, response: httpx.Response) -> None:
+        status = response.status_code
+        if 200 <= status < 300:
+            return
+        # Kannel answers in plain text, e.g. `Authorization failed for sendsms`.
+        message = response.text.strip()[:200] or f"Kannel answered {status}"
+        code = f"kannel_{status}"
+        if status >= 500 or status in (408, 429) or status < 200 or 300 <= status < 400:
+            retry_after = parse_retry_after(response.headers.get("retry-after"))
+            raise CarrierUnavailableError(
+                message, carrier=self.name, code=code, status_code=status, retry_after=retry_after
+            )
+        raise CarrierRejectedError(message, carrier=self.name, code=code, status_code=status)
+
+    def parse_receipts(self, request: InboundRequest) -> list[CarrierReceipt]:
+        """One receipt from the query Kannel filled in; `ValidationError` on garbage."""
+        query = request.query
+        carrier_id = required_str(query, "id")
+        kind = required_str(query, "type")
+        status = DLR_TYPES.get(kind)
+        if status is None:
+            raise ValidationError(f"unknown Kannel DLR type {kind[:8]!r}", field="type")
+        answer = query.get("answer", "")
+        stat = _STAT.search(answer)
+        if status is SegmentStatus.UNDELIVERED and stat and stat.group(1).upper() == "EXPIRED":
+            status = SegmentStatus.EXPIRED
+        err = _ERR.search(answer)
+        error_code = err.group(1) if err and err.group(1).strip("0") else None
+        failed = status in (SegmentStatus.UNDELIVERED, SegmentStatus.REJECTED)
+        return [
+            CarrierReceipt(
+                carrier_id=carrier_id,
+                status=status,
+                error_code=error_code or (f"kannel_dlr_{kind}" if failed else None),
+                error_message=answer[:200] if failed and answer else None,
+                done_at=_epoch_iso(query.get("ts")),
+            )
+        ]
+
+
+def dlr_url(receipt_url: str, carrier_id: str) -> str:
+    """Our receipt URL with the id and Kannel's escape codes for what it should fill in."""
+    joiner = "&" if "?" in receipt_url else "?"
+    escapes = "type=%d&ts=%T&smsc=%i&fid=%F&answer=%A"
+    return f"{receipt_url}{joiner}id={quote(carrier_id, safe='')}&{escapes}"
+
+
+def _epoch_iso(value: str | None) -> str | None:
+    """Kannel's `%T` (Unix seconds) as ISO 8601 UTC; None when absent or not a number."""
+    if not value or not value.isdigit():
+        return None
+    return datetime.fromtimestamp(int(value), UTC).isoformat()

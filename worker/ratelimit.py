@@ -1,0 +1,112 @@
+"""Carrier throughput limits shared by every worker: a GCRA rate limit and a concurrency cap.
+
+Both live in Redis and are decided by one Lua script each, on Redis's own clock (`TIME`), so
+every worker process on every host sees one limit. Times inside the scripts are integer
+microseconds (exact in a Lua double).
+
+GCRA (the generic cell rate algorithm, as in redis-cell): one key holds the theoretical
+arrival time (TAT) of the next request. A request at `now` may go at
+`max(TAT, now) + interval - burst * interval`; if that is at most `max_wait` ahead, the script
+*reserves* the slot (moves the TAT on) and returns the wait, so the caller sleeps exactly that
+long and the requests leave evenly spaced, without polling or a thundering herd. A longer wait
+reserves nothing: the caller defers the work (through the durable scheduler) instead of holding
+a worker slot.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from dataclasses import dataclass
+
+import redis
+
+# KEYS[1] TAT key; ARGV interval_us, burst, max_wait_us. Returns {granted 0|1, wait_us}.
+GCRA = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local interval = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local max_wait = tonumber(ARGV[3])
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tat < now then tat = now end
+local new_tat = tat + interval
+local wait = new_tat - burst * interval - now
+if wait > max_wait then return {0, wait} end
+if wait < 0 then wait = 0 end
+local ttl_ms = math.floor((new_tat - now) / 1000) + 1000
+redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', ttl_ms)
+return {1, wait}
+"""
+
+# KEYS[1] holders (zset: token -> lease end); ARGV limit, token, lease_us. Returns 1 or 0.
+ACQUIRE_SLOT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[1]) then return 0 end
+local lease = tonumber(ARGV[3])
+redis.call('ZADD', KEYS[1], string.format('%.0f', now + lease), ARGV[2])
+redis.call('PEXPIRE', KEYS[1], math.floor(lease / 1000) + 1000)
+return 1
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """A limiter's answer: `granted` with a (short) `wait` to sleep first, or not and how long."""
+
+    granted: bool
+    wait: float  # seconds: to sleep before sending (granted) or until a slot frees (refused)
+
+
+class RateLimiter:
+    """At most `rate` requests per second with bursts of `burst`, across all processes."""
+
+    def __init__(self, client: redis.Redis, key: str, rate: float, burst: int = 1) -> None:
+        if rate <= 0 or burst < 1:
+            raise ValueError("rate must be > 0 and burst >= 1")
+        self.key = key
+        self.rate = rate
+        self.burst = burst
+        self._interval_us = max(1, round(1_000_000 / rate))
+        self._script = client.register_script(GCRA)
+
+    def acquire(self, max_wait: float) -> Grant:
+        """Reserve the next slot if it is at most `max_wait` seconds away."""
+        max_wait_us = max(0, math.floor(max_wait * 1_000_000))
+        granted, wait_us = self._script(
+            keys=[self.key], args=[self._interval_us, self.burst, max_wait_us]
+        )
+        return Grant(bool(int(granted)), max(0, int(wait_us)) / 1_000_000)
+
+
+class ConcurrencyLimiter:
+    """At most `limit` requests in flight at once, across all processes.
+
+    Each holder has a lease (longer than any request takes), so a worker that dies while
+    holding a slot gives it back when the lease runs out.
+    """
+
+    def __init__(self, client: redis.Redis, key: str, limit: int, lease: float = 60.0) -> None:
+        if limit < 1:
+            raise ValueError("limit must be >= 1")
+        self.key = key
+        self.limit = limit
+        self._lease_us = math.ceil(lease * 1_000_000)
+        self._client = client
+        self._script = client.register_script(ACQUIRE_SLOT)
+
+    def acquire(self) -> str | None:
+        """A token for a slot, or None when all are taken."""
+        token = uuid.uuid4().hex
+        taken = self._script(keys=[self.key], args=[self.limit, token, self._lease_us])
+        return token if int(taken) else None
+
+    def release(self, token: str) -> None:
+        """Give a slot back."""
+        self._client.zrem(self.key, token)
+
+    def in_use(self) -> int:
+        """Slots held now (leases not yet run out included)."""
+        return int(self._client.zcard(self.key))
