@@ -10,6 +10,7 @@ and enqueues the SMS on the `otp` lane. The code itself is returned to nobody.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -39,6 +40,8 @@ from worker.queueing import CeleryPublisher, schedule_at
 from worker.settings import Settings
 from worker.store import Message, Store, new_message_id
 
+log = logging.getLogger(__name__)
+
 DEFAULT_TEMPLATE = "Your code is {code}"
 DEFAULT_PURPOSE = "default"
 MAX_TTL_SECONDS = 600  # NIST SP 800-63B: an out-of-band code is invalid after 10 minutes
@@ -47,7 +50,7 @@ ID_PATTERN = r"^[0-9a-f]{32}$"
 
 _QUEUED = frozenset({MessageStatus.QUEUED, MessageStatus.SCHEDULED})
 # What GET /otp/{id} says about a pending code's SMS.
-_DELIVERY_WORDS = {
+_DELIVERY_WORDS: dict[str, str] = {
     MessageStatus.QUEUED: "queued",
     MessageStatus.SCHEDULED: "queued",
     MessageStatus.SUBMITTING: "sent",
@@ -173,6 +176,10 @@ class OtpDesk:
         if body.resend_after:
             due = now + body.resend_after * 1000
             schedule_at(self.redis, due, RESEND_OTP, [challenge_id], Queue.OTP.value)
+        log.info(
+            "otp sent",
+            extra={"challenge_id": challenge_id, "message_id": message.id, "replaced": replaced},
+        )
         return OtpSent(challenge_id, message.to, iso_ms(expires_at) or "", "pending", message.id)
 
     def _build_message(self, body: OtpSendRequest, key_id: str) -> tuple[Message, str]:
@@ -226,6 +233,7 @@ class OtpDesk:
         if not challenge_id:
             return NOT_FOUND
         verdict = self.challenges.verify(challenge_id, key_id, body.code, keys, self.clock())
+        log.info("otp checked", extra={"challenge_id": challenge_id, "status": verdict.status})
         if verdict.valid and verdict.challenge is not None:
             # An approved code needs no SMS any more: drop one that has not left yet.
             self.store.transition(
@@ -243,7 +251,7 @@ class OtpDesk:
         message_status = self.store.fields(challenge.message_id).get("status")
         status = str(standing)
         if standing == Verification.PENDING:
-            status = _DELIVERY_WORDS.get(MessageStatus(message_status or "queued"), "undelivered")
+            status = _DELIVERY_WORDS.get(message_status or "queued", "undelivered")
         return {
             "id": challenge.id,
             "to": challenge.to,

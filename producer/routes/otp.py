@@ -12,7 +12,7 @@ from producer.errors import error_response
 from producer.otp import OtpDesk, OtpSendRequest, OtpVerifyRequest, verdict_json
 from producer.responses import JsonResponse
 from producer.schemas import ERROR_RESPONSES
-from producer.services import KeyDep, Services, ServicesDep
+from producer.services import OtpKey, OtpSendKey, Services, ServicesDep
 from worker.otp.codes import OtpUnavailableError
 
 router = APIRouter()
@@ -39,7 +39,7 @@ def unavailable(exc: OtpUnavailableError) -> JsonResponse:
     responses=OTP_RESPONSES,
     openapi_extra=json_body_openapi(OtpSendRequest),
 )
-async def send(request: Request, key: KeyDep, services: ServicesDep) -> Any:
+async def send(request: Request, key: OtpSendKey, services: ServicesDep) -> Any:
     """Send a code by SMS on the otp lane: 202 with the challenge id and its expiry."""
     raw = await request.body()
     body = parse_model(OtpSendRequest, parse_json_body(raw, services.settings.max_body_bytes))
@@ -53,7 +53,7 @@ async def send(request: Request, key: KeyDep, services: ServicesDep) -> Any:
 @router.post(
     "/otp/verify", responses=OTP_RESPONSES, openapi_extra=json_body_openapi(OtpVerifyRequest)
 )
-async def verify(request: Request, key: KeyDep, services: ServicesDep) -> Any:
+async def verify(request: Request, key: OtpKey, services: ServicesDep) -> Any:
     """Check a code: `valid`, `status` and the checks left (single use, at most 5 checks)."""
     raw = await request.body()
     body = parse_model(OtpVerifyRequest, parse_json_body(raw, services.settings.max_body_bytes))
@@ -65,6 +65,6 @@ async def verify(request: Request, key: KeyDep, services: ServicesDep) -> Any:
 
 
 @router.get("/otp/{challenge_id}", responses=OTP_RESPONSES)
-async def status(challenge_id: str, request: Request, key: KeyDep, services: ServicesDep) -> Any:
+async def status(challenge_id: str, request: Request, key: OtpKey, services: ServicesDep) -> Any:
     """Where a code stands: queued, sent, delivered, approved, expired… (never the code)."""
     return await run_in_threadpool(desk(request, services).status, challenge_id, key.id)
