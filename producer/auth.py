@@ -1,15 +1,29 @@
-"""Bearer API keys: `Authorization: Bearer <key>` on every `/sms/*` and `/otp/*` call."""
+"""Bearer API keys: `Authorization: Bearer <key>` on every `/sms/*` and `/otp/*` call.
+
+A key carries scopes (`send`: `POST /sms/send`, `/sms/batch`, `DELETE /sms/*`; `read`:
+`GET /sms/*`; `otp`: `/otp/*`). No key or an unknown one is 401; a key without the route's
+scope is 403.
+"""
 
 from __future__ import annotations
 
 from fastapi import Request
+from fastapi.security import HTTPBearer
 
 from worker.errors import SmsqError
 from worker.keys import ApiKey, KeyStore
 
+# Declares the scheme in the OpenAPI document (`/docs` shows an Authorize button); the key
+# itself is checked by `authenticate`, so a missing header is our 401, not FastAPI's 403.
+bearer_scheme = HTTPBearer(auto_error=False, description="An API key from `smsq keys create`")
+
 
 class UnauthorizedError(SmsqError):
     """No key, or a key we do not know (401)."""
+
+
+class ForbiddenError(SmsqError):
+    """A valid key without the scope the route needs (403)."""
 
 
 def authenticate(request: Request, keys: KeyStore) -> ApiKey:
@@ -21,3 +35,8 @@ def authenticate(request: Request, keys: KeyStore) -> ApiKey:
     if key is None:
         raise UnauthorizedError("unknown or revoked API key")
     return key
+
+
+def check_scope(key: ApiKey, scope: str) -> None:
+    if not key.allows(scope):
+        raise ForbiddenError(f"this API key lacks the '{scope}' scope")

@@ -6,10 +6,11 @@ import json
 import logging
 import signal
 import threading
+import time
 import uuid
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import redis
 import typer
@@ -19,7 +20,8 @@ from producer.library import Producer
 from producer.preview import preview
 from producer.up import resolve_redis_url
 from producer.up import up as run_up
-from worker.keys import ALL_SCOPES, KeyStore
+from worker.keys import ALL_SCOPES, KeyStore, parse_duration, parse_rate
+from worker.quotas import Quotas
 from worker.settings import Settings, get_settings
 from worker.simulator import carrier_sim
 
@@ -31,7 +33,10 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
-keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
+keys_app = typer.Typer(
+    help="Create, list, limit and revoke API keys; rotate their signing secrets.",
+    no_args_is_help=True,
+)
 app.add_typer(keys_app, name="keys")
 app.command("preview")(preview)
 app.command("carrier-sim")(carrier_sim)
@@ -52,18 +57,42 @@ def up_command(
     raise typer.Exit(run_up(get_settings(), concurrency))
 
 
+def _seconds(name: str, text: str) -> Any:
+    """A reconciler timing option (seconds), also read from `SMSQ_RECONCILE_<NAME>`."""
+    envvar = "SMSQ_RECONCILE_" + name.upper().replace("-", "_")
+    return typer.Option(f"--{name}", envvar=envvar, help=f"{text}; docs/reliability.md")
+
+
 @app.command("scheduler")
-def scheduler_command() -> None:
-    """Run the durable scheduler (several may run; one holds the lock and works)."""
-    from worker.celery_app import create_app
-    from worker.queueing import CeleryPublisher, publishes_directly
-    from worker.scheduler import Scheduler
+def scheduler_command(
+    interval: Annotated[float | None, _seconds("interval", "Between reconciler passes")] = None,
+    grace: Annotated[float | None, _seconds("grace", "Overdue before reconciling")] = None,
+    claim_lease: Annotated[float | None, _seconds("claim-lease", "Claim age of a dead run")] = None,
+    receipt_deadline: Annotated[
+        float | None, _seconds("receipt-deadline", "Accepted, no receipt: expire after")
+    ] = None,
+    unacked_after: Annotated[
+        float | None, _seconds("unacked-after", "Put back tasks held unacked this long")
+    ] = None,
+) -> None:
+    """Run the durable scheduler and the reconciler (several may run; one holds the lock)."""
+    from dataclasses import replace
+
+    from worker.reconciler import ReconcilerConfig
+    from worker.scheduler import build_scheduler
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     settings = get_settings()
-    client = redis.Redis.from_url(settings.effective_redis_url)
-    publisher = CeleryPublisher(create_app(settings), client, direct=publishes_directly(settings))
-    scheduler = Scheduler(client, publisher)
+    config = ReconcilerConfig.from_settings(settings)
+    config = replace(
+        config,
+        interval=interval or config.interval,
+        grace=grace or config.grace,
+        claim_lease=claim_lease or config.claim_lease,
+        receipt_deadline=receipt_deadline or config.receipt_deadline,
+        unacked_after=unacked_after or config.unacked_after,
+    )
+    scheduler = build_scheduler(settings, config)
     watcher_stop = start_batch_watcher(settings)
     signal.signal(signal.SIGTERM, lambda *_: scheduler.stop())
     signal.signal(signal.SIGINT, lambda *_: scheduler.stop())
@@ -89,14 +118,20 @@ def start_batch_watcher(settings: Settings) -> threading.Event:
 def keys_create(
     name: str,
     scope: Annotated[str, typer.Option(help="Comma-separated: send,otp,read")] = DEFAULT_SCOPES,
+    rate: Annotated[
+        str | None, typer.Option(help="Requests per second over all calls: 10/s, 600/m, 5000/h")
+    ] = None,
+    burst: Annotated[int, typer.Option(help="Calls at once above the rate (default 1 s)")] = 0,
+    daily: Annotated[int, typer.Option(help="Messages per UTC day (a batch: its recipients)")] = 0,
 ) -> None:
     """Create a key; prints it once (only its hash is stored) and its receipt-signing secret."""
     scopes = tuple(s.strip() for s in scope.split(",") if s.strip())
-    unknown = set(scopes) - set(ALL_SCOPES)
-    if unknown:
-        typer.echo(f"unknown scope(s): {', '.join(sorted(unknown))}", err=True)
-        raise typer.Exit(2)
-    created = KeyStore(_redis()).create(name, scopes)
+    try:
+        per_second = parse_rate(rate) if rate is not None else 0.0
+        created = KeyStore(_redis()).create(name, scopes, rate=per_second, burst=burst, daily=daily)
+    except ValueError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from None
     typer.echo(f"key id          {created.key.id}")
     typer.echo(f"API key         {created.api_key}")
     typer.echo(f"webhook secret  {created.webhook_secret}")
@@ -105,10 +140,21 @@ def keys_create(
 
 @keys_app.command("list")
 def keys_list() -> None:
-    """List keys (never the keys themselves)."""
-    for key in KeyStore(_redis()).list():
+    """List keys with scopes, limits, today's use and signing secrets (never the keys)."""
+    client = _redis()
+    quotas = Quotas(client)
+    now = int(time.time() * 1000)
+    for key in KeyStore(client).list():
         state = "revoked" if key.revoked else "active"
-        typer.echo(f"{key.id}  {key.name:<24} {state:<8} scopes={','.join(key.scopes)}")
+        rate = f"{key.rate:g}/s" if key.rate else "-"
+        daily = f"{quotas.used_today(key.id)}/{key.daily}" if key.daily else "-"
+        live = [s for s in key.signing if s.is_live(now)]
+        retiring = [s.expires_at for s in live if s.expires_at is not None]
+        secrets = f"{len(live)}" + (f" (old ends {_iso(min(retiring))})" if retiring else "")
+        typer.echo(
+            f"{key.id}  {key.name:<24} {state:<8} scopes={','.join(key.scopes):<13} "
+            f"rate={rate:<8} daily={daily:<12} secrets={secrets}"
+        )
 
 
 @keys_app.command("revoke")
@@ -118,6 +164,116 @@ def keys_revoke(key_id: str) -> None:
         typer.echo(f"no key {key_id}", err=True)
         raise typer.Exit(1)
     typer.echo(f"revoked {key_id}")
+
+
+@keys_app.command("limits")
+def keys_limits(
+    key_id: str,
+    rate: Annotated[str | None, typer.Option(help="10/s, 600/m, 5000/h; 0 = none")] = None,
+    burst: Annotated[int | None, typer.Option(help="Calls at once above the rate")] = None,
+    daily: Annotated[int | None, typer.Option(help="Messages per UTC day; 0 = none")] = None,
+) -> None:
+    """Change a key's rate, burst or daily quota (takes effect on its next call)."""
+    try:
+        per_second = None if rate is None else (0.0 if rate.strip() == "0" else parse_rate(rate))
+        found = KeyStore(_redis()).set_limits(key_id, rate=per_second, burst=burst, daily=daily)
+    except ValueError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from None
+    if not found:
+        typer.echo(f"no key {key_id}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"updated {key_id}")
+
+
+@keys_app.command("rotate-secret")
+def keys_rotate_secret(
+    key_id: str,
+    overlap: Annotated[
+        str, typer.Option(help="How long the old secret keeps signing too: 24h, 30m, 7d, 0")
+    ] = "24h",
+) -> None:
+    """Add a new receipt-signing secret; receipts carry both signatures until the overlap ends."""
+    try:
+        seconds = parse_duration(overlap)
+    except ValueError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from None
+    secret = KeyStore(_redis()).rotate_secret(key_id, seconds)
+    if secret is None:
+        typer.echo(f"no key {key_id}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"webhook secret  {secret}")
+    ends = _iso(int(time.time() * 1000) + seconds * 1000) if seconds else "now"
+    typer.echo(f"The previous secret stops signing at {ends}; update your receivers before then.")
+
+
+def _iso(ms: int) -> str:
+    from worker.clock import iso_ms
+
+    return str(iso_ms(ms))
+
+
+@app.command("status")
+def status_command(
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for workers to answer")] = 1.0,
+) -> None:
+    """Queue depths, scheduler backlog, workers seen, carriers and breakers, at a glance."""
+    from producer.status import gather, render
+
+    settings = get_settings()
+    url = resolve_redis_url(settings)
+    client = _redis()
+    try:
+        report = gather(settings.model_copy(update={"redis_url": url}), client, timeout)
+    except redis.RedisError as exc:
+        typer.echo(f"Redis at {url} does not answer: {exc}", err=True)
+        raise typer.Exit(1) from None
+    finally:
+        client.close()
+    typer.echo(render(report))
+
+
+dlr_app = typer.Typer(help="Receipts to clients: send them again.", no_args_is_help=True)
+app.add_typer(dlr_app, name="dlr")
+
+
+@dlr_app.command("replay")
+def dlr_replay(
+    targets: Annotated[list[str] | None, typer.Argument(help="Message ids (or id:level)")] = None,
+    since: Annotated[str | None, typer.Option(help="Dead-lettered from (ISO 8601)")] = None,
+    until: Annotated[str | None, typer.Option(help="Dead-lettered before (ISO 8601)")] = None,
+) -> None:
+    """Send receipts again: the given messages' or those dead-lettered in a time range."""
+    from worker.celery_app import create_app
+    from worker.queueing import CeleryPublisher, publishes_directly
+    from worker.receipts import dead_letters, replay
+    from worker.store import Store
+
+    if not targets and since is None and until is None:
+        typer.echo("name message ids, or a time range with --since / --until", err=True)
+        raise typer.Exit(2)
+    settings, store = get_settings(), Store(_redis())
+    chosen = list(targets or [])
+    if since is not None or until is not None:
+        chosen += dead_letters(store, _epoch_ms(since) or 0, _epoch_ms(until))
+    publisher = CeleryPublisher(
+        create_app(settings), store.redis, direct=publishes_directly(settings)
+    )
+    typer.echo(f"replaying {replay(store, publisher, chosen)} receipt(s)")
+
+
+def _epoch_ms(text: str | None) -> int | None:
+    """Milliseconds of an ISO 8601 time (UTC when it names no offset)."""
+    if text is None:
+        return None
+    from datetime import UTC, datetime
+
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise typer.BadParameter(f"not an ISO 8601 time: {text!r}") from None
+    return int((moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp() * 1000)
 
 
 def main() -> None:
@@ -196,3 +352,31 @@ def otp_verify_command(
     _otp_call(
         key_id, lambda p: verdict_json(p.otp_verify(code, id=challenge_id, to=to, purpose=purpose))
     )
+
+
+# -- Carriers (#5): `smsq carriers check` ------------------------------------------------------
+carriers_app = typer.Typer(help="Check the carrier configuration.", no_args_is_help=True)
+app.add_typer(carriers_app, name="carriers")
+
+
+@carriers_app.command("check")
+def carriers_check_command() -> None:
+    """Validate SMSQ_CARRIERS_FILE (or SMSQ_CARRIER*) and probe each carrier (sends no SMS).
+
+    Exit 0: all reachable; 1: some carrier is not; 2: the configuration is invalid.
+    """
+    import httpx
+
+    from worker.carriers.health import check
+
+    settings = get_settings()
+    timeout = httpx.Timeout(settings.carrier_read_timeout, connect=settings.carrier_connect_timeout)
+    try:
+        with httpx.Client(timeout=timeout) as client:
+            healthy, lines = check(settings, client, _redis())
+    except ValueError as exc:
+        typer.echo(f"invalid carrier configuration: {exc}", err=True)
+        raise typer.Exit(2) from None
+    for line in lines:
+        typer.echo(line)
+    raise typer.Exit(0 if healthy else 1)

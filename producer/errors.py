@@ -1,14 +1,17 @@
-"""JSON error replies `{"error": {"code", "message", "field"}}` for every failure."""
+"""JSON error replies `{"error": {"code", "message", "field"}}` for every failure, and the
+request body size limit that answers 413 before an oversized body is read."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from producer.auth import UnauthorizedError
+from producer.auth import ForbiddenError, UnauthorizedError
 from producer.responses import JsonResponse
 from worker.errors import ConflictError, NotFoundError, RateLimitedError, ValidationError
 
@@ -43,8 +46,81 @@ def field_name(loc: tuple[int | str, ...]) -> str | None:
     return ".".join(parts) or None
 
 
+# The one route that takes large bodies (campaigns); every other body is `max_body_bytes`.
+LARGE_BODY_PATHS = frozenset({"/sms/batch"})
+
+
+class BodySizeLimit:
+    """ASGI middleware: 413 for a body over the limit, decided from `Content-Length` before
+    the app runs, or (chunked bodies) as soon as the bytes received pass it, so an oversized
+    body is never read whole into memory."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
+            await self.app(scope, receive, send)
+            return
+        settings = scope["app"].state.services.settings
+        large = scope["path"] in LARGE_BODY_PATHS
+        limit: int = settings.max_batch_body_bytes if large else settings.max_body_bytes
+        declared = _content_length(scope)
+        if declared is not None and declared > limit:
+            response = _too_large(limit)
+            await response(scope, receive, send)
+            return
+        received = 0
+
+        async def counting_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise PayloadTooLargeError(f"body larger than {limit} bytes", code="too_large")
+            return message
+
+        await self.app(scope, counting_receive, send)
+
+
+def _content_length(scope: Scope) -> int | None:
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+def _too_large(limit: int) -> JsonResponse:
+    return error_response(413, "too_large", f"body larger than {limit} bytes")
+
+
+# Errors whose reply is their status, a code and their own text.
+PLAIN_ERRORS: tuple[tuple[type[Exception], int, str, dict[str, str] | None], ...] = (
+    (UnauthorizedError, 401, "unauthorized", {"www-authenticate": "Bearer"}),
+    (ForbiddenError, 403, "forbidden", None),
+    (NotFoundError, 404, "not_found", None),
+    (ConflictError, 409, "conflict", None),
+)
+
+
+def _plain(
+    status: int, code: str, headers: dict[str, str] | None
+) -> Callable[[Request, Exception], Awaitable[JsonResponse]]:
+    async def handler(_: Request, exc: Exception) -> JsonResponse:
+        return error_response(status, code, str(exc), headers=headers)
+
+    return handler
+
+
 def install(app: FastAPI) -> None:
     """Register the handlers that turn every exception into the JSON error shape."""
+    app.add_middleware(BodySizeLimit)
+    for error, status, code, headers in PLAIN_ERRORS:
+        app.add_exception_handler(error, _plain(status, code, headers))
 
     @app.exception_handler(BadRequestError)
     async def bad_request(_: Request, exc: BadRequestError) -> JsonResponse:
@@ -67,18 +143,6 @@ def install(app: FastAPI) -> None:
             str(first.get("msg", "invalid request")),
             field_name(first.get("loc", ())),
         )
-
-    @app.exception_handler(UnauthorizedError)
-    async def unauthorized(_: Request, exc: UnauthorizedError) -> JsonResponse:
-        return error_response(401, "unauthorized", str(exc), headers={"www-authenticate": "Bearer"})
-
-    @app.exception_handler(NotFoundError)
-    async def not_found(_: Request, exc: NotFoundError) -> JsonResponse:
-        return error_response(404, "not_found", str(exc))
-
-    @app.exception_handler(ConflictError)
-    async def conflict(_: Request, exc: ConflictError) -> JsonResponse:
-        return error_response(409, "conflict", str(exc))
 
     @app.exception_handler(RateLimitedError)
     async def rate_limited(_: Request, exc: RateLimitedError) -> JsonResponse:

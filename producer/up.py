@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -110,6 +111,15 @@ def child_env(settings: Settings, redis_url: str, key: str) -> dict[str, str]:
     return env
 
 
+def fresh_metrics_dir(settings: Settings) -> Path:
+    """`.smsq/metrics`, emptied: where every child writes its Prometheus values (the API's
+    `/metrics` adds them up). Values of an earlier run would count twice, so they go."""
+    path = (Path(settings.data_dir) / "metrics").resolve()
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    return path
+
+
 def wait_ready(url: str, group: ProcessGroup, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -136,6 +146,7 @@ def up(settings: Settings, concurrency: int) -> int:
         redis_url_file(settings).write_text(redis_url)
     key = secret_key(settings)
     env = child_env(settings, redis_url, key)
+    env["PROMETHEUS_MULTIPROC_DIR"] = str(fresh_metrics_dir(settings))
     group = ProcessGroup()
     stopping = False
 

@@ -1,10 +1,14 @@
-"""API keys and their receipt-signing secrets, stored in Redis.
+"""API keys, their scopes and limits, and their receipt-signing secrets, stored in Redis.
 
 A key is `smsq_` + 43 url-safe characters (256 random bits); only its SHA-256 is stored (a
 high-entropy token needs no key stretching, as with GitHub tokens). Each key has its own
-Standard Webhooks secret(s); during a rotation it has two and receipts carry both signatures.
+Standard Webhooks secret(s). `rotate_secret` adds a new secret and gives the ones in use an
+end (the overlap window); until then receipts carry one signature per secret, so a receiver
+that still holds the old secret keeps verifying while it switches.
 
-Keys:  smsq:key:{key_id}  hash {id, name, created_at, scopes, secrets, revoked}
+Keys:  smsq:key:{key_id}  hash {id, name, created_at, scopes, secrets, revoked, rate, burst,
+                                daily}; `secrets` is space-separated `whsec_…` tokens, each
+                                with `|{expires_at_ms}` once it is being retired
        smsq:keyhash:{sha256}  -> key_id
        smsq:keys  set of key ids
 """
@@ -13,15 +17,27 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import math
+import re
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
 import redis
 
 from worker.clock import now_ms
 
 ALL_SCOPES = ("send", "otp", "read")
+KEYS_SET = "smsq:keys"
+_RATE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*(?:/\s*(s|sec|second|m|min|minute|h|hour))?\s*$")
+_PER = {"s": 1, "sec": 1, "second": 1, "m": 60, "min": 60, "minute": 60, "h": 3600, "hour": 3600}
+_DURATION = re.compile(r"^\s*([0-9]+)\s*(s|m|h|d)?\s*$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def key_record(key_id: str) -> str:
+    return f"smsq:key:{key_id}"
 
 
 def key_hash(api_key: str) -> str:
@@ -33,6 +49,53 @@ def new_webhook_secret() -> str:
     return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
 
 
+def parse_rate(text: str) -> float:
+    """`10/s`, `600/m`, `5000/h` or a bare number (per second) as requests per second."""
+    match = _RATE.match(text)
+    if not match or float(match.group(1)) <= 0:
+        raise ValueError(f"a rate looks like 10/s, 600/m or 5000/h, not {text!r}")
+    return float(match.group(1)) / _PER[match.group(2) or "s"]
+
+
+def parse_duration(text: str) -> int:
+    """`24h`, `30m`, `7d`, `90s` or bare seconds, as seconds."""
+    match = _DURATION.match(text)
+    if not match:
+        raise ValueError(f"a duration looks like 90s, 30m, 24h or 7d, not {text!r}")
+    return int(match.group(1)) * _UNIT_SECONDS[match.group(2) or "s"]
+
+
+def check_scopes(scopes: Sequence[str]) -> tuple[str, ...]:
+    """The scopes, in canonical order; ValueError naming any unknown one."""
+    unknown = sorted(set(scopes) - set(ALL_SCOPES))
+    if unknown:
+        raise ValueError(f"unknown scope(s) {', '.join(unknown)}; known: {', '.join(ALL_SCOPES)}")
+    return tuple(s for s in ALL_SCOPES if s in scopes)
+
+
+@dataclass(frozen=True, slots=True)
+class SigningSecret:
+    """One receipt-signing secret; `expires_at` (ms) is set once a rotation retires it."""
+
+    secret: str
+    expires_at: int | None = None
+
+    def is_live(self, now: int) -> bool:
+        return self.expires_at is None or now < self.expires_at
+
+    def encode(self) -> str:
+        return self.secret if self.expires_at is None else f"{self.secret}|{self.expires_at}"
+
+    @classmethod
+    def decode(cls, token: str) -> SigningSecret:
+        secret, _, expires = token.partition("|")
+        return cls(secret, int(expires) if expires else None)
+
+
+def decode_secrets(raw: str | None) -> tuple[SigningSecret, ...]:
+    return tuple(SigningSecret.decode(t) for t in (raw or "").split())
+
+
 @dataclass(frozen=True, slots=True)
 class ApiKey:
     """A stored key (never the key itself)."""
@@ -40,9 +103,25 @@ class ApiKey:
     id: str
     name: str
     scopes: tuple[str, ...]
-    secrets: tuple[str, ...]
+    signing: tuple[SigningSecret, ...]
     created_at: int
     revoked: bool = False
+    rate: float = 0.0  # requests per second over every call of the key; 0 = unlimited
+    burst: int = 0  # requests allowed at once above the rate; 0 = one second's worth
+    daily: int = 0  # messages per UTC day; 0 = unlimited
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """The signing secrets in force now (expired ones dropped), newest first."""
+        now = now_ms()
+        return tuple(s.secret for s in self.signing if s.is_live(now))
+
+    @property
+    def limited(self) -> bool:
+        return self.rate > 0 or self.daily > 0
+
+    def allows(self, scope: str) -> bool:
+        return scope in self.scopes
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,44 +134,65 @@ class CreatedKey:
 
 
 class KeyStore:
-    """Create, look up, list and revoke API keys."""
+    """Create, look up, list, revoke API keys; rotate their signing secrets."""
 
     def __init__(self, client: redis.Redis) -> None:
         self.redis = client
 
-    def create(self, name: str, scopes: tuple[str, ...] = ALL_SCOPES) -> CreatedKey:
+    def create(
+        self,
+        name: str,
+        scopes: Sequence[str] = ALL_SCOPES,
+        *,
+        rate: float = 0.0,
+        burst: int = 0,
+        daily: int = 0,
+    ) -> CreatedKey:
+        """A new key; ValueError for unknown scopes or negative limits."""
+        if rate < 0 or burst < 0 or daily < 0:
+            raise ValueError("rate, burst and daily must be >= 0")
+        checked = check_scopes(scopes)
         key_id = secrets.token_hex(8)
         api_key = "smsq_" + secrets.token_urlsafe(32)
         secret = new_webhook_secret()
-        record = ApiKey(key_id, name, scopes, (secret,), now_ms())
+        record = ApiKey(
+            key_id, name, checked, (SigningSecret(secret),), now_ms(),
+            rate=rate, burst=burst, daily=daily,
+        )  # fmt: skip
         pipe = self.redis.pipeline(transaction=True)
         pipe.hset(
-            f"smsq:key:{key_id}",
+            key_record(key_id),
             mapping={
                 "id": key_id,
                 "name": name,
-                "scopes": ",".join(scopes),
+                "scopes": ",".join(checked),
                 "secrets": secret,
                 "created_at": str(record.created_at),
                 "revoked": "0",
+                "rate": repr(rate),
+                "burst": str(burst),
+                "daily": str(daily),
             },
         )
         pipe.set(f"smsq:keyhash:{key_hash(api_key)}", key_id)
-        pipe.sadd("smsq:keys", key_id)
+        pipe.sadd(KEYS_SET, key_id)
         pipe.execute()
         return CreatedKey(record, api_key, secret)
 
     def get(self, key_id: str) -> ApiKey | None:
-        data = cast(dict[str, str], self.redis.hgetall(f"smsq:key:{key_id}"))
+        data = cast(dict[str, str], self.redis.hgetall(key_record(key_id)))
         if not data:
             return None
         return ApiKey(
             id=data["id"],
             name=data.get("name", ""),
             scopes=tuple(s for s in data.get("scopes", "").split(",") if s),
-            secrets=tuple(data.get("secrets", "").split()),
+            signing=decode_secrets(data.get("secrets")),
             created_at=int(data.get("created_at") or 0),
             revoked=data.get("revoked") == "1",
+            rate=float(data.get("rate") or 0),
+            burst=int(data.get("burst") or 0),
+            daily=int(data.get("daily") or 0),
         )
 
     def authenticate(self, api_key: str) -> ApiKey | None:
@@ -104,15 +204,69 @@ class KeyStore:
         return record if record and not record.revoked else None
 
     def list(self) -> list[ApiKey]:
-        ids = sorted(cast(set[str], self.redis.smembers("smsq:keys")))
+        ids = sorted(cast(set[str], self.redis.smembers(KEYS_SET)))
         return [k for k in (self.get(i) for i in ids) if k is not None]
 
     def revoke(self, key_id: str) -> bool:
-        if not self.redis.exists(f"smsq:key:{key_id}"):
+        """Refuse the key from now on (receipts of its messages stay signed)."""
+        if not self.redis.exists(key_record(key_id)):
             return False
-        self.redis.hset(f"smsq:key:{key_id}", "revoked", "1")
+        self.redis.hset(key_record(key_id), "revoked", "1")
         return True
 
+    def set_limits(
+        self, key_id: str, *, rate: float | None = None, burst: int | None = None,
+        daily: int | None = None,
+    ) -> bool:  # fmt: skip
+        """Change a key's limits (None leaves one as it is); False if there is no such key."""
+        values = {"rate": rate, "burst": burst, "daily": daily}
+        if any(v is not None and v < 0 for v in values.values()):
+            raise ValueError("rate, burst and daily must be >= 0")
+        if not self.redis.exists(key_record(key_id)):
+            return False
+        changed: dict[Any, Any] = {
+            k: repr(v) if k == "rate" else str(v) for k, v in values.items() if v is not None
+        }
+        if changed:
+            self.redis.hset(key_record(key_id), mapping=changed)
+        return True
+
+    def rotate_secret(self, key_id: str, overlap_seconds: int) -> str | None:
+        """Add a new signing secret; the ones in use stop signing `overlap_seconds` from now
+        (or sooner, if an earlier rotation already set them an end). Returns the new secret,
+        or None if there is no such key."""
+        if overlap_seconds < 0:
+            raise ValueError("overlap must be >= 0")
+        fresh = new_webhook_secret()
+        key = key_record(key_id)
+        found: list[bool] = []
+
+        def rotate(pipe: redis.client.Pipeline) -> None:
+            found.clear()
+            if not pipe.exists(key):
+                return
+            now = now_ms()
+            ends = now + overlap_seconds * 1000
+            kept = [
+                SigningSecret(s.secret, ends if s.expires_at is None else min(s.expires_at, ends))
+                for s in decode_secrets(cast(str | None, pipe.hget(key, "secrets")))
+                if s.is_live(now) and overlap_seconds > 0
+            ]
+            tokens = " ".join(s.encode() for s in (SigningSecret(fresh), *kept))
+            pipe.multi()
+            pipe.hset(key, "secrets", tokens)
+            found.append(True)
+
+        self.redis.transaction(rotate, key)
+        return fresh if found else None
+
     def signing_secrets(self, key_id: str) -> tuple[str, ...]:
-        raw = cast(str | None, self.redis.hget(f"smsq:key:{key_id}", "secrets"))
-        return tuple(raw.split()) if raw else ()
+        """The secrets that sign a receipt now, newest first (retired ones dropped)."""
+        raw = cast(str | None, self.redis.hget(key_record(key_id), "secrets"))
+        now = now_ms()
+        return tuple(s.secret for s in decode_secrets(raw) if s.is_live(now))
+
+
+def burst_of(key: ApiKey) -> int:
+    """Requests a key may make at once: its burst, or one second's worth of its rate."""
+    return key.burst or max(1, math.ceil(key.rate))

@@ -19,6 +19,7 @@ from worker.carriers.base import Carrier
 from worker.carriers.registry import build_carrier
 from worker.celery_app import create_app
 from worker.keys import KeyStore
+from worker.metrics import measured
 from worker.queueing import CeleryPublisher, publishes_directly
 from worker.settings import Settings, get_settings
 from worker.store import Store
@@ -76,7 +77,7 @@ def build_runtime(settings: Settings) -> Runtime:
         redis=client,
         store=Store(client),
         keys=KeyStore(client),
-        carrier=build_carrier(settings, http),
+        carrier=measured(build_carrier(settings, http, client)),  # worker.metrics
         callbacks=callbacks,
         publisher=CeleryPublisher(
             create_app(settings), client, direct=publishes_directly(settings)

@@ -9,17 +9,21 @@ import base64
 import logging
 from typing import Any
 
+import redis
 from celery import Task
+from celery.exceptions import Reject
 
 from worker.carriers.base import Carrier, InboundRequest
 from worker.carriers.registry import carrier_for_name
 from worker.celery_app import MAX_COUNTDOWN_SECONDS, create_app
 from worker.contract import HANDLE_CARRIER_RECEIPT, POST_RECEIPT, SEND_SMS
 from worker.inbound import ReceiptIntake
+from worker.inbound import done as inbox_done
 from worker.otp.resend import RESEND_OTP, Resender
-from worker.receipts import ReceiptDeliverer
+from worker.receipts import ReceiptDeliverer, lease_ms
 from worker.runtime import runtime
 from worker.sending import Sender
+from worker.signals import configure_logging as _connects_signals  # noqa: F401 - logs, metrics
 
 log = logging.getLogger(__name__)
 
@@ -41,22 +45,34 @@ def send_sms(message_id: str) -> str:
 def post_receipt(message_id: str, level: int) -> str:
     """Deliver the level's receipt to the client's `dlr-url` (retries are scheduled durably)."""
     rt = runtime()
-    return ReceiptDeliverer(rt.store, rt.keys, rt.callbacks, rt.publisher).deliver(
-        message_id, int(level)
-    ).result
+    deliverer = ReceiptDeliverer(
+        rt.store, rt.keys, rt.callbacks, rt.publisher, lease_ms=lease_ms(rt.settings)
+    )
+    return deliverer.deliver(message_id, int(level)).result
 
 
 @app.task(name=HANDLE_CARRIER_RECEIPT, bind=True, max_retries=UNKNOWN_RECEIPT_RETRIES)
-def handle_carrier_receipt(self: Task[Any, Any], carrier_name: str, request: dict[str, Any]) -> str:
-    """Apply an inbound carrier receipt request (queued as received by the API)."""
+def handle_carrier_receipt(
+    self: Task[Any, Any], carrier_name: str, request: dict[str, Any], entry: str = ""
+) -> str:
+    """Apply an inbound carrier receipt request (queued as received by the API; `entry`: its
+    inbox entry when it was kept there, removed once applied)."""
     rt = runtime()
     carrier = _carrier(carrier_name)
     last_try = self.request.retries >= UNKNOWN_RECEIPT_RETRIES
-    outcome = ReceiptIntake(rt.store, rt.publisher).handle(
-        carrier, inbound_request(request), record_unknown=last_try
-    )
+    try:
+        outcome = ReceiptIntake(rt.store, rt.publisher).handle(
+            carrier, inbound_request(request), record_unknown=last_try
+        )
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        # The request exists nowhere else: give it back to the queue rather than let a
+        # failed task be acknowledged (if Redis is down, it stays unacknowledged and the
+        # reconciler puts it back). Applying a receipt twice changes nothing.
+        raise Reject(exc, requeue=True) from exc
     if outcome.unknown and not last_try:
         raise self.retry(countdown=min(2, MAX_COUNTDOWN_SECONDS))
+    if entry:
+        inbox_done(rt.redis, entry)
     return f"applied={outcome.applied} unchanged={outcome.unchanged} unknown={outcome.unknown}"
 
 

@@ -19,7 +19,7 @@ from producer.body import json_body_openapi, parse_json_body, parse_model
 from producer.quiet_hours import QuietHours
 from producer.responses import JsonResponse
 from producer.schemas import ERROR_RESPONSES, BatchRequest
-from producer.services import KeyDep, ServicesDep
+from producer.services import ReadKey, SendBatchKey, SendKey, ServicesDep
 from producer.validation import check_receipt_url
 from worker.contract import MessageStatus
 from worker.errors import ConflictError, NotFoundError
@@ -35,7 +35,7 @@ router = APIRouter()
 )
 async def create_batch(
     request: Request,
-    key: KeyDep,
+    key: SendBatchKey,
     services: ServicesDep,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
 ) -> Any:
@@ -85,20 +85,20 @@ async def create_batch(
 
 
 @router.get("/sms/batch/{batch_id}", responses=ERROR_RESPONSES)
-def get_batch(batch_id: str, key: KeyDep, services: ServicesDep) -> Any:
+def get_batch(batch_id: str, key: ReadKey, services: ServicesDep) -> Any:
     """Live counters (queued, scheduled, submitted, delivered, failed, expired, cancelled…)."""
     return batch_status(services.store, batch_id, key.id)
 
 
 @router.delete("/sms/batch/{batch_id}", responses=ERROR_RESPONSES)
-def delete_batch(batch_id: str, key: KeyDep, services: ServicesDep) -> Any:
+def delete_batch(batch_id: str, key: SendKey, services: ServicesDep) -> Any:
     """Cancel what has not been submitted yet."""
     cancelled = cancel_batch(services.store, batch_id, key.id)
     return {"id": batch_id, "cancelled": cancelled}
 
 
 @router.delete("/sms/{message_id}", responses=ERROR_RESPONSES)
-def delete_message(message_id: str, key: KeyDep, services: ServicesDep) -> Any:
+def delete_message(message_id: str, key: SendKey, services: ServicesDep) -> Any:
     """Cancel a queued or scheduled message; 409 once it is being submitted or done."""
     fields = services.store.fields(message_id) if message_id.isalnum() else {}
     if not fields or fields.get("key_id") != key.id:

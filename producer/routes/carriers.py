@@ -20,7 +20,14 @@ CARRIER_NAMES = frozenset(get_args(Settings.model_fields["carrier"].annotation))
 router = APIRouter()
 
 
-@router.api_route("/carriers/{name}/dlr", methods=["GET", "POST"], response_class=PlainTextResponse)
+# One route per method: a two-method route gets one OpenAPI operation id twice (FastAPI warns,
+# and /openapi.json fails where warnings are errors).
+@router.get(
+    "/carriers/{name}/dlr", response_class=PlainTextResponse, operation_id="carrier_dlr_get"
+)
+@router.post(
+    "/carriers/{name}/dlr", response_class=PlainTextResponse, operation_id="carrier_dlr_post"
+)
 async def carrier_receipt(name: str, request: Request, services: ServicesDep) -> str:
     """Queue a carrier's receipt request; 200 at once so the carrier does not retry forever."""
     if name not in CARRIER_NAMES:

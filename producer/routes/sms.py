@@ -9,7 +9,7 @@ from fastapi import APIRouter, Header, Request
 from producer.body import json_body_openapi, parse_json_body, parse_model
 from producer.responses import JsonResponse
 from producer.schemas import ERROR_RESPONSES, SendAccepted, SendRequest
-from producer.services import KeyDep, ServicesDep
+from producer.services import ReadKey, SendMessageKey, ServicesDep
 from producer.submission import accept_messages
 from producer.validation import build_message
 from producer.views import message_view
@@ -27,7 +27,7 @@ router = APIRouter()
 )
 async def send(
     request: Request,
-    key: KeyDep,
+    key: SendMessageKey,
     services: ServicesDep,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
 ) -> Any:
@@ -59,7 +59,7 @@ async def send(
 
 
 @router.get("/sms/{message_id}", responses=ERROR_RESPONSES)
-def status(message_id: str, key: KeyDep, services: ServicesDep) -> Any:
+def status(message_id: str, key: ReadKey, services: ServicesDep) -> Any:
     """A message's state, segments, receipts and event history; 404 for other keys' messages."""
     fields = services.store.fields(message_id) if message_id.isalnum() else {}
     if not fields or fields.get("key_id") != key.id:
