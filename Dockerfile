@@ -6,7 +6,7 @@ COPY pyproject.toml README.md ./
 COPY worker ./worker
 COPY producer ./producer
 RUN pip install --no-cache-dir . flower==2.0.1
-RUN useradd --system --uid 10001 smsq
+RUN useradd --system --uid 10001 smsq && mkdir /metrics && chown smsq /metrics
 USER smsq
 EXPOSE 8000 8025
 CMD ["smsq", "--help"]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import signal
 import threading
 import time
@@ -21,6 +20,7 @@ from producer.preview import preview
 from producer.up import resolve_redis_url
 from producer.up import up as run_up
 from worker.keys import ALL_SCOPES, KeyStore, parse_duration, parse_rate
+from worker.logs import configure as configure_logs
 from worker.quotas import Quotas
 from worker.settings import Settings, get_settings
 from worker.simulator import carrier_sim
@@ -53,7 +53,7 @@ def up_command(
     concurrency: Annotated[int, typer.Option(help="Threads per worker process")] = 32,
 ) -> None:
     """Run the whole system: API, workers, scheduler, carrier simulator, embedded Redis."""
-    logging.basicConfig(level=logging.WARNING)
+    configure_logs("WARNING")
     raise typer.Exit(run_up(get_settings(), concurrency))
 
 
@@ -81,8 +81,8 @@ def scheduler_command(
     from worker.reconciler import ReconcilerConfig
     from worker.scheduler import build_scheduler
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     settings = get_settings()
+    configure_logs(settings.log_level)
     config = ReconcilerConfig.from_settings(settings)
     config = replace(
         config,

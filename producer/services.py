@@ -20,6 +20,7 @@ from starlette.concurrency import run_in_threadpool
 
 from producer.auth import authenticate, bearer_scheme, check_scope
 from producer.idempotency import Idempotency
+from worker.carriers.registry import CARRIER_NAMES, configured_names
 from worker.celery_app import create_app as create_celery_app
 from worker.errors import SmsqError
 from worker.keys import ApiKey, KeyStore
@@ -40,9 +41,12 @@ class Services:
     publisher: CeleryPublisher
     idempotency: Idempotency
     quotas: Quotas = field(init=False)  # per-key limits, on the same Redis
+    carrier_names: frozenset[str] = field(init=False)  # accepted in /carriers/{name}/dlr
 
     def __post_init__(self) -> None:
         self.quotas = Quotas(self.redis)
+        # The built-in names plus every carrier of SMSQ_CARRIERS_FILE (e.g. "kannel-eu").
+        self.carrier_names = frozenset(CARRIER_NAMES) | frozenset(configured_names(self.settings))
 
 
 def build_services(settings: Settings) -> Services:

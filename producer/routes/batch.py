@@ -52,6 +52,8 @@ async def create_batch(
             if body.quiet_hours
             else None
         )
+        if body.dlr_url:  # one bad URL for the whole batch is one 422, not N rejections
+            check_receipt_url(body.dlr_url, services.settings)
         callback_url = (
             check_receipt_url(body.batch_callback_url, services.settings, "batch_callback_url")
             if body.batch_callback_url

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, cast
 
 import fakeredis
@@ -202,3 +203,36 @@ class TestHealth:
         """/healthz answers without a key."""
         with TestClient(create_app(services=services)) as client:
             assert client.get("/healthz").json() == {"status": "ok"}
+
+
+class TestBatchValidation:
+    def test_unsafe_batch_dlr_url_is_one_422(self, api: TestClient) -> None:
+        """A batch-wide dlr-url pointing inside the network refuses the batch, naming the field."""
+        reply = api.post(
+            "/sms/batch",
+            json={"content": "x", "recipients": [TO], "dlr": True, "dlr-url": "http://10.0.0.1/r"},
+        )
+        assert reply.status_code == 422
+        assert reply.json()["error"]["field"] == "dlr-url"
+
+
+class TestCarrierReceiptNames:
+    def test_a_configured_carrier_name_is_accepted(self, tmp_path: Path) -> None:
+        """Receipts for a carrier named in SMSQ_CARRIERS_FILE are taken, unknown names are 404."""
+        carriers = tmp_path / "carriers.toml"
+        carriers.write_text(
+            '[carriers.kannel-eu]\ntype = "kannel"\nurl = "http://kannel.test:13013"\n'
+            '[[routes]]\ncarriers = ["kannel-eu"]\n'
+        )
+        client = fakeredis.FakeRedis(decode_responses=True)
+        services = Services(
+            settings=Settings(carriers_file=str(carriers)),
+            redis=client,
+            store=Store(client),
+            keys=KeyStore(client),
+            publisher=CeleryPublisher(Celery("test", broker="memory://"), client),
+            idempotency=Idempotency(client),
+        )
+        with TestClient(create_app(services=services)) as api:
+            assert api.post("/carriers/kannel-eu/dlr?id=1&type=1").status_code == 200
+            assert api.post("/carriers/kannel-us/dlr?id=1&type=1").status_code == 404

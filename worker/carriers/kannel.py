@@ -164,6 +164,9 @@ def dlr_url(receipt_url: str, carrier_id: str) -> str:
 
 def _epoch_iso(value: str | None) -> str | None:
     """Kannel's `%T` (Unix seconds) as ISO 8601 UTC; None when absent or not a number."""
-    if not value or not value.isdigit():
+    if not value or not value.isascii() or not value.isdigit():
+        return None  # `isdigit` alone accepts '²'
+    try:
+        return datetime.fromtimestamp(int(value), UTC).isoformat()
+    except (OverflowError, OSError, ValueError):  # a timestamp beyond what datetime can hold
         return None
-    return datetime.fromtimestamp(int(value), UTC).isoformat()

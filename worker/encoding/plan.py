@@ -107,6 +107,12 @@ def _check_text(text: str) -> None:
     if "\x1b" in text:
         # A raw ESC would change how the next character is read (ESC + '(' shows '{').
         raise EncodingError("text contains a raw ESC (U+001B)", characters=("\x1b",), code="escape")
+    if not text.isascii():
+        lone = tuple(dict.fromkeys(ch for ch in text if "\ud800" <= ch <= "\udfff"))
+        if lone:  # not Unicode text at all: no handset could show it, no encoding can carry it
+            raise EncodingError(
+                "text contains lone UTF-16 surrogates", characters=lone, code="invalid_unicode"
+            )
 
 
 def _segment_limit(max_segments: int) -> int:

@@ -1,0 +1,43 @@
+"""docker-compose.yml describes the system DESIGN.md §1 names (no Docker engine here to run it)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+COMPOSE = Path(__file__).resolve().parents[2] / "docker-compose.yml"
+
+
+def services() -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load(COMPOSE.read_text())
+    return dict(loaded["services"])
+
+
+class TestCompose:
+    def test_every_service_is_there(self) -> None:
+        """Redis, the API, one worker per lane, the scheduler, the simulator and flower."""
+        assert set(services()) >= {
+            "redis", "api", "worker-otp", "worker-normal", "worker-bulk", "worker-dlr",
+            "scheduler", "carrier-sim", "flower",
+        }  # fmt: skip
+
+    def test_redis_is_durable(self) -> None:
+        """Redis runs with AOF every second and refuses writes rather than evicting."""
+        command = " ".join(services()["redis"]["command"])
+        assert "--appendonly yes" in command
+        assert "--appendfsync everysec" in command
+        assert "--maxmemory-policy noeviction" in command
+
+    def test_each_worker_consumes_its_own_queue(self) -> None:
+        """An OTP worker never shares its queue with a campaign."""
+        queues = {
+            name: spec["command"][spec["command"].index("-Q") + 1]
+            for name, spec in services().items()
+            if name.startswith("worker-")
+        }
+        assert queues == {
+            "worker-otp": "otp", "worker-normal": "normal", "worker-bulk": "bulk",
+            "worker-dlr": "dlr,carrier-dlr",
+        }  # fmt: skip
