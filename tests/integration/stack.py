@@ -28,7 +28,7 @@ from tests.receiver import Receiver
 from tests.servers import serve_app
 from worker.celery_app import create_app as create_celery_app
 from worker.keys import CreatedKey, KeyStore
-from worker.queueing import CeleryPublisher
+from worker.queueing import CeleryPublisher, publishes_directly
 from worker.scheduler import Scheduler
 from worker.settings import Settings
 from worker.simulator import SimulatorConfig, create_simulator_app
@@ -118,7 +118,10 @@ def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
 @contextmanager
 def run_scheduler(redis_url: str, settings: Settings) -> Iterator[Scheduler]:
     client = redis.Redis.from_url(redis_url)
-    scheduler = Scheduler(client, CeleryPublisher(create_celery_app(settings), client, direct=True))
+    publisher = CeleryPublisher(
+        create_celery_app(settings), client, direct=publishes_directly(settings)
+    )
+    scheduler = Scheduler(client, publisher)
     thread = threading.Thread(target=scheduler.run, name="scheduler", daemon=True)
     thread.start()
     watcher_stop = start_batch_watcher(settings)
@@ -140,6 +143,7 @@ def running_stack(
     workers: int = 1,
     concurrency: int = 16,
     worker_queues: list[str] | None = None,
+    broker_url: str | None = None,
 ) -> Iterator[Stack]:
     """Run the whole system; `worker_queues` gives one worker process per entry instead."""
     receiver = receiver or Receiver()
@@ -153,6 +157,7 @@ def running_stack(
             carrier_url=sim_url,
             dlr_allow_private=["127.0.0.0/8"],
             secret_key=SECRET_KEY,
+            broker_url=broker_url,
         )
         api_url = stack.enter_context(serve_app(create_app(settings)))
         env = {
@@ -163,6 +168,8 @@ def running_stack(
             "SMSQ_WORKER_CONCURRENCY": str(concurrency),
             "SMSQ_SECRET_KEY": SECRET_KEY,
         }
+        if broker_url:
+            env["SMSQ_BROKER_URL"] = broker_url
         lanes = worker_queues or [ALL_QUEUES] * workers
         processes = [
             worker_process(env, queues, concurrency=concurrency, name=f"w{i}")
