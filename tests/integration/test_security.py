@@ -74,8 +74,8 @@ class TestReceiptUrlsAtSubmission:
         assert reply.status_code == 422, reply.text
         assert reply.json()["error"]["field"] == "dlr-url"
 
-    def test_batch_refuses_it_for_every_recipient(self, stack: Stack) -> None:
-        """A batch whose receipt URL is internal accepts no recipient."""
+    def test_batch_with_an_unsafe_receipt_url_is_refused_whole(self, stack: Stack) -> None:
+        """A batch whose receipt URL is internal is one 422 naming dlr-url; nothing is stored."""
         body = {
             "content": "hi",
             "recipients": [TO, "+14155552672"],
@@ -83,10 +83,9 @@ class TestReceiptUrlsAtSubmission:
             "dlr-url": "http://169.254.169.254/",
         }
         reply = stack.http.post(f"{stack.api_url}/sms/batch", json=body)
-        assert reply.status_code == 202, reply.text
-        result = reply.json()
-        assert result["accepted"] == 0
-        assert [r["error"]["code"] for r in result["rejected"]] == ["unsafe_url", "unsafe_url"]
+        assert reply.status_code == 422, reply.text
+        assert reply.json()["error"]["field"] == "dlr-url"
+        assert stack.redis.keys("smsq:batch:*") == []
 
     def test_otp_refuses_it_too(self, stack: Stack) -> None:
         """An OTP's receipt URL goes through the same check."""
