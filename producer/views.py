@@ -17,16 +17,18 @@ def _int(value: str | None) -> int | None:
 def message_view(store: Store, fields: dict[str, str]) -> dict[str, Any]:
     total = int(fields.get("segments") or 0)
     segments = store.segments(fields["id"], total)
+    events = [{**event, "at": iso_ms(int(event["at"]))} for event in store.events(fields["id"])]
     receipts = {
         str(level): {
             "state": fields.get(f"rcpt:{level}:state"),
             "attempts": int(fields.get(f"rcpt:{level}:attempts") or 0),
             "seq": _int(fields.get(f"rcpt:{level}:seq")),
+            "next_attempt_at": iso_ms(_int(fields.get(f"rcpt:{level}:not_before")) or None),
+            "history": receipt_history(events, level),
         }
         for level in (1, 2)
         if fields.get(f"rcpt:{level}:state")
     }
-    events = [{**event, "at": iso_ms(int(event["at"]))} for event in store.events(fields["id"])]
     return {
         "id": fields["id"],
         "status": fields.get("status"),
@@ -68,3 +70,19 @@ def message_view(store: Store, fields: dict[str, str]) -> dict[str, Any]:
         "receipts": receipts,
         "events": events,
     }
+
+
+def receipt_history(events: list[dict[str, Any]], level: int) -> list[dict[str, Any]]:
+    """Every delivery attempt of one receipt level, in order: when, what came of it (`sent`,
+    `gone`, the error's name), the HTTP status and how long it took; then replays."""
+    return [
+        {
+            "attempt": event.get("attempt"),
+            "at": event["at"],
+            "result": event["event"].removeprefix("receipt_"),
+            "status_code": event.get("status_code"),
+            "ms": event.get("ms"),
+        }
+        for event in events
+        if event["event"].startswith("receipt_") and event.get("level") == level
+    ]

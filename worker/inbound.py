@@ -3,19 +3,54 @@
 from __future__ import annotations
 
 import logging
+import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import redis
 
 from worker.carriers.base import Carrier, CarrierReceipt, InboundRequest
 from worker.clock import now_ms
-from worker.contract import POST_RECEIPT, Queue, ReceiptLevel
+from worker.contract import HANDLE_CARRIER_RECEIPT, POST_RECEIPT, Queue
 from worker.errors import ValidationError
-from worker.queueing import Publisher
+from worker.queueing import CeleryPublisher, Publisher
 from worker.store import Store
 
 log = logging.getLogger(__name__)
 
 UNKNOWN_RECEIPTS_KEY = "smsq:carrier-receipts:unknown"
 UNKNOWN_RECEIPTS_KEPT = 10_000
+# Inbound requests kept until applied: a task lost in kombu's pop window (a worker or Redis
+# crashing between BRPOP and recording the delivery) is queued again by the reconciler.
+INBOX_KEY = "smsq:inbox"  # hash: entry -> JSON [carrier name, request as queued]
+INBOX_WATCH_KEY = "smsq:watch:inbox"  # sorted set: entry -> when it is due to be applied
+
+
+def accept_request(
+    client: redis.Redis, publisher: CeleryPublisher, carrier_name: str, request: dict[str, Any]
+) -> str:
+    """Keep an inbound receipt request in the inbox and queue its task (one MULTI/EXEC when
+    publishing is direct); `done` removes it once applied. Returns the inbox entry."""
+    entry = uuid.uuid4().hex
+    args = [carrier_name, request, entry]
+    pipe = client.pipeline(transaction=True)
+    pipe.hset(INBOX_KEY, entry, orjson.dumps([carrier_name, request]))
+    pipe.zadd(INBOX_WATCH_KEY, {entry: now_ms()})
+    queued = publisher.enqueue_in(pipe, HANDLE_CARRIER_RECEIPT, args, Queue.CARRIER_DLR)
+    pipe.execute()
+    if not queued:
+        publisher.publish(HANDLE_CARRIER_RECEIPT, args, Queue.CARRIER_DLR)
+    return entry
+
+
+def done(client: redis.Redis, entry: str) -> None:
+    """The inbox entry was applied: forget it."""
+    pipe = client.pipeline(transaction=True)
+    pipe.hdel(INBOX_KEY, entry)
+    pipe.zrem(INBOX_WATCH_KEY, entry)
+    pipe.execute()
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,28 +97,35 @@ class ReceiptIntake:
     def apply(
         self, carrier_name: str, receipt: CarrierReceipt, *, record_unknown: bool = True
     ) -> bool | None:
-        """Apply one receipt: True if it changed a segment, False if not, None if unknown."""
-        found = self.store.segment_for_carrier_id(carrier_name, receipt.carrier_id)
-        if found is None:
-            if record_unknown:
-                self._record_unknown(carrier_name, receipt.carrier_id, receipt.status)
-            return None
-        message_id, seq = found
-        result = self.store.apply_receipt(
-            message_id, seq, receipt.status, receipt.error_code, receipt.error_message
-        )
-        if result.became_final:
-            self._queue_final_receipt(message_id)
-        return result.segment_changed
+        """Apply one receipt: True if it changed a segment, False if not, None if unknown.
 
-    def _queue_final_receipt(self, message_id: str) -> None:
-        fields = self.store.fields(message_id)
-        if fields.get("dlr") != "1":
-            return
-        if not ReceiptLevel.wants_terminal(int(fields.get("dlr_level") or 1)):
-            return
-        if self.store.open_receipt(message_id, 2):
-            self.publisher.publish(POST_RECEIPT, [message_id, 2], Queue.DLR)
+        With `record_unknown`, a receipt for an id we do not know is also parked: the id may
+        still be stored (a run that died after the carrier took the segment is resent with the
+        same client reference, and the carrier answers with the same id); it is applied then.
+        """
+        found = self.store.segment_for_carrier_id(carrier_name, receipt.carrier_id)
+        if found is None and record_unknown:
+            found = self.store.park_receipt(carrier_name, receipt.carrier_id, parked(receipt))
+            if found is None:
+                self._record_unknown(carrier_name, receipt.carrier_id, receipt.status)
+        if found is None:
+            return None
+        return self.apply_to(found[0], found[1], parked(receipt))
+
+    def apply_to(self, message_id: str, seq: int, receipt: Mapping[str, str | None]) -> bool:
+        """Apply a receipt (`parked` fields) to a known segment; True if it changed it."""
+        result = self.store.apply_receipt(
+            message_id,
+            seq,
+            receipt["status"] or "",
+            receipt.get("error_code"),
+            receipt.get("error_message"),
+        )
+        # The store opened the level-2 receipt in the same atomic step that made the message
+        # final, so a crash here loses nothing: the reconciler republishes an open receipt.
+        if result.receipt_level:
+            self.publisher.publish(POST_RECEIPT, [message_id, result.receipt_level], Queue.DLR)
+        return result.segment_changed
 
     def _record_unknown(self, carrier_name: str, carrier_id: str, detail: str) -> None:
         entry = f"{now_ms()} {carrier_name} {carrier_id} {detail}"
@@ -92,3 +134,12 @@ class ReceiptIntake:
         pipe.ltrim(UNKNOWN_RECEIPTS_KEY, 0, UNKNOWN_RECEIPTS_KEPT - 1)
         pipe.execute()
         log.info("carrier receipt for an unknown id recorded", extra={"carrier": carrier_name})
+
+
+def parked(receipt: CarrierReceipt) -> dict[str, str | None]:
+    """The fields of a receipt that outlive its request (kept while its carrier id is unknown)."""
+    return {
+        "status": str(receipt.status),
+        "error_code": receipt.error_code,
+        "error_message": receipt.error_message,
+    }

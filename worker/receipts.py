@@ -4,7 +4,8 @@ One receipt per message per level, never per segment. Its `event_id` (the `webho
 across attempts; its `seq` increases per message in the order receipts are sent, and a level-2
 receipt of a level-3 message waits until the level-1 receipt is done. Failed attempts are retried
 through the durable scheduler on `RETRY_SCHEDULE_SECONDS` (with jitter) for up to 24 h; a 410
-stops at once; after the last attempt the receipt goes to the dead-letter list.
+stops at once; after the last attempt the receipt goes to the dead-letter set, from which
+`smsq dlr replay` sends it again (`replay`).
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from worker.contract import MESSAGE_STATUS_WORDS, POST_RECEIPT, MessageStatus, Q
 from worker.errors import WebhookError, WebhookGoneError
 from worker.keys import KeyStore
 from worker.queueing import Publisher
-from worker.store import SegmentState, Store
+from worker.settings import Settings
+from worker.store import DEAD_LETTER_KEY, SegmentState, Store
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +30,6 @@ log = logging.getLogger(__name__)
 # about 26 h in all, the Standard Webhooks example schedule.
 RETRY_SCHEDULE_SECONDS = (5, 30, 120, 600, 1800, 3600, 7200, 18000, 36000, 28800)
 GIVE_UP_AFTER_MS = 24 * 3600 * 1000
-DEAD_LETTER_KEY = "smsq:dlr:dead"
 
 _ACCEPTED = {
     SegmentStatus.ACCEPTED,
@@ -43,6 +44,13 @@ _FAILED = {
     SegmentStatus.UNDELIVERED,
     SegmentStatus.EXPIRED,
 }
+
+
+def lease_ms(settings: Settings) -> int:
+    """How long a claimed receipt is ours: longer than one attempt can take (connect, then
+    write and read, each at most its timeout), plus a margin. After it, it may be retried."""
+    attempt = 2 * settings.dlr_connect_timeout + 2 * settings.dlr_read_timeout
+    return int((attempt + 2.0) * 1000)
 
 
 def event_id(message_id: str, level: int) -> str:
@@ -122,15 +130,22 @@ class ReceiptDeliverer:
     """Delivers receipts; one per worker process."""
 
     def __init__(
-        self, store: Store, keys: KeyStore, sender: CallbackSender, publisher: Publisher
+        self,
+        store: Store,
+        keys: KeyStore,
+        sender: CallbackSender,
+        publisher: Publisher,
+        *,
+        lease_ms: int = 30_000,
     ) -> None:
         self.store = store
         self.keys = keys
         self.sender = sender
         self.publisher = publisher
+        self.lease_ms = lease_ms
 
     def deliver(self, message_id: str, level: int) -> ReceiptOutcome:
-        seq = self.store.claim_receipt(message_id, level)
+        seq = self.store.claim_receipt(message_id, level, self.lease_ms)
         if seq == -1:
             return ReceiptOutcome("parked")  # level 1 is not done yet; it will release us
         if seq == 0:
@@ -144,8 +159,7 @@ class ReceiptDeliverer:
         started = now_ms()
         if not secrets:  # the key was deleted: we never send unsigned receipts
             self._record(message_id, level, attempt, started, None, "unsigned_refused")
-            self.store.redis.rpush(DEAD_LETTER_KEY, f"{message_id}:{level}")
-            return self._close(message_id, level, "dead", None)
+            return self._dead(message_id, level, None)
         try:
             status_code = self.sender.send(
                 fields["dlr_url"], method, payload, event_id=payload["event_id"], secrets=secrets
@@ -156,8 +170,9 @@ class ReceiptDeliverer:
         except WebhookError as exc:
             self._record(message_id, level, attempt, started, exc.status_code, type(exc).__name__)
             return self._retry_or_die(message_id, level, attempt, fields, exc)
+        outcome = self._close(message_id, level, "sent", status_code)  # first: it is done
         self._record(message_id, level, attempt, started, status_code, "sent")
-        return self._close(message_id, level, "sent", status_code)
+        return outcome
 
     def _record(
         self, message_id: str, level: int, attempt: int, started: int, code: int | None, result: str
@@ -171,6 +186,13 @@ class ReceiptDeliverer:
             ms=now_ms() - started,
         )
 
+    def _dead(self, message_id: str, level: int, code: int | None) -> ReceiptOutcome:
+        self.store.redis.zadd(DEAD_LETTER_KEY, {f"{message_id}:{level}": now_ms()})
+        self.store.count("receipt_dead")
+        self.store.add_event(message_id, "receipt_dead", level=level)
+        log.warning("receipt dead-lettered", extra={"message_id": message_id, "level": level})
+        return self._close(message_id, level, "dead", code)
+
     def _close(self, message_id: str, level: int, outcome: str, code: int | None) -> ReceiptOutcome:
         if self.store.close_receipt(message_id, level, outcome):
             self.publisher.publish(POST_RECEIPT, [message_id, 2], Queue.DLR)
@@ -183,12 +205,33 @@ class ReceiptDeliverer:
         if first is None:
             first = now_ms()
             self.store.set_fields(message_id, {f"rcpt:{level}:first_attempt_at": str(first)})
-        index = attempt - 1
+        # Attempts before a replay do not count against the fresh schedule a replay starts.
+        index = attempt - int(fields.get(f"rcpt:{level}:base") or 0) - 1
         if index >= len(RETRY_SCHEDULE_SECONDS) or now_ms() - first > GIVE_UP_AFTER_MS:
-            self.store.redis.rpush(DEAD_LETTER_KEY, f"{message_id}:{level}")
-            return self._close(message_id, level, "dead", exc.status_code)
+            return self._dead(message_id, level, exc.status_code)
         delay = RETRY_SCHEDULE_SECONDS[index] * random.uniform(0.8, 1.2)
         delay = max(delay, exc.retry_after or 0.0)
-        self.store.release_receipt(message_id, level)
+        self.store.release_receipt(message_id, level, now_ms() + int(delay * 1000))
         self.publisher.publish_later(POST_RECEIPT, [message_id, level], Queue.DLR, delay)
         return ReceiptOutcome("retry", status_code=exc.status_code, retry_in=delay)
+
+
+def dead_letters(store: Store, since_ms: int = 0, until_ms: int | None = None) -> list[str]:
+    """Dead-lettered receipts (`{message_id}:{level}`) that died in the time range."""
+    upper: int | str = "+inf" if until_ms is None else until_ms
+    return [str(m) for m in store.redis.zrangebyscore(DEAD_LETTER_KEY, since_ms, upper)]
+
+
+def replay(store: Store, publisher: Publisher, targets: list[str]) -> int:
+    """Send receipts again: each target is a message id (every level it opened) or a
+    `{message_id}:{level}`. Same event id and seq, a fresh retry schedule; level 2 of a
+    level-3 message still waits for level 1. Returns how many receipts were queued."""
+    queued = 0
+    for target in targets:
+        message_id, _, only = target.partition(":")
+        for level in (int(only),) if only else (1, 2):
+            if store.replay_receipt(message_id, level):
+                publisher.publish(POST_RECEIPT, [message_id, level], Queue.DLR)
+                store.add_event(message_id, "receipt_replay", level=level)
+                queued += 1
+    return queued

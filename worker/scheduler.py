@@ -6,21 +6,28 @@ every process and costs no worker memory. `POP_DUE` moves due members atomically
 in-flight hash before they are published and removes them after; a scheduler that dies in
 between republishes them when it (or another) starts, so nothing is lost — at worst a job is
 published twice, and every task is idempotent. A lock lets several schedulers run for
-availability while one works.
+availability while one works; the one holding it also runs the reconciler
+(`worker.reconciler`) every `ReconcilerConfig.interval` seconds.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 import uuid
 from typing import Any
 
 import orjson
 import redis
 
+from worker.celery_app import create_app
 from worker.clock import now_ms
-from worker.queueing import INFLIGHT_KEY, SCHEDULE_KEY, CeleryPublisher
+from worker.queueing import INFLIGHT_KEY, SCHEDULE_KEY, CeleryPublisher, publishes_directly
+from worker.reconciler import Reconciler, ReconcilerConfig
+from worker.redelivery import Redelivery
+from worker.settings import Settings
+from worker.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -58,9 +65,13 @@ def decode_entry(member: str) -> tuple[str, list[Any], str]:
 class Scheduler:
     """Publishes due jobs; `run` loops until `stop()`, `tick` does one pass (for tests)."""
 
-    def __init__(self, client: redis.Redis, publisher: CeleryPublisher) -> None:
+    def __init__(
+        self, client: redis.Redis, publisher: CeleryPublisher, reconciler: Reconciler | None = None
+    ) -> None:
         self.redis = client
         self.publisher = publisher
+        self.reconciler = reconciler
+        self._next_reconcile = 0.0
         self.token = uuid.uuid4().hex
         self._pop_due = client.register_script(POP_DUE)
         self._hold_lock = client.register_script(HOLD_LOCK)
@@ -103,12 +114,19 @@ class Scheduler:
                         log.info("scheduler republished %d in-flight jobs", count)
                 while self.tick() >= BATCH:
                     pass
+                self._maybe_reconcile()
             except redis.RedisError as exc:
                 log.warning("scheduler: redis unavailable (%s); retrying", type(exc).__name__)
                 self._recovered = False
                 self._stopping.wait(1.0)
                 continue
             self._stopping.wait(POLL_SECONDS)
+
+    def _maybe_reconcile(self) -> None:
+        if self.reconciler is None or time.monotonic() < self._next_reconcile:
+            return
+        self._next_reconcile = time.monotonic() + self.reconciler.config.interval
+        self.reconciler.run_once()
 
     def stop(self) -> None:
         self._stopping.set()
@@ -118,3 +136,12 @@ def backlog(client: redis.Redis) -> int:
     """How many jobs wait in the schedule."""
     return int(client.zcard(SCHEDULE_KEY))
 
+
+def build_scheduler(settings: Settings, config: ReconcilerConfig | None = None) -> Scheduler:
+    """The scheduler of `smsq scheduler`, with its reconciler, on the configured Redis."""
+    client = redis.Redis.from_url(settings.effective_redis_url)
+    publisher = CeleryPublisher(create_app(settings), client, direct=publishes_directly(settings))
+    store = Store(redis.Redis.from_url(settings.effective_redis_url, decode_responses=True))
+    config = config or ReconcilerConfig.from_settings(settings)
+    redelivery = Redelivery(settings.effective_broker_url, config.unacked_after)
+    return Scheduler(client, publisher, Reconciler(store, publisher, config, redelivery=redelivery))

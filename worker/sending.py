@@ -4,6 +4,12 @@ A segment is claimed atomically in the store before it is submitted and its carr
 after, so a redelivered or retried task skips what was already submitted; the carrier gets
 `message_id:seq` as its client reference. What happens next (a receipt, a retry later) is
 handed to the `Publisher`; nothing here knows Celery.
+
+When a request left and no answer came back (a read timeout), the segment's outcome is
+`unknown` and counted. It is sent again, with the same client reference, only when the carrier
+honours client references (`carriers.base.honours_client_ref`: a repeat gets the first answer and no
+second SMS); otherwise it stays `unknown`, never blindly resent, and the submission fails with
+`unknown_outcome` so the client can decide (docs/reliability.md).
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ import random
 from dataclasses import dataclass
 from typing import Literal
 
-from worker.carriers.base import Carrier, SegmentSubmission
+from worker.carriers.base import Accepted, Carrier, SegmentSubmission, honours_client_ref
 from worker.clock import now_ms
 from worker.contract import (
     FINAL_STATUSES,
@@ -25,13 +31,15 @@ from worker.contract import (
     ReceiptLevel,
     SegmentStatus,
 )
-from worker.encoding import EncodedMessage, encode_message
+from worker.encoding import EncodedMessage, Segment, encode_message
 from worker.errors import (
+    CarrierError,
     CarrierRejectedError,
     CarrierUnavailableError,
     CarrierUnknownOutcomeError,
     ValidationError,
 )
+from worker.inbound import ReceiptIntake
 from worker.otp.content import message_text
 from worker.queueing import Publisher
 from worker.store import Message, Store
@@ -63,8 +71,13 @@ def retry_delay(attempt: int, retry_after: float | None, rng: random.Random | No
 
 def lane_of(message: Message) -> str:
     """The queue a message's send task travels on."""
+    return lane_for(message.priority)
+
+
+def lane_for(priority: str) -> str:
+    """The queue of a priority (`normal` for one we do not know)."""
     try:
-        return Priority(message.priority).queue.value
+        return Priority(priority).queue.value
     except ValueError:
         return Queue.NORMAL.value
 
@@ -85,6 +98,9 @@ class Sender:
             log.warning("send: unknown message", extra={"message_id": message_id})
             return SendOutcome(status="unknown")
         if message.status in FINAL_STATUSES:
+            # A terminal receipt can overtake the end of a submission whose run then died:
+            # finishing (once, atomically) still records the outcome and opens its receipt.
+            self._finish(message, self._total(message), 0)
             return SendOutcome(status=message.status)
         if self._is_expired(message):
             return self._expire(message)
@@ -102,8 +118,9 @@ class Sender:
 
     def _expire(self, message: Message) -> SendOutcome:
         """Drop a message whose validity ran out before any segment was submitted."""
-        if any(s.carrier_id for s in self.store.segments(message.id, message.segments)):
-            return SendOutcome(status=message.status)  # partly sent: let the carrier finish
+        segments = self.store.segments(message.id, message.segments)
+        if any(s.status != SegmentStatus.PENDING for s in segments):
+            return self._expire_rest(message)
         moved = self.store.transition(
             message.id,
             {MessageStatus.QUEUED, MessageStatus.SCHEDULED, MessageStatus.SUBMITTING},
@@ -114,6 +131,22 @@ class Sender:
             self.store.set_fields(message.id, {"submit_outcome": MessageStatus.EXPIRED})
             self._queue_receipts(message, MessageStatus.EXPIRED, final=True)
         return SendOutcome(status=MessageStatus.EXPIRED)
+
+    def _expire_rest(self, message: Message) -> SendOutcome:
+        """Partly sent when validity ran out: the rest is not sent; the carrier finishes the
+        part it has, and the submission fails (a partial message is not what was asked)."""
+        for state in self.store.segments(message.id, message.segments):
+            if state.status == SegmentStatus.PENDING and self.store.claim_segment(
+                message.id, state.seq
+            ):
+                self.store.record_segment_failure(
+                    message.id, state.seq, SegmentStatus.FAILED, "expired", "validity ran out"
+                )
+        return self._finish(message, self._total(message), 0)
+
+    def _total(self, message: Message) -> int:
+        """How many segments the submission has (one when the carrier segments the text)."""
+        return 1 if self.carrier.submits_whole_text else message.segments
 
     def _encode(self, message: Message) -> EncodedMessage:
         reference = self.store.next_concat_reference(message.id, message.to, REFERENCE_BITS)
@@ -142,28 +175,14 @@ class Sender:
         if self.carrier.submits_whole_text:
             segments = segments[:1]  # the carrier segments the text itself
         total = len(segments)
+        resend = honours_client_ref(self.carrier)
         submitted = 0
+        unresolved: CarrierError | None = None
         for segment in segments:
-            if not self.store.claim_segment(message.id, segment.seq):
+            if not self.store.claim_segment(message.id, segment.seq, resend_unknown=resend):
                 continue
-            submission = SegmentSubmission(
-                message_id=message.id,
-                seq=segment.seq,
-                total=total,
-                to=message.to,
-                sender=message.sender,
-                udh=segment.udh,
-                payload=segment.payload,
-                data_coding=segment.data_coding,
-                text=segment.text,
-                full_text=encoded.text,
-                receipt_url=self.receipt_url,
-                # Always: the handset outcome drives the message state and GET /sms/{id},
-                # whether or not the client asked for receipts.
-                want_receipt=True,
-            )
             try:
-                accepted = self.carrier.submit(submission)
+                accepted = self.carrier.submit(self._submission(message, encoded, segment, total))
             except CarrierUnavailableError as exc:
                 self.store.release_segment(
                     message.id, segment.seq, exc.code or "unavailable", str(exc)
@@ -173,16 +192,52 @@ class Sender:
                 self._reject_rest(message, segment.seq, total, exc)
                 break
             except CarrierUnknownOutcomeError as exc:
-                self.store.record_segment_failure(
-                    message.id, segment.seq, SegmentStatus.UNKNOWN, "unknown_outcome", str(exc)
-                )
-                self.store.add_event(message.id, "unknown_outcome", seq=segment.seq)
+                self._unknown(message, segment.seq, exc)
+                unresolved = exc if resend else unresolved
                 continue
-            self.store.record_accepted(
-                message.id, segment.seq, self.carrier.name, accepted.carrier_id
-            )
+            self._accepted(message, segment.seq, accepted)
             submitted += 1
+        if unresolved is not None:
+            return self._retry_later(message, unresolved)  # same client reference next time
         return self._finish(message, total, submitted)
+
+    def _submission(
+        self, message: Message, encoded: EncodedMessage, segment: Segment, total: int
+    ) -> SegmentSubmission:
+        return SegmentSubmission(
+            message_id=message.id,
+            seq=segment.seq,
+            total=total,
+            to=message.to,
+            sender=message.sender,
+            udh=segment.udh,
+            payload=segment.payload,
+            data_coding=segment.data_coding,
+            text=segment.text,
+            full_text=encoded.text,
+            receipt_url=self.receipt_url,
+            # Always: the handset outcome drives the message state and GET /sms/{id},
+            # whether or not the client asked for receipts.
+            want_receipt=True,
+        )
+
+    def _accepted(self, message: Message, seq: int, accepted: Accepted) -> None:
+        """Store the carrier id; apply receipts that came for it before it was stored (a
+        resend after a run died answered with the first id)."""
+        carrier = accepted.carrier or self.carrier.name
+        _, parked = self.store.accept_segment(message.id, seq, carrier, accepted.carrier_id)
+        for receipt in parked:
+            ReceiptIntake(self.store, self.publisher).apply_to(message.id, seq, receipt)
+
+    def _unknown(self, message: Message, seq: int, exc: CarrierUnknownOutcomeError) -> None:
+        """Record (and count) a segment that may or may not have reached the carrier."""
+        code = "unknown_outcome"
+        self.store.mark_unknown(message.id, seq, code, f"{exc.code or code}: {exc}")
+        self.store.add_event(message.id, "unknown_outcome", seq=seq, code=exc.code)
+        log.warning(
+            "carrier outcome unknown",
+            extra={"message_id": message.id, "seq": seq, "code": exc.code},
+        )
 
     def _reject_rest(
         self, message: Message, seq: int, total: int, exc: CarrierRejectedError
@@ -203,7 +258,7 @@ class Sender:
                 )
         self.store.set_fields(message.id, {"error_code": code, "error_message": exc.message})
 
-    def _retry_later(self, message: Message, exc: CarrierUnavailableError) -> SendOutcome:
+    def _retry_later(self, message: Message, exc: CarrierError) -> SendOutcome:
         attempts = self.store.count_send_attempt(message.id)
         if attempts >= MAX_SEND_ATTEMPTS:
             return self._give_up(message, exc)
@@ -212,10 +267,13 @@ class Sender:
             message.id, "retry", attempt=attempts, code=exc.code, delay_ms=int(delay * 1000)
         )
         self.publisher.publish_later(SEND_SMS, [message.id], lane_of(message), delay)
+        # The reconciler leaves the message alone until the retry is due.
+        self.store.expect_progress(message.id, now_ms() + int(delay * 1000))
         return SendOutcome(status=MessageStatus.SUBMITTING, retry_in=delay)
 
-    def _give_up(self, message: Message, exc: CarrierUnavailableError) -> SendOutcome:
-        """Too many transient failures: mark what is still pending as failed."""
+    def _give_up(self, message: Message, exc: CarrierError) -> SendOutcome:
+        """Too many transient failures: mark what is still pending as failed (segments whose
+        outcome is unknown stay so, and fail the submission too)."""
         for state in self.store.segments(message.id, message.segments):
             if state.status == SegmentStatus.PENDING and self.store.claim_segment(
                 message.id, state.seq
@@ -226,14 +284,15 @@ class Sender:
         self.store.set_fields(
             message.id, {"error_code": exc.code or "unavailable", "error_message": str(exc)}
         )
-        return self._finish(message, message.segments, 0)
+        return self._finish(message, self._total(message), 0)
 
     def _finish(self, message: Message, total: int, submitted: int) -> SendOutcome:
-        outcome = self.store.finish_submission(message.id, total)
-        if outcome is None:
+        finished = self.store.finish(message.id, total)  # opens the client receipt, atomically
+        if finished.outcome is None:
             return SendOutcome(status=MessageStatus.SUBMITTING, submitted=submitted)
-        self._queue_receipts(message, outcome, final=outcome != MessageStatus.ACCEPTED)
-        return SendOutcome(status=outcome, submitted=submitted)
+        if finished.receipt_level:
+            self.publisher.publish(POST_RECEIPT, [message.id, finished.receipt_level], Queue.DLR)
+        return SendOutcome(status=finished.outcome, submitted=submitted)
 
     def _queue_receipts(self, message: Message, outcome: str, *, final: bool) -> None:
         """Level 1 reports the submission; a final failure also answers a level-2-only request."""

@@ -40,6 +40,21 @@ class Settings(BaseSettings):
     carrier_password: SecretStr = SecretStr("")
     carrier_connect_timeout: float = 3.0
     carrier_read_timeout: float = 10.0
+    # Several named carriers and routes (docs/carriers.md); when set, SMSQ_CARRIER* above
+    # (but the timeouts) are not used.
+    carriers_file: str | None = None
+    # Adapter details of the single carrier (the same keys as in the carriers file).
+    carrier_messaging_service: str = ""  # Twilio MessagingServiceSid, instead of `From`
+    carrier_smsc: str = ""  # Kannel: the smsc-id to send through
+    carrier_dlr_mask: int = Field(19, ge=1, le=63)  # Kannel: 1 + 2 + 16
+    # Shared limits and the circuit breaker (docs/carriers.md). With a rate or concurrency
+    # set, the single carrier gets the limiter and the breaker too.
+    carrier_rate: float = Field(0.0, ge=0)  # messages per second across all workers; 0 = none
+    carrier_burst: int = Field(1, ge=1)
+    carrier_concurrency: int = Field(0, ge=0)  # requests in flight across all workers; 0 = none
+    carrier_max_wait: float = Field(0.5, ge=0)  # longer waits go through the scheduler
+    carrier_breaker_failures: int = Field(5, ge=0)  # consecutive failures that open; 0 = off
+    carrier_breaker_cooldown: float = Field(30.0, gt=0)  # seconds open before a trial
 
     default_from: str = "smsq"
 
@@ -65,7 +80,7 @@ class Settings(BaseSettings):
     otp_limit_key_window: int = Field(60, ge=1)
     otp_limit_country: int = Field(1000, ge=0)  # per destination region (ISO 3166, e.g. DE)
     otp_limit_country_window: int = Field(60, ge=1)
-    # ISO 3166 regions codes may go to (comma-separated in the environment); empty = all.
+    # ISO 3166 regions that codes may go to (comma-separated in the environment); empty = all.
     otp_allowed_countries: Annotated[list[str], NoDecode] = Field(default_factory=list)
     # phonenumbers number types refused as OTP destinations (toll fraud).
     otp_blocked_number_types: Annotated[list[str], NoDecode] = Field(

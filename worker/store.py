@@ -7,17 +7,23 @@ Keys (all under `smsq:`):
                      `{seq}:done_at`, `{seq}:attempts`
   msg:{id}:events    list: JSON events with UTC millisecond timestamps
   cid:{carrier}:{carrier_id}  string `{id}:{seq}`: correlates carrier receipts to segments
+  cid-parked:{carrier}:{carrier_id}  list: receipts that came before their carrier id was stored
   concat:{to}        counter for concatenation references per recipient
+  watch:submit       sorted set: messages not yet submitted, by when progress is due (ms)
+  watch:delivery     sorted set: accepted messages awaiting terminal receipts, by acceptance
+  watch:receipt      sorted set: `{id}:{level}` client receipts not yet done, by when due
+  dlr:dead           sorted set: `{id}:{level}` dead-lettered client receipts, by when
+  counters           hash: totals of rare events (unknown outcomes, stale claims, ...)
 
 Every state change that can race (segment claim, receipt aggregation, receipt ordering) is one
-Lua script, so two workers can never both submit a segment or both fire a final receipt.
+Lua script, so two workers can never both submit a segment or both fire a final receipt; the
+same scripts keep the watch lists the reconciler (`worker.reconciler`) works from.
 """
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any, cast
 
 import orjson
@@ -25,11 +31,21 @@ import redis
 
 from worker import scripts
 from worker.clock import now_ms
-from worker.contract import MessageStatus, SegmentStatus
+from worker.records import AggregateResult, Finished, Message, SegmentState, parse_segments
+
+__all__ = [
+    "AggregateResult", "Finished", "Message", "SegmentState", "Store", "message_key",
+    "new_message_id", "parse_segments",
+]  # fmt: skip
 
 PREFIX = "smsq:"
 CARRIER_INDEX_TTL_SECONDS = 7 * 24 * 3600
 CONCAT_COUNTER_TTL_SECONDS = 7 * 24 * 3600
+SUBMIT_WATCH_KEY = f"{PREFIX}watch:submit"
+DELIVERY_WATCH_KEY = f"{PREFIX}watch:delivery"
+RECEIPT_WATCH_KEY = f"{PREFIX}watch:receipt"
+DEAD_LETTER_KEY = f"{PREFIX}dlr:dead"
+COUNTERS_KEY = f"{PREFIX}counters"
 
 
 def new_message_id() -> str:
@@ -53,153 +69,8 @@ def carrier_index_key(carrier: str, carrier_id: str) -> str:
     return f"{PREFIX}cid:{carrier}:{carrier_id}"
 
 
-@dataclass(frozen=True, slots=True)
-class Message:
-    """What a client asked to send, as stored."""
-
-    id: str
-    to: str
-    sender: str
-    content: str
-    coding: str = "auto"
-    priority: str = "normal"
-    dlr: bool = False
-    dlr_level: int = 1
-    dlr_url: str = ""
-    dlr_method: str = "POST"
-    client_ref: str = ""
-    key_id: str = ""
-    encoding: str = ""
-    segments: int = 0
-    characters: int = 0
-    status: str = MessageStatus.QUEUED
-    created_at: int = 0
-    send_at: int | None = None
-    validity_until: int | None = None
-    max_segments: int = 255
-    batch_id: str = ""
-    otp: bool = False
-    extra: Mapping[str, str] = field(default_factory=dict)
-
-    def to_hash(self) -> dict[str, str]:
-        """The Redis hash fields of a new message."""
-        fields = {
-            "id": self.id,
-            "to": self.to,
-            "from": self.sender,
-            "content": self.content,
-            "coding": self.coding,
-            "priority": self.priority,
-            "dlr": "1" if self.dlr else "0",
-            "dlr_level": str(self.dlr_level),
-            "dlr_url": self.dlr_url,
-            "dlr_method": self.dlr_method,
-            "client_ref": self.client_ref,
-            "key_id": self.key_id,
-            "encoding": self.encoding,
-            "segments": str(self.segments),
-            "characters": str(self.characters),
-            "status": str(self.status),
-            "created_at": str(self.created_at or now_ms()),
-            "max_segments": str(self.max_segments),
-            "batch_id": self.batch_id,
-            "otp": "1" if self.otp else "0",
-        }
-        # Empty and default values are left out (`from_hash` restores them): fewer bytes to
-        # pack and store per message on the ingest hot path.
-        fields = {k: v for k, v in fields.items() if v not in ("", "0") or k in _ALWAYS}
-        if self.send_at is not None:
-            fields["send_at"] = str(self.send_at)
-        if self.validity_until is not None:
-            fields["validity_until"] = str(self.validity_until)
-        fields.update(self.extra)
-        return fields
-
-    @classmethod
-    def from_hash(cls, data: Mapping[str, str]) -> Message:
-        """Rebuild a message from its Redis hash."""
-        known = {
-            "id", "to", "from", "content", "coding", "priority", "dlr", "dlr_level", "dlr_url",
-            "dlr_method", "client_ref", "key_id", "encoding", "segments", "characters", "status",
-            "created_at", "send_at", "validity_until", "max_segments", "batch_id", "otp",
-        }  # fmt: skip
-        return cls(
-            id=data["id"],
-            to=data["to"],
-            sender=data.get("from", ""),
-            content=data.get("content", ""),
-            coding=data.get("coding", "auto"),
-            priority=data.get("priority", "normal"),
-            dlr=data.get("dlr") == "1",
-            dlr_level=int(data.get("dlr_level") or 1),
-            dlr_url=data.get("dlr_url", ""),
-            dlr_method=data.get("dlr_method", "POST"),
-            client_ref=data.get("client_ref", ""),
-            key_id=data.get("key_id", ""),
-            encoding=data.get("encoding", ""),
-            segments=int(data.get("segments") or 0),
-            characters=int(data.get("characters") or 0),
-            status=data.get("status", MessageStatus.QUEUED),
-            created_at=int(data.get("created_at") or 0),
-            send_at=_optional_int(data.get("send_at")),
-            validity_until=_optional_int(data.get("validity_until")),
-            max_segments=int(data.get("max_segments") or 255),
-            batch_id=data.get("batch_id", ""),
-            otp=data.get("otp") == "1",
-            extra={k: v for k, v in data.items() if k not in known},
-        )
-
-
-_ALWAYS = frozenset({"id", "to", "from", "content", "status", "segments"})
-
-
-def _optional_int(value: str | None) -> int | None:
-    return int(value) if value else None
-
-
-@dataclass(frozen=True, slots=True)
-class SegmentState:
-    """One segment as stored."""
-
-    seq: int
-    status: str
-    carrier_id: str | None = None
-    carrier: str | None = None
-    error_code: str | None = None
-    error_message: str | None = None
-    submitted_at: int | None = None
-    done_at: int | None = None
-    attempts: int = 0
-
-
-def parse_segments(raw: Mapping[str, str], total: int) -> list[SegmentState]:
-    """Segment states from the flat `{seq}:{field}` hash, one per seq 1..total."""
-    states = []
-    for seq in range(1, total + 1):
-        get = raw.get
-        states.append(
-            SegmentState(
-                seq=seq,
-                status=get(f"{seq}:status", SegmentStatus.PENDING),
-                carrier_id=get(f"{seq}:carrier_id") or None,
-                carrier=get(f"{seq}:carrier") or None,
-                error_code=get(f"{seq}:error_code") or None,
-                error_message=get(f"{seq}:error_message") or None,
-                submitted_at=_optional_int(get(f"{seq}:submitted_at")),
-                done_at=_optional_int(get(f"{seq}:done_at")),
-                attempts=int(get(f"{seq}:attempts") or 0),
-            )
-        )
-    return states
-
-
-@dataclass(frozen=True, slots=True)
-class AggregateResult:
-    """What a carrier receipt did: whether it changed the segment, and the message's new state."""
-
-    segment_changed: bool
-    message_status: str
-    became_final: bool
+def parked_receipts_key(carrier: str, carrier_id: str) -> str:
+    return f"{PREFIX}cid-parked:{carrier}:{carrier_id}"
 
 
 class Store:
@@ -220,6 +91,8 @@ class Store:
         """Queue the writes that create `message` on a pipeline (batched ingest)."""
         pipe.hset(message_key(message.id), mapping=_fields(message.to_hash()))
         pipe.rpush(events_key(message.id), _event(event, status=str(message.status)))
+        due = message.send_at or message.created_at or now_ms()
+        pipe.zadd(SUBMIT_WATCH_KEY, {message.id: due})
 
     def load(self, message_id: str) -> Message | None:
         data = cast(dict[str, str], self.redis.hgetall(message_key(message_id)))
@@ -243,7 +116,7 @@ class Store:
     ) -> bool:
         """Move a message to `to` only from one of `allowed_from`; record an event if it moved."""
         moved = self._scripts.transition(
-            keys=[message_key(message_id), events_key(message_id)],
+            keys=_transition_keys(message_id),
             args=[to, _event(to, **detail), now_ms(), *sorted(allowed_from)],
         )
         return bool(moved)
@@ -255,7 +128,7 @@ class Store:
         pipe = self.redis.pipeline(transaction=False)
         for message_id in message_ids:
             self._scripts.transition(
-                keys=[message_key(message_id), events_key(message_id)],
+                keys=_transition_keys(message_id),
                 args=[to, _event(to, **detail), now_ms(), *sorted(allowed_from)],
                 client=pipe,
             )
@@ -274,15 +147,34 @@ class Store:
         """Count one more transient submission failure; returns the count."""
         return int(self.redis.hincrby(message_key(message_id), "send_attempts", 1))
 
+    def expect_progress(self, message_id: str, due_ms: int) -> None:
+        """Tell the reconciler when the submission should move next (a retry is due then)."""
+        self.redis.zadd(SUBMIT_WATCH_KEY, {message_id: due_ms})
+
+    def count(self, name: str, amount: int = 1) -> None:
+        """Add to one of the system-wide counters."""
+        self.redis.hincrby(COUNTERS_KEY, name, amount)
+
+    def counters(self) -> dict[str, int]:
+        raw = cast(dict[str, str], self.redis.hgetall(COUNTERS_KEY))
+        return {name: int(value) for name, value in raw.items()}
+
     # -- segments -------------------------------------------------------------------------
     def segments(self, message_id: str, total: int) -> list[SegmentState]:
         raw = cast(dict[str, str], self.redis.hgetall(segments_key(message_id)))
         return parse_segments(raw, total)
 
-    def claim_segment(self, message_id: str, seq: int) -> bool:
-        """Atomically take a pending segment for submission; False if anyone already did."""
+    def claim_segment(self, message_id: str, seq: int, *, resend_unknown: bool = False) -> bool:
+        """Atomically take a pending segment for submission; False if anyone already did.
+
+        With `resend_unknown` (the carrier honours client references) a segment whose outcome
+        is unknown is taken too: it is resent with the same reference.
+        """
         return bool(
-            self._scripts.claim_segment(keys=[segments_key(message_id)], args=[seq, now_ms()])
+            self._scripts.claim_segment(
+                keys=[segments_key(message_id)],
+                args=[seq, now_ms(), "1" if resend_unknown else "0"],
+            )
         )
 
     def release_segment(self, message_id: str, seq: int, error_code: str, error: str) -> None:
@@ -291,26 +183,58 @@ class Store:
             keys=[segments_key(message_id)], args=[seq, error_code, error]
         )
 
-    def record_accepted(self, message_id: str, seq: int, carrier: str, carrier_id: str) -> None:
-        """Store the carrier's id for a submitted segment and index it for receipts."""
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.set(
-            carrier_index_key(carrier, carrier_id), f"{message_id}:{seq}",
-            ex=CARRIER_INDEX_TTL_SECONDS,
+    def record_accepted(self, message_id: str, seq: int, carrier: str, carrier_id: str) -> bool:
+        """Store the carrier's id for a submitted segment and index it for receipts.
+
+        False when the segment had already moved on (a receipt came first, or another run
+        recorded it): the index is still written, the segment's state is left alone.
+        """
+        return self.accept_segment(message_id, seq, carrier, carrier_id)[0]
+
+    def accept_segment(
+        self, message_id: str, seq: int, carrier: str, carrier_id: str
+    ) -> tuple[bool, list[dict[str, str]]]:
+        """`record_accepted`, also handing back the receipts parked for that carrier id (they
+        came before the id was stored; the caller applies them)."""
+        changed, parked = self._scripts.record_accepted(
+            keys=[
+                segments_key(message_id), carrier_index_key(carrier, carrier_id),
+                parked_receipts_key(carrier, carrier_id),
+            ],
+            args=[seq, carrier_id, carrier, f"{message_id}:{seq}", CARRIER_INDEX_TTL_SECONDS],
         )  # fmt: skip
-        pipe.hset(
-            segments_key(message_id),
-            mapping=_fields(
-                {
-                    f"{seq}:status": SegmentStatus.ACCEPTED,
-                    f"{seq}:carrier_id": carrier_id,
-                    f"{seq}:carrier": carrier,
-                    f"{seq}:error_code": "",
-                    f"{seq}:error_message": "",
-                }
-            ),
+        return bool(changed), [orjson.loads(item) for item in parked]
+
+    def park_receipt(
+        self, carrier: str, carrier_id: str, receipt: Mapping[str, str | None]
+    ) -> tuple[str, int] | None:
+        """Keep a receipt for a carrier id we do not know until the id is stored; or, if it
+        was stored meanwhile, its (message id, seq)."""
+        found = self._scripts.park_receipt(
+            keys=[carrier_index_key(carrier, carrier_id), parked_receipts_key(carrier, carrier_id)],
+            args=[orjson.dumps(dict(receipt)), CARRIER_INDEX_TTL_SECONDS],
         )
-        pipe.execute()
+        return _segment_ref(found) if found else None
+
+    def mark_unknown(
+        self,
+        message_id: str,
+        seq: int,
+        error_code: str,
+        error: str,
+        *,
+        claimed_before: int | None = None,
+        counter: str = "unknown_outcome",
+    ) -> bool:
+        """A claimed segment's outcome is unknown (no answer; or, with `claimed_before`, its
+        claim is older than that: the run holding it died). Counted; False if not claimed."""
+        before = "" if claimed_before is None else claimed_before
+        return bool(
+            self._scripts.mark_unknown(
+                keys=[segments_key(message_id), message_key(message_id), COUNTERS_KEY],
+                args=[seq, before, error_code, error, now_ms(), counter],
+            )
+        )
 
     def record_segment_failure(
         self, message_id: str, seq: int, status: str, error_code: str, error: str
@@ -332,20 +256,27 @@ class Store:
         """After every segment was tried: the submission outcome, set once (None if unfinished).
 
         accepted when every segment was accepted (or already has a terminal receipt), rejected
-        when any was rejected, failed when any failed.
+        when any was rejected, failed when any failed (or its outcome stayed unknown).
         """
+        return self.finish(message_id, total).outcome
+
+    def finish(self, message_id: str, total: int) -> Finished:
+        """`finish_submission`, also opening the client receipt it calls for (atomically)."""
         result = self._scripts.finish_submission(
-            keys=[message_key(message_id), segments_key(message_id), events_key(message_id)],
+            keys=[
+                message_key(message_id), segments_key(message_id), events_key(message_id),
+                SUBMIT_WATCH_KEY, DELIVERY_WATCH_KEY, RECEIPT_WATCH_KEY,
+            ],
             args=[total, now_ms()],
-        )
-        return str(result) if result else None
+        )  # fmt: skip
+        if not result:
+            return Finished(None)
+        outcome, level = result
+        return Finished(str(outcome), int(level))
 
     def segment_for_carrier_id(self, carrier: str, carrier_id: str) -> tuple[str, int] | None:
         value = cast(str | None, self.redis.get(carrier_index_key(carrier, carrier_id)))
-        if not value:
-            return None
-        message_id, _, seq = value.rpartition(":")
-        return message_id, int(seq)
+        return _segment_ref(value) if value else None
 
     def apply_receipt(
         self,
@@ -360,42 +291,73 @@ class Store:
         A segment never goes backwards (a duplicate or late receipt changes nothing), and the
         message becomes final exactly once: `became_final` is True for one caller only.
         """
-        changed, message_status, became_final = self._scripts.apply_receipt(
-            keys=[message_key(message_id), segments_key(message_id), events_key(message_id)],
+        changed, message_status, became_final, level = self._scripts.apply_receipt(
+            keys=[
+                message_key(message_id), segments_key(message_id), events_key(message_id),
+                DELIVERY_WATCH_KEY, RECEIPT_WATCH_KEY,
+            ],
             args=[seq, status, error_code or "", error_message or "", now_ms()],
-        )
-        return AggregateResult(bool(changed), str(message_status), bool(became_final))
+        )  # fmt: skip
+        return AggregateResult(bool(changed), str(message_status), bool(became_final), int(level))
 
     # -- receipts to the client ----------------------------------------------------------------
     def open_receipt(self, message_id: str, level: int) -> bool:
         """Register the level's receipt; True only for the first caller (who enqueues it)."""
-        return bool(self._scripts.open_receipt(keys=[message_key(message_id)], args=[level]))
-
-    def claim_receipt(self, message_id: str, level: int, lease_ms: int = 60_000) -> int:
-        """Take a receipt for sending: its seq (> 0), 0 if done or taken, -1 if parked.
-
-        A level-2 receipt of a level-3 message is parked until the level-1 receipt is done, so
-        the client sees them in order; `close_receipt` of level 1 releases it.
-        """
-        return int(
-            self._scripts.claim_receipt(
-                keys=[message_key(message_id)], args=[level, now_ms(), lease_ms]
+        return bool(
+            self._scripts.open_receipt(
+                keys=[message_key(message_id), RECEIPT_WATCH_KEY], args=[level, now_ms()]
             )
         )
 
-    def release_receipt(self, message_id: str, level: int) -> None:
-        """Give a claimed receipt back after a failed attempt (a retry will claim it again)."""
-        self._scripts.release_receipt(keys=[message_key(message_id)], args=[level])
+    def claim_receipt(self, message_id: str, level: int, lease_ms: int = 30_000) -> int:
+        """Take a receipt for sending: its seq (> 0), 0 if done, taken or not due, -1 if parked.
+
+        A level-2 receipt of a level-3 message is parked until the level-1 receipt is done, so
+        the client sees them in order; `close_receipt` of level 1 releases it. The lease must
+        outlast one delivery attempt: after it, the receipt may be claimed again.
+        """
+        return int(
+            self._scripts.claim_receipt(
+                keys=[message_key(message_id), RECEIPT_WATCH_KEY],
+                args=[level, now_ms(), lease_ms],
+            )
+        )
+
+    def release_receipt(self, message_id: str, level: int, due_ms: int = 0) -> None:
+        """Give a claimed receipt back after a failed attempt; the retry is due at `due_ms`."""
+        self._scripts.release_receipt(
+            keys=[message_key(message_id), RECEIPT_WATCH_KEY], args=[level, due_ms]
+        )
 
     def close_receipt(self, message_id: str, level: int, outcome: str) -> bool:
         """Mark a receipt done (`sent`, `gone`, `dead`); True if a parked level 2 is released."""
         return bool(
-            self._scripts.close_receipt(keys=[message_key(message_id)], args=[level, outcome])
+            self._scripts.close_receipt(
+                keys=[message_key(message_id), RECEIPT_WATCH_KEY], args=[level, outcome, now_ms()]
+            )
+        )
+
+    def replay_receipt(self, message_id: str, level: int) -> bool:
+        """Make an opened receipt due again (same event id and seq, a fresh retry schedule)."""
+        return bool(
+            self._scripts.replay_receipt(
+                keys=[message_key(message_id), RECEIPT_WATCH_KEY, DEAD_LETTER_KEY],
+                args=[level, now_ms()],
+            )
         )
 
     def receipt_attempt(self, message_id: str, level: int) -> int:
         """Count one more delivery attempt of the level's receipt; returns the count."""
         return int(self.redis.hincrby(message_key(message_id), f"rcpt:{level}:attempts", 1))
+
+
+def _segment_ref(value: str) -> tuple[str, int]:
+    message_id, _, seq = value.rpartition(":")
+    return message_id, int(seq)
+
+
+def _transition_keys(message_id: str) -> list[str]:
+    return [message_key(message_id), events_key(message_id), SUBMIT_WATCH_KEY, DELIVERY_WATCH_KEY]
 
 
 def _fields(values: dict[str, str]) -> dict[Any, Any]:

@@ -74,6 +74,7 @@ class Simulator:
             delay=config.receipt_delay,
             attempts=config.receipt_attempts,
             timeout=config.receipt_timeout,
+            concurrency=config.receipt_concurrency,
         )
         self._rng = random.Random(config.seed)  # a simulation, not a secret
         self.script = Script(config, self._rng)

@@ -22,9 +22,16 @@ class ReceiptSender:
     """Schedules one receipt per accepted segment on one shared `httpx.AsyncClient`."""
 
     def __init__(
-        self, state: SimulatorState, *, delay: float, attempts: int, timeout: float
+        self,
+        state: SimulatorState,
+        *,
+        delay: float,
+        attempts: int,
+        timeout: float,
+        concurrency: int = 16,
     ) -> None:
         self._state = state
+        self._slots = asyncio.Semaphore(concurrency)  # receipt POSTs in flight
         self._delay = delay
         self._attempts = attempts
         self._timeout = httpx.Timeout(timeout, connect=min(timeout, 3.0))
@@ -69,7 +76,8 @@ class ReceiptSender:
             }
         )
         for attempt in range(1, self._attempts + 1):
-            outcome = await self._post(url, body)
+            async with self._slots:
+                outcome = await self._post(url, body)
             if outcome == "sent":
                 self._state.receipts_sent += 1
                 return

@@ -1,0 +1,264 @@
+"""The reconciler: finds messages and receipts that stopped moving, and moves them again.
+
+It runs in the scheduler process (`smsq scheduler`, the lock holder) every `interval` seconds
+and works from the store's watch lists (sorted sets scored by when progress is due), so a pass
+costs what is overdue, never a scan of every message.
+
+- `watch:submit`: a message not yet submitted, overdue by `grace`. Its task was lost (a publish
+  lost between store and queue, a task popped by a worker that died, prefetched tasks of a
+  killed worker) or a segment claim is stuck. A claim older than `claim_lease` (its run died
+  between claim and submit, or between submit and storing the carrier id) becomes `unknown`,
+  counted as `stale_claim`: the send task resends it with the same client reference only where
+  the carrier honours it, else the submission fails with `unknown_outcome` (never a blind
+  resend). Then the send task is published again; it is idempotent. A lane whose queue is
+  longer than `backlog` still holds the task, so its messages are looked at again later.
+- `watch:delivery`: an accepted message with no terminal receipt `receipt_deadline` after
+  acceptance. Each segment still `accepted` gets a synthetic `expired` (error `no_receipt`),
+  which makes the message final and sends its level-2 receipt.
+- `watch:receipt`: a client receipt still open, sending (its lease ran out) or waiting, overdue
+  by `grace`: its task is published again (the receipt's claim makes a duplicate harmless).
+- `watch:inbox`: an inbound carrier receipt request kept in the inbox and not applied `grace`
+  after it came (its task was lost): queued again (applying a receipt twice changes nothing).
+
+Republishing one item again backs off: grace × 2^n after the n-th time. Before the watch
+lists, a pass puts back the tasks dead workers held (`worker.redelivery`, after
+`unacked_after` seconds rather than Celery's hour).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import cast
+
+import orjson
+
+from worker.clock import now_ms
+from worker.contract import (
+    FINAL_STATUSES,
+    HANDLE_CARRIER_RECEIPT,
+    POST_RECEIPT,
+    SEND_SMS,
+    MessageStatus,
+    Queue,
+    SegmentStatus,
+)
+from worker.inbound import INBOX_KEY, INBOX_WATCH_KEY
+from worker.queueing import Publisher
+from worker.sending import lane_for
+from worker.settings import Settings
+from worker.store import (
+    DELIVERY_WATCH_KEY,
+    RECEIPT_WATCH_KEY,
+    SUBMIT_WATCH_KEY,
+    Store,
+    message_key,
+)
+
+log = logging.getLogger(__name__)
+
+_UNSUBMITTED = frozenset({MessageStatus.QUEUED, MessageStatus.SCHEDULED, MessageStatus.SUBMITTING})
+_RECEIPT_DONE = frozenset({"sent", "gone", "dead"})
+MAX_BACKOFF_DOUBLINGS = 6
+
+
+@dataclass(frozen=True, slots=True)
+class ReconcilerConfig:
+    """Timings of the reconciler, in seconds (and a queue length, and a batch size)."""
+
+    interval: float = 10.0  # between passes
+    grace: float = 60.0  # overdue by this much before anything is done
+    claim_lease: float = 60.0  # a segment claim older than this belongs to a dead run
+    receipt_deadline: float = 48 * 3600.0  # accepted this long without a terminal receipt
+    backlog: int = 100  # a lane with more queued tasks than this still holds its tasks
+    batch: int = 500  # items per watch list per pass
+    unacked_after: float = 300.0  # a task taken and not acknowledged this long is put back
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ReconcilerConfig:
+        """Defaults with a claim lease that outlasts the slowest possible carrier request."""
+        # A request may wait for a pooled connection, connect, write and read, each up to its
+        # timeout (worker.runtime); a claim twice as old as that belongs to a dead run.
+        request = settings.carrier_connect_timeout + 3 * settings.carrier_read_timeout
+        return cls(claim_lease=max(5.0, 2 * request))
+
+
+@dataclass(slots=True)
+class Pass:
+    """What one pass did, by action."""
+
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def add(self, action: str) -> None:
+        self.counts[action] = self.counts.get(action, 0) + 1
+
+
+def _unfinished(fields: dict[str, str]) -> bool:
+    """Final by a receipt that overtook the end of its submission, whose run then died: the
+    send task still has to record the outcome (and open the level-1 receipt)."""
+    status = fields.get("status")
+    return status in FINAL_STATUSES and status != "cancelled" and "submit_outcome" not in fields
+
+
+class Reconciler:
+    """One pass at a time over the three watch lists (`run_once`)."""
+
+    def __init__(
+        self,
+        store: Store,
+        publisher: Publisher,
+        config: ReconcilerConfig | None = None,
+        clock: Callable[[], int] = now_ms,
+        redelivery: Callable[[], int] | None = None,
+    ) -> None:
+        self.store = store
+        self.redis = store.redis
+        self.publisher = publisher
+        self.config = config or ReconcilerConfig()
+        self.clock = clock
+        self.redelivery = redelivery
+        self._busy: dict[str, bool] = {}  # queue -> backlogged, per pass
+
+    def run_once(self) -> Pass:
+        """Look at everything overdue now; returns what was done."""
+        done = Pass()
+        restored = self.redelivery() if self.redelivery is not None else 0
+        if restored:
+            done.counts["restored_tasks"] = restored
+            self.store.count("restored_tasks", restored)
+        now = self.clock()
+        grace_ms = self._ms(self.config.grace)
+        deadline_ms = self._ms(self.config.receipt_deadline)
+        self._busy = {}
+        ids = self._due(SUBMIT_WATCH_KEY, now - grace_ms)
+        for message_id, fields in zip(ids, self._fields(ids), strict=True):
+            done.add(self._submission(message_id, fields, now))
+        for member in self._due(RECEIPT_WATCH_KEY, now - grace_ms):
+            done.add(self._receipt(member, now))
+        for message_id in self._due(DELIVERY_WATCH_KEY, now - deadline_ms):
+            done.add(self._delivery(message_id, now))
+        for entry in self._due(INBOX_WATCH_KEY, now - grace_ms):
+            done.add(self._inbound(entry, now))
+        if any(action not in ("busy", "in_flight") for action in done.counts):
+            log.info("reconciler pass: %s", done.counts)
+        return done
+
+    def _due(self, key: str, before: int) -> list[str]:
+        members = self.redis.zrangebyscore(key, "-inf", before, start=0, num=self.config.batch)
+        return [m.decode() if isinstance(m, bytes) else str(m) for m in members]
+
+    def _fields(self, message_ids: list[str]) -> list[dict[str, str]]:
+        """What the submission check needs of each message, in one round trip."""
+        names = ("status", "priority", "segments", "submit_outcome")
+        pipe = self.redis.pipeline(transaction=False)
+        for message_id in message_ids:
+            pipe.hmget(message_key(message_id), names)
+        replies = pipe.execute()
+        return [{k: v for k, v in zip(names, r, strict=True) if v is not None} for r in replies]
+
+    @staticmethod
+    def _ms(seconds: float) -> int:
+        return int(seconds * 1000)
+
+    # -- submissions ------------------------------------------------------------------------
+    def _submission(self, message_id: str, fields: dict[str, str], now: int) -> str:
+        if fields.get("status") not in _UNSUBMITTED and not _unfinished(fields):
+            self.redis.zrem(SUBMIT_WATCH_KEY, message_id)  # submitted, final, or gone
+            return "dropped"
+        stale = 0
+        if fields["status"] == MessageStatus.SUBMITTING:
+            stale = self._expire_claims(message_id, int(fields.get("segments") or 0), now)
+        lane = lane_for(fields.get("priority", ""))
+        if not stale and self._backlogged(lane):
+            self.store.expect_progress(message_id, now)  # its task is likely still queued
+            return "busy"
+        self.publisher.publish(SEND_SMS, [message_id], lane)
+        self._back_off(SUBMIT_WATCH_KEY, message_id, "reconciled", now)
+        self.store.add_event(message_id, "reconciled", stale_claims=stale)
+        self.store.count("republished_send")
+        return "republished_send"
+
+    def _expire_claims(self, message_id: str, total: int, now: int) -> int:
+        """Turn claims older than the lease into `unknown` outcomes; returns how many."""
+        before = now - self._ms(self.config.claim_lease)
+        stale = 0
+        for state in self.store.segments(message_id, total):
+            if state.status != SegmentStatus.SUBMITTING:
+                continue
+            if self.store.mark_unknown(
+                message_id, state.seq, "unknown_outcome", "the run holding the claim died",
+                claimed_before=before, counter="stale_claim",
+            ):  # fmt: skip
+                stale += 1
+        return stale
+
+    def _backlogged(self, queue: str) -> bool:
+        if queue not in self._busy:
+            self._busy[queue] = int(self.redis.llen(queue)) > self.config.backlog
+        return self._busy[queue]
+
+    def _back_off(self, key: str, member: str, counter_field: str, now: int) -> None:
+        """Look again after grace × 2^n, n the times this item was republished."""
+        message_id = member.partition(":")[0]
+        times = int(self.redis.hincrby(message_key(message_id), counter_field, 1))
+        delay = self.config.grace * 2 ** min(times - 1, MAX_BACKOFF_DOUBLINGS)
+        self.redis.zadd(key, {member: now + self._ms(delay)})
+
+    # -- terminal receipts from the carrier ---------------------------------------------------
+    def _delivery(self, message_id: str, now: int) -> str:
+        fields = self.store.fields(message_id)
+        if fields.get("status") != MessageStatus.ACCEPTED:
+            self.redis.zrem(DELIVERY_WATCH_KEY, message_id)
+            return "dropped"
+        reason = f"no terminal receipt from the carrier within {self.config.receipt_deadline:g} s"
+        for state in self.store.segments(message_id, int(fields.get("segments") or 0)):
+            if state.status != SegmentStatus.ACCEPTED:
+                continue
+            result = self.store.apply_receipt(
+                message_id, state.seq, SegmentStatus.EXPIRED, "no_receipt", reason
+            )
+            if result.receipt_level:
+                self.publisher.publish(POST_RECEIPT, [message_id, result.receipt_level], Queue.DLR)
+        if self.store.fields(message_id).get("status") in FINAL_STATUSES:
+            self.store.count("synthetic_expired")
+            self.store.add_event(message_id, "synthetic_expiry")
+            return "synthetic_expired"
+        self.redis.zadd(DELIVERY_WATCH_KEY, {message_id: now})  # not all segments were accepted
+        return "in_flight"
+
+    # -- receipts to the client ---------------------------------------------------------------
+    def _receipt(self, member: str, now: int) -> str:
+        message_id, _, level = member.rpartition(":")
+        state = cast(str | None, self.redis.hget(message_key(message_id), f"rcpt:{level}:state"))
+        if state is None or state in _RECEIPT_DONE:
+            self.redis.zrem(RECEIPT_WATCH_KEY, member)
+            return "dropped"
+        if state == "waiting" and self._level_one_pending(message_id):
+            self.redis.zadd(RECEIPT_WATCH_KEY, {member: now})  # level 1 releases it when done
+            return "in_flight"
+        if self._backlogged(Queue.DLR.value):
+            self.redis.zadd(RECEIPT_WATCH_KEY, {member: now})
+            return "busy"
+        self.publisher.publish(POST_RECEIPT, [message_id, int(level)], Queue.DLR)
+        self._back_off(RECEIPT_WATCH_KEY, member, f"rcpt:{level}:reconciled", now)
+        self.store.count("republished_receipt")
+        return "republished_receipt"
+
+    # -- receipts from the carrier, kept in the inbox ---------------------------------------
+    def _inbound(self, entry: str, now: int) -> str:
+        raw = self.redis.hget(INBOX_KEY, entry)
+        if raw is None:
+            self.redis.zrem(INBOX_WATCH_KEY, entry)
+            return "dropped"
+        carrier_name, request = orjson.loads(raw)
+        self.publisher.publish(
+            HANDLE_CARRIER_RECEIPT, [carrier_name, request, entry], Queue.CARRIER_DLR
+        )
+        self.redis.zadd(INBOX_WATCH_KEY, {entry: now + self._ms(self.config.grace)})
+        self.store.count("republished_inbound")
+        return "republished_inbound"
+
+    def _level_one_pending(self, message_id: str) -> bool:
+        state = self.redis.hget(message_key(message_id), "rcpt:1:state")
+        return state is not None and state not in _RECEIPT_DONE
