@@ -157,8 +157,13 @@ class Sender:
             reference_bits=REFERENCE_BITS,
             max_segments=message.max_segments,
         )
-        if len(encoded.segments) != message.segments:
-            self.store.set_fields(message.id, {"segments": str(len(encoded.segments))})
+        # A carrier that segments the text itself gets one submission: the message then has one
+        # segment in our state machine (and `parts` records what the handset receives).
+        tracked = self._total(message) if self.carrier.submits_whole_text else len(encoded.segments)
+        if tracked != message.segments:
+            self.store.set_fields(
+                message.id, {"segments": str(tracked), "parts": str(len(encoded.segments))}
+            )
         return encoded
 
     def _fail_unencodable(self, message: Message, exc: ValidationError) -> SendOutcome:

@@ -70,11 +70,6 @@ class TestTwilio:
         )
         assert [(m["body"], m["num_segments"]) for m in created] == [(LONG, "4")]
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="worker/sending.py submits only segment 1 to a whole-text carrier but the "
-        "message keeps N segments, so segments 2..N stay pending and it never ends delivered",
-    )
     def test_long_text_is_delivered(self, stack: CarrierStack) -> None:
         """Twilio's one callback for a long text delivers the whole message."""
         message_id = stack.send({"to": "+4915120000005", "from": SENDER, "content": LONG})
