@@ -8,9 +8,14 @@ from pathlib import Path
 
 import pytest
 import redis
+from hypothesis import settings as hypothesis_settings
 
 from worker.embedded_redis import EmbeddedRedis
 from worker.settings import get_settings
+
+# No per-example deadline: CI machines are 2 shared cores, and a slow example is not a bug.
+hypothesis_settings.register_profile("smsq", deadline=None)
+hypothesis_settings.load_profile("smsq")
 
 
 @pytest.fixture(autouse=True)
