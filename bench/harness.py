@@ -97,7 +97,7 @@ def redis_cpu(client: redis.Redis) -> float:
     return float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
 
 
-def wait_http(url: str, timeout: float = 30.0) -> None:
+def wait_http(url: str, timeout: float = 120.0) -> None:  # cold starts compile bytecode
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
