@@ -251,6 +251,9 @@ class Reconciler:
         if raw is None:
             self.redis.zrem(INBOX_WATCH_KEY, entry)
             return "dropped"
+        if self._backlogged(Queue.CARRIER_DLR.value):
+            self.redis.zadd(INBOX_WATCH_KEY, {entry: now})  # queued behind others, most likely
+            return "busy"
         carrier_name, request = orjson.loads(raw)
         self.publisher.publish(
             HANDLE_CARRIER_RECEIPT, [carrier_name, request, entry], Queue.CARRIER_DLR

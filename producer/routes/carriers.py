@@ -1,4 +1,5 @@
-"""`/carriers/{name}/dlr`: carrier receipts in, queued as received for the carrier-dlr workers."""
+"""`/carriers/{name}/dlr`: carrier receipts in, kept in the inbox and queued as received for the
+carrier-dlr workers (`worker.inbound.accept_request`: a task lost in a crash is queued again)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ from fastapi.responses import PlainTextResponse
 
 from producer.errors import PayloadTooLargeError
 from producer.services import ServicesDep
-from worker.contract import HANDLE_CARRIER_RECEIPT, Queue
 from worker.errors import NotFoundError
+from worker.inbound import accept_request
 
 router = APIRouter()
 
@@ -45,5 +46,5 @@ async def carrier_receipt(name: str, request: Request, services: ServicesDep) ->
         "body": base64.b64encode(raw).decode(),
         "form": form,
     }
-    services.publisher.publish(HANDLE_CARRIER_RECEIPT, [name, queued], Queue.CARRIER_DLR)
+    accept_request(services.redis, services.publisher, name, queued)
     return "OK"

@@ -66,10 +66,8 @@ def restart_redis(system: ChaosSystem, n: int) -> None:
     """SIGKILL Redis a third of the way in and start it again on its AOF a second later.
 
     A task a worker popped (BRPOP) in the instant Redis died is lost before kombu records the
-    delivery. Send and receipt tasks are recovered from the store; a carrier receipt is not,
-    until the API keeps inbound receipts in the inbox (`worker.inbound.accept_request`), and
-    its message then expires synthetically after the receipt deadline: counted, at most one
-    per consumer whose connection broke."""
+    delivery. Send and receipt tasks are recovered from the store, carrier receipts from the
+    inbox (`worker.inbound.accept_request`)."""
     system.submit(bodies(n, system.receipt_url))
     system.wait_progress(0.3)
     system.redis_server.kill()
@@ -141,13 +139,7 @@ SCENARIOS = {
     for s in (
         Scenario("kill -9 worker", kill_worker),
         Scenario("kill -9 pool child", kill_pool_child, Layout(send_workers=1, pool="prefork")),
-        # A carrier receipt popped in the instant Redis died is lost in kombu's pop window
-        # (see restart_redis); a short receipt deadline resolves it within the run.
-        Scenario(
-            "restart redis",
-            restart_redis,
-            Layout(env={"SMSQ_RECONCILE_RECEIPT_DEADLINE": "30"}),
-        ),
+        Scenario("restart redis", restart_redis),
         Scenario("carrier 503 outage", carrier_outage),
         Scenario("dlr-url 500 / down", receipt_outage),
         Scenario("receipts twice + late", messy_receipts, Layout(sim=MESSY)),

@@ -306,3 +306,13 @@ class TestInbox:
         ]
         done(client, entry)
         assert world.run(ahead=30) == {}
+
+    def test_an_inbound_receipt_behind_a_backlog_is_left_in_its_queue(self, world: World) -> None:
+        """While carrier-dlr holds more than `backlog` tasks, an overdue entry is most likely
+        still queued: republishing it would only add work to the backlog."""
+        client = world.store.redis
+        publisher = CeleryPublisher(Celery("unit", broker="memory://"), client, direct=True)
+        for _ in range(CONFIG.backlog + 1):
+            accept_request(client, publisher, "sim", {"body": "e30="})
+        assert world.run(ahead=11) == {"busy": CONFIG.backlog + 1}
+        assert client.llen("carrier-dlr") == CONFIG.backlog + 1
