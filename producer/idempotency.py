@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from typing import Any, cast
 
 import orjson
@@ -23,6 +24,28 @@ class Idempotency:
 
     def __init__(self, client: redis.Redis) -> None:
         self.redis = client
+
+    def run(
+        self,
+        key_id: str,
+        idempotency_key: str | None,
+        body: bytes,
+        work: Callable[[], dict[str, Any]],
+    ) -> dict[str, Any]:
+        """The reply of `work()`, run at most once per key and body: without a key it just
+        runs; with one, a repeat gets the first reply, and a failure frees the key again."""
+        if idempotency_key is None:
+            return work()
+        replay = self.begin(key_id, idempotency_key, body)
+        if replay is not None:
+            return replay
+        try:
+            reply = work()
+        except BaseException:
+            self.abandon(key_id, idempotency_key)
+            raise
+        self.finish(key_id, idempotency_key, body, reply)
+        return reply
 
     def begin(self, key_id: str, idempotency_key: str, body: bytes) -> dict[str, Any] | None:
         """None if this request should run; the stored reply if it already ran."""

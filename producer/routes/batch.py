@@ -42,11 +42,8 @@ async def create_batch(
     """Accept a campaign: 202 with the batch id, the accepted count and each rejected recipient."""
     raw = await request.body()
     body = parse_model(BatchRequest, parse_json_body(raw, services.settings.max_batch_body_bytes))
-    if idempotency_key is not None:
-        replay = services.idempotency.begin(key.id, idempotency_key, raw)
-        if replay is not None:
-            return JsonResponse(replay, status_code=202)
-    try:
+
+    def accept() -> dict[str, Any]:
         quiet = (
             QuietHours.parse(body.quiet_hours.start, body.quiet_hours.end)
             if body.quiet_hours
@@ -70,19 +67,15 @@ async def create_batch(
             quiet=quiet,
         )
         record_batch(services.store, result)
-    except BaseException:
-        if idempotency_key is not None:
-            services.idempotency.abandon(key.id, idempotency_key)
-        raise
-    reply = {
-        "id": result.batch_id,
-        "accepted": len(result.accepted),
-        "rejected": result.rejected,
-        "status": "scheduled" if body.send_at else "queued",
-        "held_for_quiet_hours": result.held,
-    }
-    if idempotency_key is not None:
-        services.idempotency.finish(key.id, idempotency_key, raw, reply)
+        return {
+            "id": result.batch_id,
+            "accepted": len(result.accepted),
+            "rejected": result.rejected,
+            "status": "scheduled" if body.send_at else "queued",
+            "held_for_quiet_hours": result.held,
+        }
+
+    reply = services.idempotency.run(key.id, idempotency_key, raw, accept)
     return JsonResponse(reply, status_code=202)
 
 

@@ -34,27 +34,20 @@ async def send(
     """Accept one message: 202 with its id, encoding and segment count."""
     raw = await request.body()
     body = parse_model(SendRequest, parse_json_body(raw, services.settings.max_body_bytes))
-    if idempotency_key is not None:
-        replay = services.idempotency.begin(key.id, idempotency_key, raw)
-        if replay is not None:
-            return JsonResponse(replay, status_code=202)
-    try:
+
+    def accept() -> dict[str, Any]:
         message, summary = build_message(body, services.settings, key_id=key.id)
         accept_messages(services.store, services.publisher, [message])
-    except BaseException:
-        if idempotency_key is not None:
-            services.idempotency.abandon(key.id, idempotency_key)
-        raise
-    reply = {
-        "id": message.id,
-        "status": str(message.status),
-        "to": message.to,
-        "encoding": summary.encoding,
-        "segments": summary.segments,
-        "characters": summary.characters,
-    }
-    if idempotency_key is not None:
-        services.idempotency.finish(key.id, idempotency_key, raw, reply)
+        return {
+            "id": message.id,
+            "status": str(message.status),
+            "to": message.to,
+            "encoding": summary.encoding,
+            "segments": summary.segments,
+            "characters": summary.characters,
+        }
+
+    reply = services.idempotency.run(key.id, idempotency_key, raw, accept)
     return JsonResponse(reply, status_code=202)
 
 
