@@ -64,6 +64,9 @@ class Settings(BaseSettings):
     dlr_allow_private: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
     worker_concurrency: int = 32
+    # CPU priority of a worker that consumes only the bulk lane (os.nice increment, 0 = off):
+    # on a saturated machine the OTP and normal lanes get the CPU first.
+    bulk_worker_nice: int = Field(10, ge=0, le=19)
     log_level: str = "INFO"
 
     # OTP (docs/otp.md). A limit is "at most N sends per window seconds" over a sliding

@@ -3,7 +3,8 @@
 Imported by `worker.tasks`, so connected in every worker before Celery sets up logging:
 
 - `celeryd_init`, `setup_logging`: our JSON logs (`worker.logs`) at the worker's `-l` level,
-  instead of Celery's own format, from before the worker's first warning;
+  instead of Celery's own format, from before the worker's first warning; a worker of the
+  bulk lane alone lowers its CPU priority (`SMSQ_BULK_WORKER_NICE`);
 - `task_prerun`: binds the task, its message id (the first argument of `sms.send` and
   `sms.dlr.post`) and lane to every log line the task writes, from any module;
 - `task_postrun`: one `task done` line per task, the task's metrics (`worker.metrics`), and
@@ -13,7 +14,9 @@ Imported by `worker.tasks`, so connected in every worker before Celery sets up l
 from __future__ import annotations
 
 import logging
+import os
 import time
+from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Any
 
@@ -21,7 +24,8 @@ import structlog
 from celery import signals
 
 from worker import logs, metrics
-from worker.contract import HANDLE_CARRIER_RECEIPT, POST_RECEIPT, SEND_SMS
+from worker.contract import HANDLE_CARRIER_RECEIPT, POST_RECEIPT, SEND_SMS, Queue
+from worker.settings import get_settings
 
 log = logs.get_logger(__name__)
 _started: ContextVar[float] = ContextVar("smsq_task_started", default=0.0)
@@ -32,6 +36,23 @@ MAX_RESULT_CHARS = 80
 def configure_logging_early(options: dict[str, Any] | None = None, **_: Any) -> None:
     """Before the worker's first own warnings (running as root…), so they are JSON too."""
     logs.configure((options or {}).get("loglevel") or "WARNING")
+    lower_bulk_priority((options or {}).get("queues"))
+
+
+def lower_bulk_priority(queues: object, nice: Callable[[int], int] = os.nice) -> int:
+    """A worker consuming only the bulk lane yields the CPU to the others (an OTP never
+    waits behind a campaign for a core either). Returns the increment applied."""
+    if isinstance(queues, str):
+        names = [n.strip() for n in queues.split(",")]
+    elif isinstance(queues, list | tuple):
+        names = [str(n).strip() for n in queues]
+    else:
+        return 0
+    increment = get_settings().bulk_worker_nice
+    if increment and names == [Queue.BULK.value]:
+        nice(increment)
+        return increment
+    return 0
 
 
 @signals.setup_logging.connect
