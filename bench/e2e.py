@@ -13,6 +13,9 @@ ceiling measured in the same run (no-op Celery tasks drained by one worker on th
   e  1,000,000 scheduled messages: Redis bytes per item, worker RSS before/after, firing delay
 
 `--scale` multiplies every count (the test suite runs 0.005 to prove the harness works).
+`--dlr-batch` sends the messages of a–c with `dlr-batch: true` (receipts to one `dlr-url` in
+batched POSTs); `--carrier-receipt-batch N` makes the simulator report up to N receipts per
+callback (default 1: one callback per receipt, as Kannel and Twilio do).
 """
 
 from __future__ import annotations
@@ -59,6 +62,7 @@ class System:
     api: httpx.Client
     receiver_url: str
     sim_url: str
+    dlr_batch: bool = False
     results: list[tuple[str, str]] = field(default_factory=list)
 
     def receipts(self) -> dict[str, int]:
@@ -69,7 +73,14 @@ class System:
         self.results.append((name, value))
 
 
-def start(redis_url: str, client: redis.Redis, group: Processes) -> System:
+def start(
+    redis_url: str,
+    client: redis.Redis,
+    group: Processes,
+    *,
+    dlr_batch: bool = False,
+    carrier_receipt_batch: int = 1,
+) -> System:
     api_port, sim_port, receiver_port = free_port(), free_port(), free_port()
     api_url = f"http://127.0.0.1:{api_port}"
     group.env.update(
@@ -80,8 +91,10 @@ def start(redis_url: str, client: redis.Redis, group: Processes) -> System:
             "SMSQ_WORKER_CONCURRENCY": "64",
         }
     )
-    group.start("-m", "producer", "carrier-sim", "--port", str(sim_port), "--latency-ms", "20",
-                "--receipt-delay", "0.2")  # fmt: skip
+    sim = ["--port", str(sim_port), "--latency-ms", "20", "--receipt-delay", "0.2"]
+    if carrier_receipt_batch > 1:
+        sim += ["--receipt-batch", str(carrier_receipt_batch)]
+    group.start("-m", "producer", "carrier-sim", *sim)
     group.start("-m", "bench.receiver", str(receiver_port))
     group.start("-m", "uvicorn", "producer.api:create_app", "--factory", "--port", str(api_port),
                 "--log-level", "warning", "--no-access-log")  # fmt: skip
@@ -97,7 +110,7 @@ def start(redis_url: str, client: redis.Redis, group: Processes) -> System:
     key = KeyStore(client).create("bench").api_key
     api = httpx.Client(base_url=api_url, headers={"authorization": f"Bearer {key}"}, timeout=600)
     return System(redis_url, client, group, api, f"http://127.0.0.1:{receiver_port}",
-                  f"http://127.0.0.1:{sim_port}")  # fmt: skip
+                  f"http://127.0.0.1:{sim_port}", dlr_batch=dlr_batch)  # fmt: skip
 
 
 def numbers(count: int, offset: int) -> list[str]:
@@ -110,6 +123,8 @@ def throughput(system: System, label: str, count: int, content: str, level: int)
     wanted = {"1": count} if level == 1 else {"1": count, "2": count}
     commands, cpu = redis_commands(system.client), system.group.cpu_seconds()
     cpu += redis_cpu(system.client)
+    by_role = system.group.cpu_by_process()
+    by_role["redis"] = redis_cpu(system.client)
     started = time.monotonic()
     body = {
         "content": content,
@@ -119,6 +134,8 @@ def throughput(system: System, label: str, count: int, content: str, level: int)
         "dlr-level": 1 if level == 1 else 3,
         "dlr-url": f"{system.receiver_url}/r",
     }
+    if system.dlr_batch:
+        body["dlr-batch"] = True
     reply = system.api.post("/sms/batch", json=body)
     reply.raise_for_status()
     accepted = time.monotonic() - started
@@ -129,12 +146,17 @@ def throughput(system: System, label: str, count: int, content: str, level: int)
 
     elapsed = wait_until(done, 900, poll=0.2) - started
     used = system.group.cpu_seconds() + redis_cpu(system.client) - cpu
+    after = system.group.cpu_by_process()
+    after["redis"] = redis_cpu(system.client)
+    shares = sorted(((after[k] - by_role.get(k, 0.0)) / count * 1000, k) for k in after)
+    breakdown = ", ".join(f"{name} {ms:.2f}" for ms, name in reversed(shares) if ms >= 0.05)
     segments = count * (3 if content is THREE_SEGMENTS else 1)
     system.add(f"{label}: messages/s end to end", f"{count / elapsed:,.0f}")
     system.add(f"{label}: segments/s", f"{segments / elapsed:,.0f}")
     system.add(f"{label}: receipts/s", f"{sum(wanted.values()) / elapsed:,.0f}")
     system.add(f"{label}: batch accepted in (s)", f"{accepted:.2f}")
     system.add(f"{label}: CPU ms per message", f"{1000 * used / count:.2f}")
+    system.add(f"{label}: of which, by process", breakdown)
     system.add(f"{label}: Redis commands per message",
                f"{(redis_commands(system.client) - commands) / count:.1f}")  # fmt: skip
 
@@ -209,7 +231,9 @@ def scheduled(system: System, count: int) -> None:
                f"{statistics.median(delays):.0f} / {max(delays):.0f}")  # fmt: skip
 
 
-def run(scale: float, only: set[str]) -> list[tuple[str, str]]:
+def run(
+    scale: float, only: set[str], *, dlr_batch: bool = False, carrier_receipt_batch: int = 1
+) -> list[tuple[str, str]]:
     def n(full: int) -> int:
         return max(10, int(full * scale))
 
@@ -221,7 +245,13 @@ def run(scale: float, only: set[str]) -> list[tuple[str, str]]:
             client = redis.Redis.from_url(redis_url, decode_responses=True)
             client.flushdb()
             with processes({"SMSQ_REDIS_URL": redis_url}) as group:
-                system = start(redis_url, client, group)
+                system = start(
+                    redis_url,
+                    client,
+                    group,
+                    dlr_batch=dlr_batch,
+                    carrier_receipt_batch=carrier_receipt_batch,
+                )
                 system.add("engine ceiling: no-op Celery tasks/s, 1 worker", f"{ceiling:,.0f}")
                 if "a" in only:
                     throughput(system, "a", n(20_000), "Your order has shipped", 1)
@@ -249,7 +279,13 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench e2e", description=__doc__)
     parser.add_argument("--scale", type=float, default=1.0)
     parser.add_argument("--only", default="a,b,c,d,e")
+    parser.add_argument("--dlr-batch", action="store_true", help="a–c ask for dlr-batch")
+    parser.add_argument("--carrier-receipt-batch", type=int, default=1, metavar="N")
     args = parser.parse_args(argv)
-    print_table(run(args.scale, set(args.only.split(","))))
-
-
+    rows = run(
+        args.scale,
+        set(args.only.split(",")),
+        dlr_batch=args.dlr_batch,
+        carrier_receipt_batch=args.carrier_receipt_batch,
+    )
+    print_table(rows)

@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import httpx
 import psutil
@@ -55,16 +56,15 @@ class Processes:
         return total
 
     def cpu_by_process(self) -> dict[str, float]:
-        """CPU seconds used so far by each child, keyed by its command line's tail."""
+        """CPU seconds used so far by each child, keyed by its role (`role`)."""
         result: dict[str, float] = {}
         for child in self.children:
             try:
-                process = psutil.Process(child.pid)
-                times = process.cpu_times()
-                label = " ".join(process.cmdline()[2:7])
-                result[label] = times.user + times.system
+                times = psutil.Process(child.pid).cpu_times()
             except psutil.NoSuchProcess:
                 continue
+            label = role([str(a) for a in cast(list[str], child.args)])
+            result[label] = result.get(label, 0.0) + times.user + times.system
         return result
 
     def stop(self) -> None:
@@ -77,6 +77,16 @@ class Processes:
                 child.kill()
                 child.wait()
         self.children.clear()
+
+
+def role(command: list[str]) -> str:
+    """A short name for a child: a worker's `-n` name, else the module it runs."""
+    if "-n" in command:
+        return "worker " + command[command.index("-n") + 1].split("@")[0]
+    args = command[command.index("-m") + 1 :] if "-m" in command else command[1:]
+    if args[:1] == ["producer"] and len(args) > 1:
+        return args[1]  # carrier-sim, scheduler
+    return args[0] if args else "?"
 
 
 @contextmanager
