@@ -22,6 +22,7 @@ from producer.up import up as run_up
 from worker.keys import ALL_SCOPES, KeyStore, parse_duration, parse_rate
 from worker.logs import configure as configure_logs
 from worker.quotas import Quotas
+from worker.redis_urls import connect, redacted, store_client
 from worker.settings import Settings, get_settings
 from worker.simulator import carrier_sim
 
@@ -45,7 +46,12 @@ app.add_typer(campaigns.batch_app, name="batch")
 
 
 def _redis() -> redis.Redis:
-    return redis.Redis.from_url(resolve_redis_url(get_settings()), decode_responses=True)
+    settings = get_settings()
+    return connect(
+        resolve_redis_url(settings),
+        sentinel_service=settings.redis_sentinel_service,
+        decode_responses=True,
+    )
 
 
 @app.command("up")
@@ -105,7 +111,7 @@ def start_batch_watcher(settings: Settings) -> threading.Event:
     from worker.batch_progress import BatchWatcher, run_watcher
     from worker.callbacks import CallbackSender
 
-    client = redis.Redis.from_url(settings.effective_redis_url, decode_responses=True)
+    client = store_client(settings, decode_responses=True)
     watcher = BatchWatcher(client, KeyStore(client), CallbackSender.from_settings(settings))
     stopping = threading.Event()
     threading.Thread(
@@ -227,7 +233,7 @@ def status_command(
     try:
         report = gather(settings.model_copy(update={"redis_url": url}), client, timeout)
     except redis.RedisError as exc:
-        typer.echo(f"Redis at {url} does not answer: {exc}", err=True)
+        typer.echo(f"Redis at {redacted(url)} does not answer: {exc}", err=True)
         raise typer.Exit(1) from None
     finally:
         client.close()

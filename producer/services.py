@@ -26,6 +26,7 @@ from worker.errors import SmsqError
 from worker.keys import ApiKey, KeyStore
 from worker.queueing import CeleryPublisher, publishes_directly
 from worker.quotas import Charge, Quotas
+from worker.redis_urls import store_client
 from worker.settings import Settings
 from worker.store import Store
 
@@ -50,8 +51,8 @@ class Services:
 
 
 def build_services(settings: Settings) -> Services:
-    client = redis.Redis.from_url(
-        settings.effective_redis_url,
+    client = store_client(
+        settings,
         decode_responses=True,
         socket_timeout=10,
         socket_connect_timeout=5,

@@ -12,6 +12,7 @@ import redis
 
 from worker.celery_app import create_app
 from worker.metrics import Gauges, breaker_states, read_gauges
+from worker.redis_urls import redacted
 from worker.settings import Settings
 
 
@@ -54,7 +55,7 @@ def gather(settings: Settings, client: redis.Redis, timeout: float = 1.0) -> Rep
     carriers = {name: breakers.get(name, "closed") for name in names}
     carriers.update({name: state for name, state in breakers.items() if name not in carriers})
     return Report(
-        redis_url=settings.effective_redis_url,
+        redis_url=redacted(settings.effective_redis_url),
         gauges=gauges,
         workers=ping_workers(settings, timeout),
         carriers=carriers,

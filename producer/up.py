@@ -19,11 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-import redis
 import typer
 
 from worker.embedded_redis import EmbeddedRedis
 from worker.keys import KeyStore
+from worker.redis_urls import connect, redacted
 from worker.settings import Settings
 
 WORKER_LANES = (("otp", "otp"), ("normal", "normal"), ("bulk", "bulk"), ("dlr", "dlr,carrier-dlr"))
@@ -166,9 +166,13 @@ def up(settings: Settings, concurrency: int) -> int:
         group.start("scheduler", [sys.executable, "-m", "producer", "scheduler"], env)
         api_url = f"http://{settings.api_host}:{settings.api_port}"
         wait_ready(api_url, group)
-        created = KeyStore(redis.Redis.from_url(redis_url, decode_responses=True)).create(
-            f"smsq-up-{int(time.time())}"
+        client = connect(
+            redis_url, sentinel_service=settings.redis_sentinel_service, decode_responses=True
         )
+        try:
+            created = KeyStore(client).create(f"smsq-up-{int(time.time())}")
+        finally:
+            client.close()
         _announce(api_url, redis_url, embedded is not None, created.api_key, created.webhook_secret)
         while not stopping:
             if group.dead():
@@ -187,7 +191,7 @@ def up(settings: Settings, concurrency: int) -> int:
 def _announce(api_url: str, redis_url: str, embedded: bool, api_key: str, secret: str) -> None:
     where = "embedded, AOF under .smsq/redis" if embedded else "SMSQ_REDIS_URL"
     typer.echo(f"smsq is up\n  API       {api_url}   (docs: {api_url}/docs)")
-    typer.echo(f"  Redis     {redis_url}   ({where})")
+    typer.echo(f"  Redis     {redacted(redis_url)}   ({where})")
     typer.echo(f"  API key   {api_key}")
     typer.echo(f"  receipts signed with {secret}")
     typer.echo("Ctrl-C stops everything.")

@@ -27,15 +27,21 @@ BATCH = 1000
 class Redelivery:
     """Callable: put back what was delivered more than `after` seconds ago and never acked."""
 
-    def __init__(self, broker_url: str, after: float) -> None:
+    def __init__(
+        self, broker_url: str, after: float, transport_options: dict[str, Any] | None = None
+    ) -> None:
+        """`transport_options`: what the broker URL needs besides (e.g. Redis Sentinel's
+        `master_name`, from `worker.redis_urls.celery_broker`)."""
         self.broker_url = broker_url
         self.after = after
+        self.transport_options = transport_options or {}
         self._connection: Connection | None = None
 
     def __call__(self) -> int:
         """How many tasks were put back in their queues (0 when the broker is unreachable)."""
         connection = self._connection or Connection(
-            self.broker_url, transport_options={"visibility_timeout": self.after}
+            self.broker_url,
+            transport_options={**self.transport_options, "visibility_timeout": self.after},
         )
         self._connection = connection
         try:

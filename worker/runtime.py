@@ -21,6 +21,7 @@ from worker.celery_app import create_app
 from worker.keys import KeyStore
 from worker.metrics import measured
 from worker.queueing import CeleryPublisher, publishes_directly
+from worker.redis_urls import connect_blocking
 from worker.settings import Settings, get_settings
 from worker.store import Store
 
@@ -46,8 +47,9 @@ class Runtime:
 
 def redis_client(settings: Settings, max_connections: int | None = None) -> redis.Redis:
     """A Redis client whose pool waits for a free connection instead of failing (redis-py 8)."""
-    pool = redis.BlockingConnectionPool.from_url(
+    return connect_blocking(
         settings.effective_redis_url,
+        sentinel_service=settings.redis_sentinel_service,
         max_connections=max_connections or max(64, settings.worker_concurrency * 2),
         timeout=20,
         decode_responses=True,
@@ -55,7 +57,6 @@ def redis_client(settings: Settings, max_connections: int | None = None) -> redi
         socket_connect_timeout=5,
         health_check_interval=25,
     )
-    return redis.Redis(connection_pool=pool)
 
 
 def build_runtime(settings: Settings) -> Runtime:

@@ -26,6 +26,7 @@ from worker.clock import now_ms
 from worker.queueing import INFLIGHT_KEY, SCHEDULE_KEY, CeleryPublisher, publishes_directly
 from worker.reconciler import Reconciler, ReconcilerConfig
 from worker.redelivery import Redelivery
+from worker.redis_urls import broker_for, store_client
 from worker.settings import Settings
 from worker.store import Store
 
@@ -139,9 +140,10 @@ def backlog(client: redis.Redis) -> int:
 
 def build_scheduler(settings: Settings, config: ReconcilerConfig | None = None) -> Scheduler:
     """The scheduler of `smsq scheduler`, with its reconciler, on the configured Redis."""
-    client = redis.Redis.from_url(settings.effective_redis_url)
+    client = store_client(settings)
     publisher = CeleryPublisher(create_app(settings), client, direct=publishes_directly(settings))
-    store = Store(redis.Redis.from_url(settings.effective_redis_url, decode_responses=True))
+    store = Store(store_client(settings, decode_responses=True))
     config = config or ReconcilerConfig.from_settings(settings)
-    redelivery = Redelivery(settings.effective_broker_url, config.unacked_after)
+    broker_url, sentinel_options = broker_for(settings)
+    redelivery = Redelivery(broker_url, config.unacked_after, sentinel_options)
     return Scheduler(client, publisher, Reconciler(store, publisher, config, redelivery=redelivery))

@@ -22,6 +22,8 @@ class Settings(BaseSettings):
 
     redis_url: str | None = None
     broker_url: str | None = None
+    # Sentinel service name for `sentinel://h1:26379;sentinel://h2:26379` URLs (worker.redis_urls).
+    redis_sentinel_service: str = "mymaster"
     data_dir: str = ".smsq"
 
     api_host: str = "127.0.0.1"
@@ -62,8 +64,14 @@ class Settings(BaseSettings):
     dlr_read_timeout: float = 10.0
     # CIDR ranges receipts may go to although they are not public (development, tests).
     dlr_allow_private: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # `dlr-batch` receipts (docs/reliability.md §5): at most this many per POST, and sent
+    # at least this often (milliseconds) while some wait.
+    dlr_batch_max: int = Field(100, ge=1, le=10_000)
+    dlr_batch_window_ms: int = Field(200, ge=1, le=60_000)
 
     worker_concurrency: int = 32
+    # Message ids per send task of a batch (`sms.send_many`, one lane); 1 = a task per message.
+    send_chunk: int = Field(16, ge=1, le=1000)
     # CPU priority of a worker that consumes only the bulk lane (os.nice increment, 0 = off):
     # on a saturated machine the OTP and normal lanes get the CPU first.
     bulk_worker_nice: int = Field(10, ge=0, le=19)

@@ -29,6 +29,7 @@ from tests.servers import serve_app
 from worker.celery_app import create_app as create_celery_app
 from worker.keys import CreatedKey, KeyStore
 from worker.queueing import CeleryPublisher, publishes_directly
+from worker.redis_urls import connect
 from worker.scheduler import Scheduler
 from worker.settings import Settings
 from worker.simulator import SimulatorConfig, create_simulator_app
@@ -117,7 +118,7 @@ def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
 
 @contextmanager
 def run_scheduler(redis_url: str, settings: Settings) -> Iterator[Scheduler]:
-    client = redis.Redis.from_url(redis_url)
+    client = connect(redis_url)  # any URL smsq accepts, Redis Sentinel too
     publisher = CeleryPublisher(
         create_celery_app(settings), client, direct=publishes_directly(settings)
     )
@@ -178,7 +179,7 @@ def running_stack(
         for process in processes:
             stack.callback(stop_process, process)
         stack.enter_context(run_scheduler(redis_url, settings))
-        client = redis.Redis.from_url(redis_url, decode_responses=True)
+        client = connect(redis_url, decode_responses=True)
         stack.callback(client.close)
         key = KeyStore(client).create("tests")
         http = httpx.Client(headers={"authorization": f"Bearer {key.api_key}"}, timeout=10)
