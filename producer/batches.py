@@ -31,8 +31,8 @@ from worker.store import Message, Store
 CHUNK = 1000
 _VARIABLE = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _COMMON = (
-    "from", "dlr", "dlr-level", "dlr-url", "dlr-method", "coding", "priority", "send_at",
-    "validity", "max_segments",
+    "from", "dlr", "dlr-level", "dlr-url", "dlr-method", "dlr-batch", "coding", "priority",
+    "send_at", "validity", "max_segments",
 )  # fmt: skip
 
 
@@ -147,21 +147,26 @@ def ingest(
             result.held += outcome.status == MessageStatus.SCHEDULED and outcome.send_at is not None
             chunk.append(outcome)
             if len(chunk) >= CHUNK:
-                _flush(store, publisher, result, chunk)
+                _flush(store, publisher, result, chunk, settings.send_chunk)
         else:
             result.rejected.append(outcome)
-    _flush(store, publisher, result, chunk)
+    _flush(store, publisher, result, chunk, settings.send_chunk)
     return result
 
 
 def _flush(
-    store: Store, publisher: CeleryPublisher, result: IngestResult, chunk: list[Message]
+    store: Store,
+    publisher: CeleryPublisher,
+    result: IngestResult,
+    chunk: list[Message],
+    per_task: int,
 ) -> None:
+    """Store and queue one chunk; its send tasks carry up to `per_task` ids (`sms.send_many`)."""
     if not chunk:
         return
     ids = [m.id for m in chunk]
     store.redis.rpush(f"{batch_key(result.batch_id)}:ids", *ids)
-    accept_messages(store, publisher, chunk)
+    accept_messages(store, publisher, chunk, chunk=per_task)
     result.accepted.extend(ids)
     chunk.clear()
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
-from worker.contract import SEND_SMS, MessageStatus, Priority
+from worker.contract import SEND_MANY, SEND_SMS, MessageStatus, Priority, Queue
 from worker.queueing import CeleryPublisher, schedule_at
 from worker.store import Message, Store
 
@@ -13,21 +14,55 @@ def lane(message: Message) -> str:
     return Priority(message.priority).queue.value
 
 
-def accept_messages(store: Store, publisher: CeleryPublisher, messages: Sequence[Message]) -> None:
+Job = tuple[str, list[Any], str]  # (task, args, queue)
+
+
+def _scheduled(message: Message) -> int | None:
+    """When a scheduled message is due (ms), None when it is due now."""
+    if message.status == MessageStatus.SCHEDULED and message.send_at is not None:
+        return message.send_at
+    return None
+
+
+def send_jobs(messages: Sequence[Message], chunk: int = 1) -> list[tuple[int | None, Job]]:
+    """The send tasks of `messages` with when each is due (None: now): one `sms.send` per
+    message, or with `chunk` > 1 one `sms.send_many` per up to `chunk` ids of the same lane
+    and due time (a lone id still goes alone, as `sms.send`). The OTP lane is never chunked:
+    a code must not wait behind others."""
+    groups: dict[tuple[str, int | None], list[str]] = {}
+    for message in messages:
+        groups.setdefault((lane(message), _scheduled(message)), []).append(message.id)
+    jobs: list[tuple[int | None, Job]] = []
+    for (queue, due), ids in groups.items():
+        size = 1 if queue == Queue.OTP else max(1, chunk)
+        for start in range(0, len(ids), size):
+            part = ids[start : start + size]
+            task: Job = (SEND_MANY, [part], queue) if len(part) > 1 else (SEND_SMS, part, queue)
+            jobs.append((due, task))
+    return jobs
+
+
+def accept_messages(
+    store: Store, publisher: CeleryPublisher, messages: Sequence[Message], *, chunk: int = 1
+) -> None:
     """Store messages (one pipelined transaction), then publish the due ones in one connection.
 
     With the broker on the same Redis, each message and its task are written in one MULTI/EXEC.
     With another broker, the store is written first, so a crash in between leaves a stored,
     unqueued message for the reconciler, never a queued message nobody can find.
+
+    `chunk` > 1 (batch ingest): messages of one lane and due time travel up to `chunk` ids
+    per task (`sms.send_many`); OTP and single sends keep one id per task (`chunk` 1).
     """
     pipe = store.redis.pipeline(transaction=True)
-    due = []
     for message in messages:
         store.add_create(pipe, message, "accepted")
-        if message.status == MessageStatus.SCHEDULED and message.send_at is not None:
-            schedule_at(pipe, message.send_at, SEND_SMS, [message.id], lane(message))
-        elif not publisher.enqueue_in(pipe, SEND_SMS, [message.id], lane(message)):
-            due.append((SEND_SMS, [message.id], lane(message)))
-    pipe.execute()  # with direct publishing: the message and its task, atomically
-    if due:
-        publisher.publish_many(due)
+    later: list[Job] = []
+    for due, (task, args, queue) in send_jobs(messages, chunk):
+        if due is not None:
+            schedule_at(pipe, due, task, args, queue)
+        elif not publisher.enqueue_in(pipe, task, args, queue):
+            later.append((task, args, queue))
+    pipe.execute()  # with direct publishing: the messages and their tasks, atomically
+    if later:
+        publisher.publish_many(later)

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from celery import Celery
 
-from worker.contract import HANDLE_CARRIER_RECEIPT, POST_RECEIPT, SEND_SMS, Queue
+from worker.contract import HANDLE_CARRIER_RECEIPT, POST_RECEIPT, SEND_MANY, SEND_SMS, Queue
+from worker.redis_urls import broker_for
 from worker.settings import Settings, get_settings
 
 # Every delay longer than this goes through the durable scheduler, never a Celery countdown.
@@ -22,9 +23,10 @@ VISIBILITY_TIMEOUT_SECONDS = 3600
 def create_app(settings: Settings | None = None, *, with_tasks: bool = False) -> Celery:
     """A Celery app for smsq; `with_tasks` imports the task module (workers only)."""
     settings = settings or get_settings()
+    broker_url, sentinel_options = broker_for(settings)  # Redis Sentinel: kombu's own form
     app = Celery(
         "smsq",
-        broker=settings.effective_broker_url,
+        broker=broker_url,
         include=["worker.tasks"] if with_tasks else [],
     )
     transport_options = {
@@ -32,6 +34,7 @@ def create_app(settings: Settings | None = None, *, with_tasks: bool = False) ->
         "socket_keepalive": True,
         "health_check_interval": 25,
         "retry_on_timeout": True,
+        **sentinel_options,
     }
     app.conf.update(
         task_serializer="json",
@@ -54,6 +57,7 @@ def create_app(settings: Settings | None = None, *, with_tasks: bool = False) ->
         task_create_missing_queues=True,
         task_routes={
             SEND_SMS: {"queue": Queue.NORMAL.value},
+            SEND_MANY: {"queue": Queue.NORMAL.value},
             POST_RECEIPT: {"queue": Queue.DLR.value},
             HANDLE_CARRIER_RECEIPT: {"queue": Queue.CARRIER_DLR.value},
         },

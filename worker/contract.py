@@ -12,7 +12,10 @@ CONTRACT_VERSION = 1
 
 # Task names (dotted constants; the producer enqueues by name).
 SEND_SMS = "sms.send"
+# A chunk of message ids of one lane, sent one after another (batch ingest, #9).
+SEND_MANY = "sms.send_many"
 POST_RECEIPT = "sms.dlr.post"
+FLUSH_RECEIPTS = "sms.dlr.flush"  # one POST of `dlr-batch` receipts to one dlr-url
 HANDLE_CARRIER_RECEIPT = "sms.carrier_dlr"
 
 

@@ -283,6 +283,56 @@ return 1
 """
 
 
+# Cheaper sends (#9): the steps of a send that always run together, in one round trip each.
+# They run the scripts above unchanged, as local functions (`KEYS`/`ARGV` passed as arguments).
+def _as_function(name: str, script: str) -> str:
+    return f"local function {name}(KEYS, ARGV)\n{script}\nend\n"
+
+
+# KEYS: msg, events, submit watch, delivery watch. ARGV: now, the `submitting` event, reference
+# modulus, counter TTL, counter key prefix (the key is `{prefix}{to}`, read from the message:
+# smsq runs on one Redis, never a cluster). The start of a send: {'final' | 'expired', message}
+# changes nothing; else queued/scheduled → submitting and the concatenation reference fixed,
+# {'started', message}. Nil for an unknown message.
+BEGIN_SEND = (
+    _FINAL
+    + _as_function("transition", TRANSITION)
+    + _as_function("concat_reference", CONCAT_REFERENCE)
+    + """
+local h = redis.call('HGETALL', KEYS[1])
+if #h == 0 then return false end
+local m = {}
+for i = 1, #h, 2 do m[h[i]] = h[i + 1] end
+if FINAL[m['status']] then return {'final', h} end
+local v = tonumber(m['validity_until'] or '')
+if v and tonumber(ARGV[1]) > v then return {'expired', h} end
+if transition(KEYS, {'submitting', ARGV[2], ARGV[1], 'queued', 'scheduled'}) == 1 then
+  m['status'], m['updated_at'] = 'submitting', ARGV[1]
+end
+m['concat_ref'] = concat_reference({KEYS[1], ARGV[5] .. (m['to'] or '')}, {ARGV[3], ARGV[4]})
+h = {}
+for k, v in pairs(m) do h[#h + 1] = k; h[#h + 1] = tostring(v) end
+return {'started', h}
+"""
+)
+
+# KEYS: msg, segments, events, submit watch, delivery watch, receipt watch, carrier index,
+# parked receipts. ARGV: total, now, seq, carrier id, carrier, `{id}:{seq}`, index TTL.
+# RECORD_ACCEPTED of the last segment, then FINISH_SUBMISSION, atomically; not finished when
+# receipts were parked for the id (the caller applies them first, then finishes).
+# Returns {accepted now, parked receipts} or {accepted now, parked, finish's answer or nil}.
+ACCEPT_AND_FINISH = (
+    _as_function("record_accepted", RECORD_ACCEPTED)
+    + _as_function("finish_submission", FINISH_SUBMISSION)
+    + """
+local r = record_accepted({KEYS[2], KEYS[7], KEYS[8]},
+                          {ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]})
+if #r[2] > 0 then return r end
+return {r[1], r[2], finish_submission(KEYS, {ARGV[1], ARGV[2]})}
+"""
+)
+
+
 @dataclass(frozen=True, slots=True)
 class Scripts:
     """The registered scripts of one Redis client."""
@@ -301,6 +351,8 @@ class Scripts:
     release_receipt: Script
     close_receipt: Script
     replay_receipt: Script
+    begin_send: Script
+    accept_and_finish: Script
 
 
 def load(client: redis.Redis) -> Scripts:
@@ -320,4 +372,6 @@ def load(client: redis.Redis) -> Scripts:
         release_receipt=client.register_script(RELEASE_RECEIPT),
         close_receipt=client.register_script(CLOSE_RECEIPT),
         replay_receipt=client.register_script(REPLAY_RECEIPT),
+        begin_send=client.register_script(BEGIN_SEND),
+        accept_and_finish=client.register_script(ACCEPT_AND_FINISH),
     )

@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import logging
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 from worker.carriers.base import Accepted, Carrier, SegmentSubmission, honours_client_ref
 from worker.clock import now_ms
 from worker.contract import (
-    FINAL_STATUSES,
     POST_RECEIPT,
     SEND_SMS,
     MessageStatus,
@@ -42,7 +42,7 @@ from worker.errors import (
 from worker.inbound import ReceiptIntake
 from worker.otp.content import message_text
 from worker.queueing import Publisher
-from worker.store import Message, Store
+from worker.store import Finished, Message, Store
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,10 @@ RETRY_BASE_SECONDS = 1.0
 RETRY_CAP_SECONDS = 300.0
 MAX_SEND_ATTEMPTS = 12
 REFERENCE_BITS: Literal[8, 16] = 8
+# Waits our own pacing imposed (`worker.carriers.routing`: the shared rate limit, the circuit
+# breaker, the concurrency limit): retried, but they are no carrier failure, so they do not
+# count as send attempts.
+PACING_CODES = frozenset({"rate_limited", "circuit_open", "concurrency_limited"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,28 +97,40 @@ class Sender:
 
     def send(self, message_id: str) -> SendOutcome:
         """Run the submission of `message_id` as far as it can go now."""
-        message = self.store.load(message_id)
-        if message is None:
+        # One round trip: load, queued/scheduled → submitting, the concatenation reference.
+        begun = self.store.begin_send(message_id, REFERENCE_BITS)
+        if begun is None:
             log.warning("send: unknown message", extra={"message_id": message_id})
             return SendOutcome(status="unknown")
-        if message.status in FINAL_STATUSES:
+        message = begun.message
+        if begun.state == "final":
             # A terminal receipt can overtake the end of a submission whose run then died:
             # finishing (once, atomically) still records the outcome and opens its receipt.
             self._finish(message, self._total(message), 0)
             return SendOutcome(status=message.status)
-        if self._is_expired(message):
+        if begun.state == "expired":
             return self._expire(message)
-        self.store.transition(
-            message.id, {MessageStatus.QUEUED, MessageStatus.SCHEDULED}, MessageStatus.SUBMITTING
-        )
         try:
-            encoded = self._encode(message)
+            encoded = self._encode(message, begun.concat_ref or 0)
         except ValidationError as exc:
             return self._fail_unencodable(message, exc)
         return self._submit_segments(message, encoded)
 
-    def _is_expired(self, message: Message) -> bool:
-        return message.validity_until is not None and now_ms() > message.validity_until
+    def send_many(self, message_ids: Sequence[str]) -> list[SendOutcome]:
+        """`send` each message of a chunk (`sms.send_many`), one after another, on its own.
+
+        Each id is claimed segment by segment exactly as alone, so a redelivered chunk skips
+        what was submitted. An id that raises does not stop the others: it is logged and
+        left to the reconciler (it is still on the submit watch list), as a failed `sms.send`.
+        """
+        outcomes = []
+        for message_id in message_ids:
+            try:
+                outcomes.append(self.send(message_id))
+            except Exception:
+                log.exception("send failed", extra={"message_id": message_id})
+                outcomes.append(SendOutcome(status="error"))
+        return outcomes
 
     def _expire(self, message: Message) -> SendOutcome:
         """Drop a message whose validity ran out before any segment was submitted."""
@@ -148,8 +164,7 @@ class Sender:
         """How many segments the submission has (one when the carrier segments the text)."""
         return 1 if self.carrier.submits_whole_text else message.segments
 
-    def _encode(self, message: Message) -> EncodedMessage:
-        reference = self.store.next_concat_reference(message.id, message.to, REFERENCE_BITS)
+    def _encode(self, message: Message, reference: int) -> EncodedMessage:
         encoded = encode_message(
             message_text(message),  # OTP (#7): an OTP code is stored sealed; unsealed only here
             message.coding,
@@ -183,6 +198,7 @@ class Sender:
         resend = honours_client_ref(self.carrier)
         submitted = 0
         unresolved: CarrierError | None = None
+        finished: Finished | None = None
         for segment in segments:
             if not self.store.claim_segment(message.id, segment.seq, resend_unknown=resend):
                 continue
@@ -200,10 +216,15 @@ class Sender:
                 self._unknown(message, segment.seq, exc)
                 unresolved = exc if resend else unresolved
                 continue
-            self._accepted(message, segment.seq, accepted)
+            if segment.seq == total and unresolved is None:  # the end: finish in the same step
+                finished = self._accepted_last(message, segment.seq, total, accepted)
+            else:
+                self._accepted(message, segment.seq, accepted)
             submitted += 1
         if unresolved is not None:
             return self._retry_later(message, unresolved)  # same client reference next time
+        if finished is not None:
+            return self._finished(message, finished, submitted)
         return self._finish(message, total, submitted)
 
     def _submission(
@@ -233,6 +254,19 @@ class Sender:
         _, parked = self.store.accept_segment(message.id, seq, carrier, accepted.carrier_id)
         for receipt in parked:
             ReceiptIntake(self.store, self.publisher).apply_to(message.id, seq, receipt)
+
+    def _accepted_last(
+        self, message: Message, seq: int, total: int, accepted: Accepted
+    ) -> Finished | None:
+        """`_accepted` and `Store.finish` in one atomic step; None (not finished) when receipts
+        were parked for the carrier id: they are applied first and `_finish` follows."""
+        carrier = accepted.carrier or self.carrier.name
+        _, parked, finished = self.store.accept_and_finish(
+            message.id, seq, carrier, accepted.carrier_id, total
+        )
+        for receipt in parked:
+            ReceiptIntake(self.store, self.publisher).apply_to(message.id, seq, receipt)
+        return finished
 
     def _unknown(self, message: Message, seq: int, exc: CarrierUnknownOutcomeError) -> None:
         """Record (and count) a segment that may or may not have reached the carrier."""
@@ -264,10 +298,16 @@ class Sender:
         self.store.set_fields(message.id, {"error_code": code, "error_message": exc.message})
 
     def _retry_later(self, message: Message, exc: CarrierError) -> SendOutcome:
-        attempts = self.store.count_send_attempt(message.id)
-        if attempts >= MAX_SEND_ATTEMPTS:
-            return self._give_up(message, exc)
-        delay = retry_delay(attempts, exc.retry_after)
+        if exc.code in PACING_CODES:
+            # Our own shared limit or breaker said wait: not an attempt the carrier failed, so
+            # not counted against MAX_SEND_ATTEMPTS (validity, if set, still ends it: `send`).
+            attempts = 0
+            delay = retry_delay(1, exc.retry_after)
+        else:
+            attempts = self.store.count_send_attempt(message.id)
+            if attempts >= MAX_SEND_ATTEMPTS:
+                return self._give_up(message, exc)
+            delay = retry_delay(attempts, exc.retry_after)
         self.store.add_event(
             message.id, "retry", attempt=attempts, code=exc.code, delay_ms=int(delay * 1000)
         )
@@ -293,6 +333,10 @@ class Sender:
 
     def _finish(self, message: Message, total: int, submitted: int) -> SendOutcome:
         finished = self.store.finish(message.id, total)  # opens the client receipt, atomically
+        return self._finished(message, finished, submitted)
+
+    def _finished(self, message: Message, finished: Finished, submitted: int) -> SendOutcome:
+        """Queue the client receipt finishing opened; the run's outcome."""
         if finished.outcome is None:
             return SendOutcome(status=MessageStatus.SUBMITTING, submitted=submitted)
         if finished.receipt_level:

@@ -19,6 +19,9 @@ import httpx
 from tests.chaos.counts import ChaosResult
 from tests.chaos.system import ChaosSystem, Layout
 
+# The kill -9 scenarios send as batch ingest does: normal-lane ids in chunks (`sms.send_many`),
+# OTP ids alone (`sms.send`), so both kinds of send task die mid-way.
+BATCH_CHUNK = 16
 LONG = "Your verification code is {i:06d}. It expires in 10 minutes. " * 3  # 2 segments
 
 
@@ -46,7 +49,7 @@ def bodies(
 def kill_worker(system: ChaosSystem, n: int) -> None:
     """SIGKILL a send worker a third of the way in (compose restarts it); one publish in 50
     is lost outright (stored, never queued)."""
-    system.submit(bodies(n, system.receipt_url), lose_every=50)
+    system.submit(bodies(n, system.receipt_url), lose_every=50, per_task=BATCH_CHUNK)
     system.wait_progress(0.3)
     system.send_workers[0].kill()
     system.send_workers[0].start()
@@ -54,7 +57,7 @@ def kill_worker(system: ChaosSystem, n: int) -> None:
 
 def kill_pool_child(system: ChaosSystem, n: int) -> None:
     """SIGKILL a prefork pool child (the OOM killer's way) at 25 % and another at 60 %."""
-    system.submit(bodies(n, system.receipt_url))
+    system.submit(bodies(n, system.receipt_url), per_task=BATCH_CHUNK)
     for share in (0.25, 0.6):
         system.wait_progress(share)
         children = system.send_workers[0].children()

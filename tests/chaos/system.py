@@ -164,9 +164,12 @@ class ChaosSystem:
         return cast(dict[str, Any], httpx.get(f"{self.sim_url}/stats", timeout=30).json())
 
     # -- traffic --------------------------------------------------------------------------------
-    def submit(self, bodies: Sequence[dict[str, Any]], *, lose_every: int = 0) -> None:
+    def submit(
+        self, bodies: Sequence[dict[str, Any]], *, lose_every: int = 0, per_task: int = 1
+    ) -> None:
         """Accept messages as the API does (store + task, one transaction, 500 at a time); with
-        `lose_every` = n, every n-th is stored without its task: a publish lost in a crash."""
+        `lose_every` = n, every n-th is stored without its task: a publish lost in a crash.
+        `per_task` > 1: as batch ingest does, up to `per_task` ids of a lane per task."""
         settings = Settings(redis_url=self.redis_server.url, dlr_allow_private=["127.0.0.0/8"])
         publisher = CeleryPublisher(create_celery_app(settings), self.client, direct=True)
         messages = [build_message(SendRequest.model_validate(b), settings, key_id=self.key_id)[0]
@@ -175,7 +178,9 @@ class ChaosSystem:
         for start in range(0, len(messages), 500):
             chunk = messages[start : start + 500]
             lost = [m for i, m in enumerate(chunk, start) if lose_every and i % lose_every == 0]
-            accept_messages(self.store, publisher, [m for m in chunk if m not in lost])
+            accept_messages(
+                self.store, publisher, [m for m in chunk if m not in lost], chunk=per_task
+            )
             for message in lost:
                 self.store.create(message)
         self.sent += [Sent(m.id, m.segments, _levels(m)) for m in messages]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -13,6 +14,7 @@ from standardwebhooks.webhooks import Webhook
 from producer.submission import accept_messages
 from tests.integration.stack import Stack, running_stack, wait_for
 from worker.celery_app import create_app as create_celery_app
+from worker.contract import SEND_MANY, SEND_SMS
 from worker.queueing import CeleryPublisher
 from worker.settings import Settings
 from worker.simulator import SimulatorConfig
@@ -38,6 +40,16 @@ def stack(redis_server_url: str) -> Iterator[Stack]:
 def batch_status(stack: Stack, batch_id: str) -> dict[str, Any]:
     result: dict[str, Any] = stack.http.get(f"{stack.api_url}/sms/batch/{batch_id}").json()
     return result
+
+
+def send_tasks_run(stack: Stack) -> int:
+    """Send tasks (`sms.send`, `sms.send_many`) the workers ran so far (remote control)."""
+    app = create_celery_app(Settings(redis_url=stack.redis_url))
+    stats = app.control.inspect(timeout=3).stats() or {}
+    return sum(
+        s.get("total", {}).get(SEND_SMS, 0) + s.get("total", {}).get(SEND_MANY, 0)
+        for s in stats.values()
+    )
 
 
 def submitted_at(stack: Stack, message_id: str) -> int:
@@ -96,6 +108,23 @@ class TestBatch:
         refs = stack.sim_stats()["by_client_ref"]
         assert len(ids) == 10
         assert sorted(count for ref, count in refs.items() if ref.split(":")[0] in ids) == [1] * 10
+
+    def test_a_batch_travels_in_chunks_and_each_reference_goes_once(self, stack: Stack) -> None:
+        """200 recipients: at most ceil(200/16) send tasks ran (`sms.send_many`), and the
+        simulator saw each message's reference exactly once."""
+        before = send_tasks_run(stack)
+        body = {"content": "chunked", "recipients": NUMBERS[1900:2000] + NUMBERS[100:200]}
+        reply = stack.http.post(f"{stack.api_url}/sms/batch", json=body).json()
+        assert reply["accepted"] == 200
+        wait_for(lambda: batch_status(stack, reply["id"])["done"], 60, "not done")
+        ids = set(cast(list[str], stack.redis.lrange(f"smsq:batch:{reply['id']}:ids", 0, -1)))
+        refs = stack.sim_stats()["by_client_ref"]
+        assert len(ids) == 200
+        assert {ref: n for ref, n in refs.items() if ref.split(":")[0] in ids} == {
+            f"{message_id}:1": 1 for message_id in ids
+        }
+        ran = send_tasks_run(stack) - before
+        assert 0 < ran <= math.ceil(200 / 16)
 
     def test_batch_callback_gets_progress_and_one_signed_completion(self, stack: Stack) -> None:
         """A batch_callback_url hears progress, then exactly one signed batch.completed."""

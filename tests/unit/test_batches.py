@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import base64
+import math
+from datetime import UTC, datetime, timedelta
+from typing import Any, cast
+
 import fakeredis
+import orjson
 import pytest
 from celery import Celery
 
 from producer.batches import claim_batch, expand, ingest, record_batch, render
 from producer.schemas import BatchRequest
+from producer.submission import accept_messages, send_jobs
+from worker.contract import SEND_MANY, SEND_SMS
 from worker.errors import NotFoundError, ValidationError
-from worker.queueing import CeleryPublisher
+from worker.queueing import SCHEDULE_KEY, CeleryPublisher
 from worker.settings import Settings
-from worker.store import Store
+from worker.store import Message, Store, new_message_id
 
 
 class TestRender:
@@ -86,3 +94,85 @@ class TestIngest:
         batch_id = claim_batch(store, None, "k1", "bulk")
         with pytest.raises(NotFoundError):
             claim_batch(store, batch_id, "k2", "bulk")
+
+
+def queued_tasks(client: fakeredis.FakeRedis, queue: str) -> list[tuple[str, list[Any]]]:
+    """(task name, args) of each task message waiting in `queue` (kombu envelopes)."""
+    tasks = []
+    for raw in client.lrange(queue, 0, -1):
+        envelope = orjson.loads(raw)
+        args, _, _ = orjson.loads(base64.b64decode(envelope["body"]))
+        tasks.append((envelope["headers"]["task"], args))
+    return tasks
+
+
+class TestSendChunks:
+    def ingest_recipients(
+        self, count: int, settings: Settings, **options: Any
+    ) -> tuple[fakeredis.FakeRedis, list[str]]:
+        client = fakeredis.FakeRedis(decode_responses=True)
+        store = Store(client)
+        publisher = CeleryPublisher(Celery("t", broker="memory://"), client, direct=True)
+        numbers = [f"+1415555{n:04d}" for n in range(count)]
+        request = BatchRequest.model_validate({"content": "hi", "recipients": numbers, **options})
+        batch_id = claim_batch(store, None, "k1", "bulk")
+        result = ingest(store, publisher, settings, expand(request), key_id="k1", batch_id=batch_id)
+        assert len(result.accepted) == count
+        return client, result.accepted
+
+    def test_a_batch_is_queued_in_chunks_of_its_lane(self) -> None:
+        """200 recipients: at most ceil(200/16) send tasks, each id in exactly one of them."""
+        client, accepted = self.ingest_recipients(200, Settings())
+        tasks = queued_tasks(client, "bulk")
+        assert len(tasks) <= math.ceil(200 / 16)
+        assert {name for name, _ in tasks} == {SEND_MANY}
+        ids = [i for _, (chunk,) in tasks for i in chunk]
+        assert sorted(ids) == sorted(accepted)
+        assert max(len(chunk) for _, (chunk,) in tasks) == 16
+
+    def test_a_chunk_of_one_is_a_plain_send(self) -> None:
+        """SMSQ_SEND_CHUNK=1 (or a lone message) keeps one `sms.send` per id."""
+        client, accepted = self.ingest_recipients(3, Settings(send_chunk=1))
+        assert sorted(queued_tasks(client, "bulk")) == sorted((SEND_SMS, [i]) for i in accepted)
+
+    def test_a_scheduled_batch_is_scheduled_in_chunks(self) -> None:
+        """A batch sent later: its due jobs are chunked the same way, nothing queued yet."""
+        send_at = datetime.now(UTC) + timedelta(hours=1)
+        client, accepted = self.ingest_recipients(40, Settings(), send_at=send_at.isoformat())
+        assert queued_tasks(client, "bulk") == []
+        members = cast(list[str], client.zrange(SCHEDULE_KEY, 0, -1))
+        jobs = [orjson.loads(m.partition("|")[2]) for m in members]
+        assert sorted((j["task"], len(j["args"][0]), j["queue"]) for j in jobs) == [
+            (SEND_MANY, 8, "bulk"), (SEND_MANY, 16, "bulk"), (SEND_MANY, 16, "bulk"),
+        ]  # fmt: skip
+        assert sorted(i for j in jobs for i in j["args"][0]) == sorted(accepted)
+
+
+def test_a_single_send_stays_one_task() -> None:
+    """Single sends (and OTPs) keep one id per `sms.send`, for latency."""
+    client = fakeredis.FakeRedis(decode_responses=True)
+    store = Store(client)
+    publisher = CeleryPublisher(Celery("t", broker="memory://"), client, direct=True)
+    message = Message(id=new_message_id(), to="+14155552671", sender="smsq", content="x")
+    accept_messages(store, publisher, [message])
+    assert queued_tasks(client, "normal") == [(SEND_SMS, [message.id])]
+
+
+def test_chunks_keep_to_one_lane_and_never_hold_an_otp() -> None:
+    """Ids are chunked per lane; the OTP lane keeps one id per task whatever the chunk."""
+    lanes = ["bulk", "otp", "normal"] * 5
+    messages = [
+        Message(id=f"m{i}", to="+14155552671", sender="smsq", content="x", priority=lane)
+        for i, lane in enumerate(lanes)
+    ]
+    jobs = [job for _, job in send_jobs(messages, chunk=4)]
+    by_queue = sorted((queue, task, len(args[0]) if task == SEND_MANY else 1)
+                      for task, args, queue in jobs)  # fmt: skip
+    assert by_queue == [
+        ("bulk", SEND_SMS, 1), ("bulk", SEND_MANY, 4),
+        ("normal", SEND_SMS, 1), ("normal", SEND_MANY, 4),
+        *[("otp", SEND_SMS, 1)] * 5,
+    ]  # fmt: skip
+    for task, args, queue in jobs:
+        ids = args[0] if task == SEND_MANY else args
+        assert {lanes[int(i[1:])] for i in ids} == {queue}
