@@ -16,8 +16,6 @@ from datetime import datetime
 from types import TracebackType
 from typing import Any
 
-import redis
-
 from producer.batches import CANCELLABLE, IngestResult, claim_batch, ingest, record_batch
 from producer.body import parse_model
 from producer.otp import (
@@ -36,6 +34,7 @@ from worker.contract import MessageStatus
 from worker.keys import KeyStore
 from worker.otp.challenges import Verdict
 from worker.queueing import CeleryPublisher, publishes_directly
+from worker.redis_urls import store_client
 from worker.settings import Settings, get_settings
 from worker.store import Store
 
@@ -58,8 +57,8 @@ class Producer:
             settings = settings.model_copy(update={"redis_url": redis_url})
         self.settings = settings
         self.key_id = key_id
-        self.redis = redis.Redis.from_url(
-            settings.effective_redis_url,
+        self.redis = store_client(
+            settings,
             decode_responses=True,
             socket_timeout=10,
             socket_connect_timeout=5,
@@ -173,5 +172,6 @@ def _api_body(values: dict[str, Any]) -> dict[str, Any]:
         "dlr_level": "dlr-level",
         "dlr_url": "dlr-url",
         "dlr_method": "dlr-method",
+        "dlr_batch": "dlr-batch",
     }
     return {renames.get(k, k): v for k, v in values.items() if v is not None}

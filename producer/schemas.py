@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 MAX_CONTENT_CHARS = 255 * 160  # the longest text 255 GSM-7 segments could ever carry, roughly
 
@@ -25,6 +25,11 @@ class SendRequest(BaseModel):
     )
     dlr_url: str | None = Field(None, alias="dlr-url", description="Where receipts go")
     dlr_method: Literal["GET", "POST"] = Field("POST", alias="dlr-method")
+    dlr_batch: bool = Field(
+        False,
+        alias="dlr-batch",
+        description="Deliver receipts together with others to the same dlr-url (POST only)",
+    )
     coding: str | int = Field("auto", description="auto, GSM7, UCS2, UTF-8, 0 or 8")
     priority: Literal["otp", "normal", "bulk"] = "normal"
     send_at: str | None = Field(None, description="ISO 8601; send later (durable)")
@@ -33,6 +38,18 @@ class SendRequest(BaseModel):
     )
     max_segments: int | None = Field(None, ge=1, le=255)
     client_ref: str | None = Field(None, max_length=64, description="Echoed in every receipt")
+
+    @field_validator("dlr_batch")
+    @classmethod
+    def _batch_needs_a_body(cls, value: bool, info: ValidationInfo) -> bool:
+        return check_dlr_batch(value, info)
+
+
+def check_dlr_batch(value: bool, info: ValidationInfo) -> bool:
+    """`dlr-batch` sends receipts as one JSON body: it cannot go with `dlr-method` GET."""
+    if value and info.data.get("dlr_method") == "GET":
+        raise ValueError("dlr-batch needs dlr-method POST: a batch of receipts is a JSON body")
+    return value
 
 
 MAX_BATCH = 100_000
@@ -73,6 +90,7 @@ class BatchRequest(BaseModel):
     dlr_level: Literal[1, 2, 3] = Field(1, alias="dlr-level")
     dlr_url: str | None = Field(None, alias="dlr-url")
     dlr_method: Literal["GET", "POST"] = Field("POST", alias="dlr-method")
+    dlr_batch: bool = Field(False, alias="dlr-batch")
     coding: str | int = "auto"
     priority: Literal["otp", "normal", "bulk"] = "bulk"
     send_at: str | None = None
@@ -84,6 +102,11 @@ class BatchRequest(BaseModel):
     quiet_hours: QuietHoursWindow | None = Field(
         None, description="Hold messages while it is within this window at the recipient's end"
     )
+
+    @field_validator("dlr_batch")
+    @classmethod
+    def _batch_needs_a_body(cls, value: bool, info: ValidationInfo) -> bool:
+        return check_dlr_batch(value, info)
 
     @model_validator(mode="after")
     def _one_shape(self) -> BatchRequest:

@@ -125,6 +125,7 @@ def build_message(
         dlr_level=body.dlr_level,
         dlr_url=dlr_url,
         dlr_method=body.dlr_method,
+        dlr_batch=body.dlr_batch,
         client_ref=body.client_ref or "",
         key_id=key_id,
         encoding=summary.encoding,

@@ -5,6 +5,7 @@
   (`segments.total` → `segments_total`, `error.code` → `error_code`); `None` values are left
   out (an absent parameter means null, so an empty string keeps meaning an empty string);
   booleans are `true`/`false` as in the JSON.
+- A batch (`send_batch`, `dlr-batch`) is one POST of `{"receipts": [payload, ...]}`.
 - Both are signed per Standard Webhooks (`worker.webhooks`; for GET the signed "body" is the
   exact query string sent).
 - At most `max_response_bytes` of the answer are read (and then dropped: response bodies are
@@ -181,6 +182,22 @@ class CallbackSender:
         finally:
             response.close()
         return classify(response)
+
+    def send_batch(
+        self,
+        url: str,
+        receipts: Sequence[Mapping[str, object]],
+        *,
+        webhook_id: str,
+        secrets: Sequence[str],
+        timestamp: int | None = None,
+    ) -> int:
+        """Deliver several receipts in one POST, body `{"receipts": [...]}` (`dlr-batch`),
+        signed as a whole under the batch's own `webhook_id`; like `send` otherwise."""
+        body = {"receipts": list(receipts)}
+        return self.send(
+            url, "POST", body, event_id=webhook_id, secrets=secrets, timestamp=timestamp
+        )
 
     def _build_request(
         self, url: str, method: Literal["GET", "POST"], payload: Mapping[str, object]

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import random
 from dataclasses import dataclass
-from typing import Any, Literal, cast
+from typing import Any, Literal, Protocol, cast
 
 from worker.callbacks import CallbackSender
 from worker.clock import iso_ms, now_ms
@@ -126,8 +126,19 @@ class ReceiptOutcome:
     retry_in: float | None = None
 
 
+class BatchRouter(Protocol):
+    """Takes a receipt into a batch (`worker.receipt_batches`) when its message asked for one."""
+
+    def enqueue(self, message_id: str, level: int) -> bool: ...
+
+
 class ReceiptDeliverer:
-    """Delivers receipts; one per worker process."""
+    """Delivers receipts; one per worker process.
+
+    With a `batches` router, a receipt whose message asked for `dlr-batch` is handed to it
+    instead of being sent alone: every way a receipt comes here (opened, a level 2 released,
+    a retry, the reconciler, a replay) therefore goes back into the batch path.
+    """
 
     def __init__(
         self,
@@ -137,14 +148,18 @@ class ReceiptDeliverer:
         publisher: Publisher,
         *,
         lease_ms: int = 30_000,
+        batches: BatchRouter | None = None,
     ) -> None:
         self.store = store
         self.keys = keys
         self.sender = sender
         self.publisher = publisher
         self.lease_ms = lease_ms
+        self.batches = batches
 
     def deliver(self, message_id: str, level: int) -> ReceiptOutcome:
+        if self.batches is not None and self.batches.enqueue(message_id, level):
+            return ReceiptOutcome("batched")  # the batch's flush claims and sends it
         seq = self.store.claim_receipt(message_id, level, self.lease_ms)
         if seq == -1:
             return ReceiptOutcome("parked")  # level 1 is not done yet; it will release us
@@ -158,25 +173,33 @@ class ReceiptDeliverer:
         secrets = self.keys.signing_secrets(fields.get("key_id", ""))
         started = now_ms()
         if not secrets:  # the key was deleted: we never send unsigned receipts
-            self._record(message_id, level, attempt, started, None, "unsigned_refused")
-            return self._dead(message_id, level, None)
+            self.record(message_id, level, attempt, started, None, "unsigned_refused")
+            return self.dead(message_id, level, None)
         try:
             status_code = self.sender.send(
                 fields["dlr_url"], method, payload, event_id=payload["event_id"], secrets=secrets
             )
         except WebhookGoneError as exc:
-            self._record(message_id, level, attempt, started, exc.status_code, "gone")
-            return self._close(message_id, level, "gone", exc.status_code)
+            self.record(message_id, level, attempt, started, exc.status_code, "gone")
+            return self.close(message_id, level, "gone", exc.status_code)
         except WebhookError as exc:
-            self._record(message_id, level, attempt, started, exc.status_code, type(exc).__name__)
-            return self._retry_or_die(message_id, level, attempt, fields, exc)
-        outcome = self._close(message_id, level, "sent", status_code)  # first: it is done
-        self._record(message_id, level, attempt, started, status_code, "sent")
+            self.record(message_id, level, attempt, started, exc.status_code, type(exc).__name__)
+            return self.retry_or_die(message_id, level, attempt, fields, exc)
+        outcome = self.close(message_id, level, "sent", status_code)  # first: it is done
+        self.record(message_id, level, attempt, started, status_code, "sent")
         return outcome
 
-    def _record(
-        self, message_id: str, level: int, attempt: int, started: int, code: int | None, result: str
+    def record(
+        self,
+        message_id: str,
+        level: int,
+        attempt: int,
+        started: int,
+        code: int | None,
+        result: str,
+        **detail: Any,
     ) -> None:
+        """One attempt in the message's events (`GET /sms/{id}` history)."""
         self.store.add_event(
             message_id,
             f"receipt_{result}",
@@ -184,23 +207,29 @@ class ReceiptDeliverer:
             attempt=attempt,
             status_code=code,
             ms=now_ms() - started,
+            **detail,
         )
 
-    def _dead(self, message_id: str, level: int, code: int | None) -> ReceiptOutcome:
+    def dead(self, message_id: str, level: int, code: int | None) -> ReceiptOutcome:
+        """Give up on a claimed receipt: dead-lettered (replayable), counted, closed."""
         self.store.redis.zadd(DEAD_LETTER_KEY, {f"{message_id}:{level}": now_ms()})
         self.store.count("receipt_dead")
         self.store.add_event(message_id, "receipt_dead", level=level)
         log.warning("receipt dead-lettered", extra={"message_id": message_id, "level": level})
-        return self._close(message_id, level, "dead", code)
+        return self.close(message_id, level, "dead", code)
 
-    def _close(self, message_id: str, level: int, outcome: str, code: int | None) -> ReceiptOutcome:
+    def close(self, message_id: str, level: int, outcome: str, code: int | None) -> ReceiptOutcome:
+        """Mark a claimed receipt done; a level 2 it releases is published (and so batched
+        again when its message asked for `dlr-batch`)."""
         if self.store.close_receipt(message_id, level, outcome):
             self.publisher.publish(POST_RECEIPT, [message_id, 2], Queue.DLR)
         return ReceiptOutcome(outcome, status_code=code)
 
-    def _retry_or_die(
+    def retry_or_die(
         self, message_id: str, level: int, attempt: int, fields: dict[str, str], exc: WebhookError
     ) -> ReceiptOutcome:
+        """After a failed attempt: release the receipt and schedule its next attempt durably
+        (`RETRY_SCHEDULE_SECONDS`, never before `Retry-After`), or dead-letter it."""
         first = _int(fields.get(f"rcpt:{level}:first_attempt_at"))
         if first is None:
             first = now_ms()
@@ -208,7 +237,7 @@ class ReceiptDeliverer:
         # Attempts before a replay do not count against the fresh schedule a replay starts.
         index = attempt - int(fields.get(f"rcpt:{level}:base") or 0) - 1
         if index >= len(RETRY_SCHEDULE_SECONDS) or now_ms() - first > GIVE_UP_AFTER_MS:
-            return self._dead(message_id, level, exc.status_code)
+            return self.dead(message_id, level, exc.status_code)
         delay = RETRY_SCHEDULE_SECONDS[index] * random.uniform(0.8, 1.2)
         delay = max(delay, exc.retry_after or 0.0)
         self.store.release_receipt(message_id, level, now_ms() + int(delay * 1000))

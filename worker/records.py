@@ -23,6 +23,7 @@ class Message:
     dlr_level: int = 1
     dlr_url: str = ""
     dlr_method: str = "POST"
+    dlr_batch: bool = False  # receipts go out together with others to the same URL
     client_ref: str = ""
     key_id: str = ""
     encoding: str = ""
@@ -50,6 +51,7 @@ class Message:
             "dlr_level": str(self.dlr_level),
             "dlr_url": self.dlr_url,
             "dlr_method": self.dlr_method,
+            "dlr_batch": "1" if self.dlr_batch else "0",
             "client_ref": self.client_ref,
             "key_id": self.key_id,
             "encoding": self.encoding,
@@ -78,6 +80,7 @@ class Message:
             "id", "to", "from", "content", "coding", "priority", "dlr", "dlr_level", "dlr_url",
             "dlr_method", "client_ref", "key_id", "encoding", "segments", "characters", "status",
             "created_at", "send_at", "validity_until", "max_segments", "batch_id", "otp",
+            "dlr_batch",
         }  # fmt: skip
         return cls(
             id=data["id"],
@@ -90,6 +93,7 @@ class Message:
             dlr_level=int(data.get("dlr_level") or 1),
             dlr_url=data.get("dlr_url", ""),
             dlr_method=data.get("dlr_method", "POST"),
+            dlr_batch=data.get("dlr_batch") == "1",
             client_ref=data.get("client_ref", ""),
             key_id=data.get("key_id", ""),
             encoding=data.get("encoding", ""),

@@ -23,8 +23,8 @@ same scripts keep the watch lists the reconciler (`worker.reconciler`) works fro
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
-from typing import Any, cast
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple, cast
 
 import orjson
 import redis
@@ -142,6 +142,26 @@ class Store:
                 args=[1 << bits, CONCAT_COUNTER_TTL_SECONDS],
             )
         )
+
+    def begin_send(self, message_id: str, bits: int) -> Begun | None:
+        """The start of a send in one round trip (#9): load the message and, unless it is final
+        or its validity ran out (`Begun.state` says so; nothing changed), move it from queued or
+        scheduled to submitting and fix its concatenation reference (`next_concat_reference`).
+        None for an unknown message."""
+        now = now_ms()
+        found = self._scripts.begin_send(
+            keys=_transition_keys(message_id),
+            args=[
+                now, _event("submitting"), 1 << bits, CONCAT_COUNTER_TTL_SECONDS,
+                f"{PREFIX}concat:",
+            ],
+        )  # fmt: skip
+        if not found:
+            return None
+        state, flat = found
+        data = dict(zip(flat[::2], flat[1::2], strict=True))
+        reference = data.get("concat_ref")
+        return Begun(str(state), Message.from_hash(data), int(reference) if reference else None)
 
     def count_send_attempt(self, message_id: str) -> int:
         """Count one more transient submission failure; returns the count."""
@@ -274,9 +294,81 @@ class Store:
         outcome, level = result
         return Finished(str(outcome), int(level))
 
+    def accept_and_finish(
+        self, message_id: str, seq: int, carrier: str, carrier_id: str, total: int
+    ) -> tuple[bool, list[dict[str, str]], Finished | None]:
+        """`accept_segment` of the last segment and then `finish`, in one atomic step (#9).
+
+        When receipts were parked for the carrier id, nothing is finished (None): the caller
+        applies them, then finishes, as after `accept_segment`.
+        """
+        answer = self._scripts.accept_and_finish(
+            keys=[
+                message_key(message_id), segments_key(message_id), events_key(message_id),
+                SUBMIT_WATCH_KEY, DELIVERY_WATCH_KEY, RECEIPT_WATCH_KEY,
+                carrier_index_key(carrier, carrier_id), parked_receipts_key(carrier, carrier_id),
+            ],
+            args=[
+                total, now_ms(), seq, carrier_id, carrier, f"{message_id}:{seq}",
+                CARRIER_INDEX_TTL_SECONDS,
+            ],
+        )  # fmt: skip
+        changed, parked = answer[0], [orjson.loads(item) for item in answer[1]]
+        if parked or len(answer) < 3:
+            return bool(changed), parked, None
+        result = answer[2]
+        finished = Finished(str(result[0]), int(result[1])) if result else Finished(None)
+        return bool(changed), parked, finished
+
     def segment_for_carrier_id(self, carrier: str, carrier_id: str) -> tuple[str, int] | None:
         value = cast(str | None, self.redis.get(carrier_index_key(carrier, carrier_id)))
         return _segment_ref(value) if value else None
+
+    # Batched carrier receipts (#9): one round trip for many (a single one is sent alone).
+    def segments_for_carrier_ids(
+        self, carrier: str, carrier_ids: Sequence[str]
+    ) -> list[tuple[str, int] | None]:
+        """`segment_for_carrier_id` of each id, in one MGET."""
+        keys = [carrier_index_key(carrier, carrier_id) for carrier_id in carrier_ids]
+        values = cast(list[str | None], self.redis.mget(keys)) if keys else []
+        return [_segment_ref(value) if value else None for value in values]
+
+    def park_receipts(
+        self, carrier: str, receipts: Sequence[tuple[str, Mapping[str, str | None]]]
+    ) -> list[tuple[str, int] | None]:
+        """`park_receipt` of each (carrier id, receipt), in order, in one pipeline."""
+        if len(receipts) == 1:  # a pipeline of scripts first asks SCRIPT EXISTS
+            return [self.park_receipt(carrier, *receipts[0])]
+        pipe = self.redis.pipeline(transaction=False)
+        for cid, receipt in receipts:
+            self._scripts.park_receipt(
+                keys=[carrier_index_key(carrier, cid), parked_receipts_key(carrier, cid)],
+                args=[orjson.dumps(dict(receipt)), CARRIER_INDEX_TTL_SECONDS],
+                client=pipe,
+            )
+        return [_segment_ref(found) if found else None for found in pipe.execute()]
+
+    def apply_receipts(
+        self, receipts: Sequence[tuple[str, int, str, str | None, str | None]]
+    ) -> list[AggregateResult]:
+        """`apply_receipt` of each (message id, seq, status, error code, error message), in
+        order (as if one after another), in one pipeline."""
+        if len(receipts) == 1:  # a pipeline of scripts first asks SCRIPT EXISTS
+            return [self.apply_receipt(*receipts[0])]
+        pipe = self.redis.pipeline(transaction=False)
+        for message_id, seq, status, error_code, error_message in receipts:
+            self._scripts.apply_receipt(
+                keys=[
+                    message_key(message_id), segments_key(message_id), events_key(message_id),
+                    DELIVERY_WATCH_KEY, RECEIPT_WATCH_KEY,
+                ],
+                args=[seq, status, error_code or "", error_message or "", now_ms()],
+                client=pipe,
+            )  # fmt: skip
+        return [
+            AggregateResult(bool(changed), str(status), bool(final), int(level))
+            for changed, status, final, level in pipe.execute()
+        ]
 
     def apply_receipt(
         self,
@@ -349,6 +441,44 @@ class Store:
     def receipt_attempt(self, message_id: str, level: int) -> int:
         """Count one more delivery attempt of the level's receipt; returns the count."""
         return int(self.redis.hincrby(message_key(message_id), f"rcpt:{level}:attempts", 1))
+
+    # Receipts in batches (`dlr-batch`, worker.receipt_batches): one round trip for many.
+    def claim_receipts(self, refs: Sequence[tuple[str, int]], lease_ms: int) -> list[int]:
+        """`claim_receipt` of each `(message id, level)`, pipelined; the seqs in order."""
+        pipe = self.redis.pipeline(transaction=False)
+        for message_id, level in refs:
+            self._scripts.claim_receipt(
+                keys=[message_key(message_id), RECEIPT_WATCH_KEY],
+                args=[level, now_ms(), lease_ms],
+                client=pipe,
+            )
+        return [int(seq) for seq in pipe.execute()]
+
+    def close_receipts(self, refs: Sequence[tuple[str, int]], outcome: str) -> list[bool]:
+        """`close_receipt` of each `(message id, level)`, pipelined; which released a level 2."""
+        pipe = self.redis.pipeline(transaction=False)
+        for message_id, level in refs:
+            self._scripts.close_receipt(
+                keys=[message_key(message_id), RECEIPT_WATCH_KEY],
+                args=[level, outcome, now_ms()],
+                client=pipe,
+            )
+        return [bool(released) for released in pipe.execute()]
+
+    def add_events(self, events: Sequence[tuple[str, str, Mapping[str, Any]]]) -> None:
+        """`add_event` of each `(message id, event, detail)`, pipelined."""
+        pipe = self.redis.pipeline(transaction=False)
+        for message_id, event, detail in events:
+            pipe.rpush(events_key(message_id), _event(event, **detail))
+        pipe.execute()
+
+
+class Begun(NamedTuple):
+    """The start of a send (`Store.begin_send`): `state` is `started`, `final` or `expired`."""
+
+    state: str
+    message: Message
+    concat_ref: int | None
 
 
 def _segment_ref(value: str) -> tuple[str, int]:

@@ -13,14 +13,22 @@ import redis
 from celery import Task
 from celery.exceptions import Reject
 
+from worker import metrics
 from worker.carriers.base import Carrier, InboundRequest
 from worker.carriers.registry import carrier_for_name
 from worker.celery_app import MAX_COUNTDOWN_SECONDS, create_app
-from worker.contract import HANDLE_CARRIER_RECEIPT, POST_RECEIPT, SEND_SMS
+from worker.contract import (
+    FLUSH_RECEIPTS,
+    HANDLE_CARRIER_RECEIPT,
+    POST_RECEIPT,
+    SEND_MANY,
+    SEND_SMS,
+)
 from worker.inbound import ReceiptIntake
 from worker.inbound import done as inbox_done
 from worker.otp.resend import RESEND_OTP, Resender
-from worker.receipts import ReceiptDeliverer, lease_ms
+from worker.receipt_batches import BatchFlusher, batching_deliverer
+from worker.receipts import ReceiptDeliverer
 from worker.runtime import runtime
 from worker.sending import Sender
 from worker.signals import configure_logging as _connects_signals  # noqa: F401 - logs, metrics
@@ -41,14 +49,35 @@ def send_sms(message_id: str) -> str:
     return sender.send(message_id).status
 
 
+@app.task(name=SEND_MANY)
+def send_many(message_ids: list[str]) -> str:
+    """`send_sms` for each id of a chunk of one lane (batch ingest); one failing id does not
+    stop the others. Returns how many ended in each state, e.g. `accepted=15 submitting=1`."""
+    rt = runtime()
+    sender = Sender(rt.store, rt.carrier, rt.publisher, rt.settings.effective_public_url)
+    tally: dict[str, int] = {}
+    lane = metrics.current_lane.get()
+    for outcome in sender.send_many([str(message_id) for message_id in message_ids]):
+        tally[outcome.status] = tally.get(outcome.status, 0) + 1
+        metrics.MESSAGES.labels(outcome.status, lane, rt.carrier.name).inc()
+    return " ".join(f"{status}={count}" for status, count in sorted(tally.items()))
+
+
 @app.task(name=POST_RECEIPT)
 def post_receipt(message_id: str, level: int) -> str:
     """Deliver the level's receipt to the client's `dlr-url` (retries are scheduled durably)."""
+    return _receipts()[0].deliver(message_id, int(level)).result
+
+
+@app.task(name=FLUSH_RECEIPTS)
+def flush_receipts(group: str) -> str:
+    """Send the `dlr-batch` receipts waiting for one dlr-url together (worker.receipt_batches)."""
+    return _receipts()[1].flush(group)
+
+
+def _receipts() -> tuple[ReceiptDeliverer, BatchFlusher]:
     rt = runtime()
-    deliverer = ReceiptDeliverer(
-        rt.store, rt.keys, rt.callbacks, rt.publisher, lease_ms=lease_ms(rt.settings)
-    )
-    return deliverer.deliver(message_id, int(level)).result
+    return batching_deliverer(rt.store, rt.keys, rt.callbacks, rt.publisher, rt.settings)
 
 
 @app.task(name=HANDLE_CARRIER_RECEIPT, bind=True, max_retries=UNKNOWN_RECEIPT_RETRIES)
