@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import orjson
 import redis
@@ -63,8 +63,22 @@ class InboundOutcome:
     invalid: bool = False
 
 
+@runtime_checkable
+class BatchPublisher(Protocol):
+    """A publisher that can publish several jobs in one round trip (`CeleryPublisher`)."""
+
+    def publish_many(self, jobs: Sequence[tuple[str, Sequence[Any], str]]) -> None: ...
+
+
 class ReceiptIntake:
-    """Applies carrier receipts to the store."""
+    """Applies carrier receipts to the store.
+
+    A request with many receipts (carriers that batch them) costs a fixed number of round
+    trips, not some per receipt: one MGET finds every carrier id, one pipeline of the
+    `apply_receipt` script applies the known ones (in order, as if one after another), one
+    publishes the client receipts they opened; unknown ids add one pipeline to park them and
+    one to record those still unknown.
+    """
 
     def __init__(self, store: Store, publisher: Publisher) -> None:
         self.store = store
@@ -81,59 +95,101 @@ class ReceiptIntake:
         try:
             receipts = carrier.parse_receipts(request)
         except ValidationError as exc:
-            self._record_unknown(carrier.name, "invalid", exc.message)
+            self._record_unknown(carrier.name, [("invalid", exc.message)])
             return InboundOutcome(invalid=True)
-        applied = unchanged = unknown = 0
-        for receipt in receipts:
-            result = self.apply(carrier.name, receipt, record_unknown=record_unknown)
-            if result is None:
-                unknown += 1
-            elif result:
-                applied += 1
-            else:
-                unchanged += 1
-        return InboundOutcome(applied, unchanged, unknown)
+        results = self.apply_all(carrier.name, receipts, record_unknown=record_unknown)
+        applied = sum(1 for result in results if result)
+        unknown = sum(1 for result in results if result is None)
+        return InboundOutcome(applied, len(results) - applied - unknown, unknown)
 
     def apply(
         self, carrier_name: str, receipt: CarrierReceipt, *, record_unknown: bool = True
     ) -> bool | None:
-        """Apply one receipt: True if it changed a segment, False if not, None if unknown.
+        """Apply one receipt: True if it changed a segment, False if not, None if unknown."""
+        return self.apply_all(carrier_name, [receipt], record_unknown=record_unknown)[0]
+
+    def apply_all(
+        self, carrier_name: str, receipts: Sequence[CarrierReceipt], *, record_unknown: bool = True
+    ) -> list[bool | None]:
+        """Apply receipts in order; for each, True if it changed a segment, False if not, None
+        if its carrier id is unknown.
 
         With `record_unknown`, a receipt for an id we do not know is also parked: the id may
         still be stored (a run that died after the carrier took the segment is resent with the
         same client reference, and the carrier answers with the same id); it is applied then.
         """
-        found = self.store.segment_for_carrier_id(carrier_name, receipt.carrier_id)
-        if found is None and record_unknown:
-            found = self.store.park_receipt(carrier_name, receipt.carrier_id, parked(receipt))
-            if found is None:
-                self._record_unknown(carrier_name, receipt.carrier_id, receipt.status)
-        if found is None:
-            return None
-        return self.apply_to(found[0], found[1], parked(receipt))
+        if not receipts:
+            return []
+        fields = [parked(receipt) for receipt in receipts]
+        ids = [receipt.carrier_id for receipt in receipts]
+        found = self.store.segments_for_carrier_ids(carrier_name, ids)
+        missing = [i for i, segment in enumerate(found) if segment is None]
+        if missing and record_unknown:
+            again = self.store.park_receipts(carrier_name, [(ids[i], fields[i]) for i in missing])
+            for i, segment in zip(missing, again, strict=True):
+                found[i] = segment
+            self._record_unknown(
+                carrier_name,
+                [(ids[i], str(receipts[i].status)) for i in missing if found[i] is None],
+            )
+        known = [(i, segment) for i, segment in enumerate(found) if segment is not None]
+        changed = self.apply_many([(m, seq, fields[i]) for i, (m, seq) in known])
+        results: list[bool | None] = [None] * len(receipts)
+        for (i, _), result in zip(known, changed, strict=True):
+            results[i] = result
+        return results
 
     def apply_to(self, message_id: str, seq: int, receipt: Mapping[str, str | None]) -> bool:
         """Apply a receipt (`parked` fields) to a known segment; True if it changed it."""
-        result = self.store.apply_receipt(
-            message_id,
-            seq,
-            receipt["status"] or "",
-            receipt.get("error_code"),
-            receipt.get("error_message"),
-        )
+        return self.apply_many([(message_id, seq, receipt)])[0]
+
+    def apply_many(
+        self, receipts: Sequence[tuple[str, int, Mapping[str, str | None]]]
+    ) -> list[bool]:
+        """Apply receipts (`parked` fields) to known segments, in order; True for each that
+        changed its segment."""
+        if not receipts:
+            return []
+        results = self.store.apply_receipts(
+            [
+                (message_id, seq, receipt["status"] or "", receipt.get("error_code"),
+                 receipt.get("error_message"))
+                for message_id, seq, receipt in receipts
+            ]
+        )  # fmt: skip
         # The store opened the level-2 receipt in the same atomic step that made the message
         # final, so a crash here loses nothing: the reconciler republishes an open receipt.
-        if result.receipt_level:
-            self.publisher.publish(POST_RECEIPT, [message_id, result.receipt_level], Queue.DLR)
-        return result.segment_changed
+        jobs: list[tuple[str, Sequence[Any], str]] = [
+            (POST_RECEIPT, [message_id, result.receipt_level], Queue.DLR)
+            for (message_id, _, _), result in zip(receipts, results, strict=True)
+            if result.receipt_level
+        ]
+        self._publish(jobs)
+        return [result.segment_changed for result in results]
 
-    def _record_unknown(self, carrier_name: str, carrier_id: str, detail: str) -> None:
-        entry = f"{now_ms()} {carrier_name} {carrier_id} {detail}"
+    def _publish(self, jobs: Sequence[tuple[str, Sequence[Any], str]]) -> None:
+        if len(jobs) > 1 and isinstance(self.publisher, BatchPublisher):
+            self.publisher.publish_many(jobs)
+            return
+        for task, args, queue in jobs:
+            self.publisher.publish(task, args, queue)
+
+    def _record_unknown(self, carrier_name: str, entries: Sequence[tuple[str, str]]) -> None:
+        """Record (carrier id, detail) pairs we could not apply, newest first, in one pipeline."""
+        if not entries:
+            return
+        at = now_ms()
         pipe = self.store.redis.pipeline(transaction=False)
-        pipe.lpush(UNKNOWN_RECEIPTS_KEY, entry)
+        pipe.lpush(
+            UNKNOWN_RECEIPTS_KEY,
+            *[f"{at} {carrier_name} {carrier_id} {detail}" for carrier_id, detail in entries],
+        )
         pipe.ltrim(UNKNOWN_RECEIPTS_KEY, 0, UNKNOWN_RECEIPTS_KEPT - 1)
         pipe.execute()
-        log.info("carrier receipt for an unknown id recorded", extra={"carrier": carrier_name})
+        log.info(
+            "carrier receipt for an unknown id recorded",
+            extra={"carrier": carrier_name, "receipts": len(entries)},
+        )
 
 
 def parked(receipt: CarrierReceipt) -> dict[str, str | None]:

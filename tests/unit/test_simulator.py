@@ -24,6 +24,7 @@ from worker.carriers.sim import SimCarrier
 from worker.contract import SegmentStatus
 from worker.errors import CarrierRejectedError, CarrierUnavailableError
 from worker.simulator import SimulatorConfig, carrier_sim, create_simulator_app
+from worker.simulator.cli import scenario_config
 
 TIMEOUT = httpx.Timeout(5.0, connect=2.0)
 
@@ -304,7 +305,9 @@ class TestReceipts:
             accepted = sim.carrier.submit(make_segment("hi", receipt_url=receiver.url))
             wait_for(lambda: len(receiver.received) == 1)
             wait_for(lambda: sim.stats()["receipts_sent"] == 1)
+            assert sim.stats()["receipt_requests"] == 1
         body = receiver.received[0]
+        assert body.startswith(b"{")  # one receipt per request, a JSON object, by default
         request = InboundRequest("POST", receiver.url, {}, {}, body)
         (receipt,) = sim.carrier.parse_receipts(request)
         assert receipt.carrier_id == accepted.carrier_id
@@ -359,6 +362,89 @@ class TestReceipts:
             time.sleep(0.5)
             assert sim.stats()["receipts_sent"] == 0
         assert receiver.received == []
+
+
+class TestBatchedReceipts:
+    """`receipt_batch` > 1 (#9): receipts due for one URL go together as a JSON list."""
+
+    @staticmethod
+    def submit(sim: Simulator, url: str, count: int) -> set[str]:
+        return {
+            sim.carrier.submit(make_segment("hi", message_id=f"m{i}", receipt_url=url)).carrier_id
+            for i in range(count)
+        }
+
+    @staticmethod
+    def parsed(sim: Simulator, url: str, body: bytes) -> list[tuple[str, SegmentStatus]]:
+        receipts = sim.carrier.parse_receipts(InboundRequest("POST", url, {}, {}, body))
+        return [(receipt.carrier_id, receipt.status) for receipt in receipts]
+
+    def test_up_to_n_per_request_and_the_rest_after_the_window(self, receiver: Receiver) -> None:
+        """12 receipts, batches of 5: two full lists at once, the last 2 when the window ends;
+        each is a list the sim adapter parses."""
+        config = SimulatorConfig(receipt_delay=0.3, receipt_batch=5, receipt_batch_window_ms=800)
+        with simulator(config) as sim:
+            ids = self.submit(sim, receiver.url, 12)
+            wait_for(lambda: len(receiver.received) == 2)
+            time.sleep(0.2)
+            assert len(receiver.received) == 2  # the last two wait for the window
+            wait_for(lambda: sim.stats()["receipts_sent"] == 12)
+            stats = sim.stats()
+        assert (stats["receipt_requests"], stats["receipts_failed"]) == (3, 0)
+        bodies = [self.parsed(sim, receiver.url, body) for body in receiver.received]
+        assert [len(body) for body in bodies] == [5, 5, 2]
+        received = [item for body in bodies for item in body]
+        assert len(received) == 12
+        assert {cid for cid, _ in received} == ids
+        assert {status for _, status in received} == {SegmentStatus.DELIVERED}
+        assert all(body.startswith(b"[") for body in receiver.received)
+
+    def test_a_failed_batch_is_retried_whole(self, receiver: Receiver) -> None:
+        """A 5xx is retried with the same list; receipts count as sent once it arrives."""
+        receiver.failures = 1
+        config = SimulatorConfig(receipt_delay=0.1, receipt_batch=3, receipt_batch_window_ms=500)
+        with simulator(config) as sim:
+            ids = self.submit(sim, receiver.url, 3)
+            wait_for(lambda: sim.stats()["receipts_sent"] == 3)
+            stats = sim.stats()
+        assert (stats["receipt_requests"], stats["receipts_failed"]) == (2, 0)
+        (body,) = receiver.received
+        assert {cid for cid, _ in self.parsed(sim, receiver.url, body)} == ids
+
+    def test_a_batch_is_dropped_after_its_attempts(self, receiver: Receiver) -> None:
+        """Every receipt of a batch that never got through counts as failed."""
+        receiver.failures = 5
+        config = SimulatorConfig(
+            receipt_delay=0, receipt_attempts=2, receipt_batch=10, receipt_batch_window_ms=50
+        )
+        with simulator(config) as sim:
+            self.submit(sim, receiver.url, 3)
+            wait_for(lambda: sim.stats()["receipts_failed"] == 3)
+            stats = sim.stats()
+        assert (stats["receipts_sent"], stats["receipt_requests"]) == (0, 2)
+        assert receiver.received == []
+
+    def test_reset_drops_receipts_waiting_in_a_batch(self, receiver: Receiver) -> None:
+        """Receipts not yet due and those due but waiting for their batch are both dropped."""
+        config = SimulatorConfig(receipt_delay=0, receipt_batch=10, receipt_batch_window_ms=300)
+        with simulator(config) as sim:
+            self.submit(sim, receiver.url, 2)
+            time.sleep(0.1)  # due, waiting for the window
+            sim.client.post(f"{sim.url}/reset").raise_for_status()
+            time.sleep(0.4)
+            assert sim.stats()["receipt_requests"] == 0
+        assert receiver.received == []
+
+    def test_the_cli_takes_the_batch_size(self) -> None:
+        """`--receipt-batch` reaches the config; 0 is a usage error."""
+        flags = {"receipt_batch": 50, "receipt_batch_window_ms": 20.0}
+        config = scenario_config(None, flags)
+        assert (config.receipt_batch, config.receipt_batch_window_ms) == (50, 20.0)
+        app = typer.Typer()
+        app.command()(carrier_sim)
+        result = CliRunner().invoke(app, ["--receipt-batch", "0"])
+        assert result.exit_code == 2
+        assert "receipt_batch" in result.output
 
 
 class TestConfig:

@@ -24,6 +24,9 @@ Receipt, `receipt_delay` seconds after acceptance, `POST <receipt_url>`:
     {"carrier_id", "status": "DELIVRD" | "UNDELIV" | "EXPIRED", "err": "000" | "001" | "002",
      "done_at": "<ISO-8601 UTC>"}
   Retried on network errors, 5xx and 429 (`receipt_attempts` in all), then dropped.
+  With `receipt_batch` N > 1 the receipts due for the same URL go as one JSON list of up to N
+  of these objects per POST, sent at the latest `receipt_batch_window_ms` after the first of
+  them came due; the list is retried (and dropped) as a whole.
   Scripting (`worker.simulator.script`): `receipt_jitter` delays, `duplicate_receipts`,
   `out_of_order_receipts` (a late intermediate `ENROUTE` after the final), `fake_fast_receipts`
   (an instant DELIVRD) and `receipts_for = "last"` (only a message's last part gets one).
@@ -34,7 +37,8 @@ Receipt, `receipt_delay` seconds after acceptance, `POST <receipt_url>`:
     {"submissions": N, "by_client_ref": {ref: count}, "duplicates": [ref, ...],
      "mismatches": [refs whose payload decoded to other than `text`],
      "messages": [{"to", "from", "text", "segments", "data_coding"}], "pending_parts": N,
-     "errors": {code: count}, "receipts_sent": N, "receipts_failed": N,
+     "errors": {code: count}, "receipts_sent": N, "receipts_failed": N (receipts),
+     "receipt_requests": N (receipt POSTs made, every attempt; a batch is one),
      "submitted_at": [Unix time of each accepted submission],
      "deduplicated": N (repeats answered with the first carrier id)}
   Only accepted segments count as submissions. `POST /reset` clears all and drops pending

@@ -75,6 +75,8 @@ class Simulator:
             attempts=config.receipt_attempts,
             timeout=config.receipt_timeout,
             concurrency=config.receipt_concurrency,
+            batch=config.receipt_batch,
+            batch_window=config.receipt_batch_window_ms / 1000.0,
         )
         self._rng = random.Random(config.seed)  # a simulation, not a secret
         self.script = Script(config, self._rng)

@@ -63,6 +63,12 @@ def carrier_sim(
     dedupe_client_refs: Annotated[
         bool, typer.Option(help="A repeated client_ref gets the first carrier id, no new SMS.")
     ] = True,
+    receipt_batch: Annotated[
+        int, typer.Option(help="Receipts per POST, as one JSON list; 1 = one each.")
+    ] = 1,
+    receipt_batch_window_ms: Annotated[
+        float, typer.Option(help="With --receipt-batch: POST what is due at least this often.")
+    ] = 50.0,
     scenario: Annotated[
         Path | None, typer.Option(help="TOML file of these settings; flags given win.")
     ] = None,

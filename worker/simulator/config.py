@@ -38,6 +38,11 @@ class SimulatorConfig:
     # slows down with the square of its waiting requests, so a burst of thousands of receipts
     # costs ~8 ms of CPU each unbounded and ~2 ms at 16.
     receipt_concurrency: int = 16
+    # Receipts per POST (#9): 1 sends each alone (a JSON object, like Kannel and Twilio); more
+    # collects those due for the same URL into one JSON list of up to this many, sent at the
+    # latest `receipt_batch_window_ms` after the first of them came due (like Infobip).
+    receipt_batch: int = 1
+    receipt_batch_window_ms: float = 50.0
 
     def __post_init__(self) -> None:
         for name in ("undelivered_ratio", "expired_ratio", "error_rate_5xx", "error_rate_429"):
@@ -54,6 +59,8 @@ class SimulatorConfig:
             raise ValueError("receipt_attempts must be >= 1 and receipt_timeout > 0")
         if self.receipt_concurrency < 1:
             raise ValueError("receipt_concurrency must be >= 1")
+        if self.receipt_batch < 1 or self.receipt_batch_window_ms < 0:
+            raise ValueError("receipt_batch must be >= 1 and receipt_batch_window_ms >= 0")
         self._check_scripting()
 
     def _check_scripting(self) -> None:

@@ -1,8 +1,15 @@
-"""The simulator's receipt sender: POSTs terminal receipts after a delay, retrying briefly."""
+"""The simulator's receipt sender: POSTs terminal receipts after a delay, retrying briefly.
+
+One receipt per request by default (a JSON object, like Kannel or Twilio). With `batch` > 1
+the receipts due for the same URL are collected and POSTed together as one JSON list (up to
+`batch` per request, flushed at the latest `batch_window` seconds after the first one came due),
+as carriers that batch their receipts do (e.g. Infobip's `results` array).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
@@ -16,10 +23,13 @@ logger = logging.getLogger(__name__)
 
 # SMPP `err:` values the simulator reports with each final state.
 ERROR_CODES = {"DELIVRD": "000", "UNDELIV": "001", "EXPIRED": "002"}
+JSON_HEADERS = {"content-type": "application/json"}
+
+Receipt = dict[str, str]
 
 
 class ReceiptSender:
-    """Schedules one receipt per accepted segment on one shared `httpx.AsyncClient`."""
+    """Schedules the receipts of accepted segments on one shared `httpx.AsyncClient`."""
 
     def __init__(
         self,
@@ -29,6 +39,8 @@ class ReceiptSender:
         attempts: int,
         timeout: float,
         concurrency: int = 16,
+        batch: int = 1,
+        batch_window: float = 0.05,
     ) -> None:
         self._state = state
         self._slots = asyncio.Semaphore(concurrency)  # receipt POSTs in flight
@@ -37,6 +49,13 @@ class ReceiptSender:
         self._timeout = httpx.Timeout(timeout, connect=min(timeout, 3.0))
         self._client: httpx.AsyncClient | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._batch = batch
+        self._batch_window = batch_window
+        # Batched mode: receipts not yet due (timers), and those due but not yet POSTed.
+        self._timers: dict[int, asyncio.TimerHandle] = {}
+        self._timer_ids = itertools.count()
+        self._due: dict[str, list[Receipt]] = {}
+        self._flush_timers: dict[str, asyncio.TimerHandle] = {}
 
     async def start(self) -> None:
         """Open the client (at server start, never at import)."""
@@ -52,6 +71,11 @@ class ReceiptSender:
 
     async def cancel_pending(self) -> None:
         """Cancel every scheduled receipt (on reset and shutdown)."""
+        for handle in [*self._timers.values(), *self._flush_timers.values()]:
+            handle.cancel()
+        self._timers.clear()
+        self._flush_timers.clear()
+        self._due.clear()
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
@@ -60,45 +84,82 @@ class ReceiptSender:
     def schedule(self, url: str, carrier_id: str, status: str, delay: float | None = None) -> None:
         """Send a receipt for `carrier_id` to `url` after `delay` (default: the configured)."""
         wait = self._delay if delay is None else delay
+        if self._batch > 1:
+            # A timer, not a task per receipt: the batch is what costs a request.
+            key = next(self._timer_ids)
+            self._timers[key] = asyncio.get_running_loop().call_later(
+                wait, self._came_due, key, url, carrier_id, status
+            )
+            return
         task = asyncio.create_task(self._deliver(url, carrier_id, status, wait))
+        self._track(task)
+
+    def _track(self, task: asyncio.Task[None]) -> None:
         # The loop keeps only weak references to tasks: hold them until they finish.
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     async def _deliver(self, url: str, carrier_id: str, status: str, delay: float) -> None:
         await asyncio.sleep(delay)
-        body = orjson.dumps(
-            {
-                "carrier_id": carrier_id,
-                "status": status,
-                "err": ERROR_CODES.get(status, "000"),
-                "done_at": datetime.now(UTC).isoformat(timespec="milliseconds"),
-            }
-        )
+        await self._send(url, orjson.dumps(_receipt(carrier_id, status)), [carrier_id])
+
+    def _came_due(self, key: int, url: str, carrier_id: str, status: str) -> None:
+        del self._timers[key]
+        due = self._due.setdefault(url, [])
+        due.append(_receipt(carrier_id, status))
+        if len(due) >= self._batch:
+            self._flush(url)
+        elif url not in self._flush_timers:
+            self._flush_timers[url] = asyncio.get_running_loop().call_later(
+                self._batch_window, self._flush, url
+            )
+
+    def _flush(self, url: str) -> None:
+        """POST the receipts due for `url` (one request, a JSON list)."""
+        timer = self._flush_timers.pop(url, None)
+        if timer is not None:
+            timer.cancel()
+        receipts = self._due.pop(url, [])
+        if receipts:
+            ids = [receipt["carrier_id"] for receipt in receipts]
+            self._track(asyncio.create_task(self._send(url, orjson.dumps(receipts), ids)))
+
+    async def _send(self, url: str, body: bytes, carrier_ids: list[str]) -> None:
+        """POST `body` (the receipts of `carrier_ids`), retrying network errors, 5xx and 429."""
         for attempt in range(1, self._attempts + 1):
             async with self._slots:
                 outcome = await self._post(url, body)
             if outcome == "sent":
-                self._state.receipts_sent += 1
+                self._state.receipts_sent += len(carrier_ids)
                 return
             if outcome == "refused" or attempt == self._attempts:
                 break
             await asyncio.sleep(0.1 * 2 ** (attempt - 1))
-        self._state.receipts_failed += 1
+        self._state.receipts_failed += len(carrier_ids)
         logger.warning(
-            "receipt dropped", extra={"carrier_id": carrier_id, "host": urlsplit(url).netloc}
-        )
+            "receipt dropped",
+            extra={"carrier_id": carrier_ids[0], "receipts": len(carrier_ids),
+                   "host": urlsplit(url).netloc},
+        )  # fmt: skip
 
     async def _post(self, url: str, body: bytes) -> str:
         """`sent`, `retry` (network error, 5xx, 429) or `refused` (any other answer)."""
         assert self._client is not None, "ReceiptSender.start() was not awaited"
+        self._state.receipt_requests += 1
         try:
-            response = await self._client.post(
-                url, content=body, headers={"content-type": "application/json"}
-            )
+            response = await self._client.post(url, content=body, headers=JSON_HEADERS)
         except httpx.HTTPError as exc:
             logger.info("receipt POST failed: %s", type(exc).__name__)
             return "retry"
         if response.is_success:
             return "sent"
         return "retry" if response.status_code >= 500 or response.status_code == 429 else "refused"
+
+
+def _receipt(carrier_id: str, status: str) -> Receipt:
+    return {
+        "carrier_id": carrier_id,
+        "status": status,
+        "err": ERROR_CODES.get(status, "000"),
+        "done_at": datetime.now(UTC).isoformat(timespec="milliseconds"),
+    }

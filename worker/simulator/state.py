@@ -72,6 +72,7 @@ class SimulatorState:
         self.errors: Counter[str] = Counter()
         self.receipts_sent = 0
         self.receipts_failed = 0
+        self.receipt_requests = 0  # receipt POSTs made (every attempt; a batch is one)
         self.submitted_at: list[float] = []  # Unix time of each accepted submission
         self._partials: dict[tuple[str, int], _Partial] = {}
         # Reliability (#4): the first carrier id of each client_ref, for `dedupe_client_refs`.
@@ -149,6 +150,7 @@ class SimulatorState:
             "errors": self.errors,
             "receipts_sent": self.receipts_sent,
             "receipts_failed": self.receipts_failed,
+            "receipt_requests": self.receipt_requests,
             "submitted_at": self.submitted_at,
             "deduplicated": self.deduplicated,
         }
