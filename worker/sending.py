@@ -18,7 +18,7 @@ import logging
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from worker.carriers.base import Accepted, Carrier, SegmentSubmission, honours_client_ref
 from worker.clock import now_ms
@@ -43,6 +43,9 @@ from worker.inbound import ReceiptIntake
 from worker.otp.content import message_text
 from worker.queueing import Publisher
 from worker.store import Finished, Message, Store
+
+if TYPE_CHECKING:
+    from worker.receipt_batches import ReceiptBatches
 
 log = logging.getLogger(__name__)
 
@@ -89,11 +92,20 @@ def lane_for(priority: str) -> str:
 class Sender:
     """Sends messages through one carrier; one per worker process."""
 
-    def __init__(self, store: Store, carrier: Carrier, publisher: Publisher, public_url: str):
+    def __init__(
+        self,
+        store: Store,
+        carrier: Carrier,
+        publisher: Publisher,
+        public_url: str,
+        receipts: ReceiptBatches | None = None,
+    ):
         self.store = store
         self.carrier = carrier
         self.publisher = publisher
         self.receipt_url = f"{public_url}/carriers/{carrier.name}/dlr"
+        # `dlr-batch` receipts go straight into their batch (no `sms.dlr.post` task each).
+        self.receipts = receipts
 
     def send(self, message_id: str) -> SendOutcome:
         """Run the submission of `message_id` as far as it can go now."""
@@ -340,8 +352,14 @@ class Sender:
         if finished.outcome is None:
             return SendOutcome(status=MessageStatus.SUBMITTING, submitted=submitted)
         if finished.receipt_level:
-            self.publisher.publish(POST_RECEIPT, [message.id, finished.receipt_level], Queue.DLR)
+            self._publish_receipt(message, finished.receipt_level)
         return SendOutcome(status=finished.outcome, submitted=submitted)
+
+    def _publish_receipt(self, message: Message, level: int) -> None:
+        receipts = self.receipts if message.dlr_batch else None
+        if receipts is not None and receipts.enqueue(message.id, level):
+            return
+        self.publisher.publish(POST_RECEIPT, [message.id, level], Queue.DLR)
 
     def _queue_receipts(self, message: Message, outcome: str, *, final: bool) -> None:
         """Level 1 reports the submission; a final failure also answers a level-2-only request."""
@@ -354,4 +372,4 @@ class Sender:
         else:
             return
         if self.store.open_receipt(message.id, level):
-            self.publisher.publish(POST_RECEIPT, [message.id, level], Queue.DLR)
+            self._publish_receipt(message, level)

@@ -27,7 +27,12 @@ from worker.contract import (
 from worker.inbound import ReceiptIntake
 from worker.inbound import done as inbox_done
 from worker.otp.resend import RESEND_OTP, Resender
-from worker.receipt_batches import BatchFlusher, batching_deliverer
+from worker.receipt_batches import (
+    BatchConfig,
+    BatchFlusher,
+    ReceiptBatches,
+    batching_deliverer,
+)
 from worker.receipts import ReceiptDeliverer
 from worker.runtime import runtime
 from worker.sending import Sender
@@ -44,9 +49,7 @@ UNKNOWN_RECEIPT_RETRIES = 3
 @app.task(name=SEND_SMS)
 def send_sms(message_id: str) -> str:
     """Submit a message's segments (those not yet submitted) to the carrier."""
-    rt = runtime()
-    sender = Sender(rt.store, rt.carrier, rt.publisher, rt.settings.effective_public_url)
-    return sender.send(message_id).status
+    return _sender().send(message_id).status
 
 
 @app.task(name=SEND_MANY)
@@ -54,13 +57,21 @@ def send_many(message_ids: list[str]) -> str:
     """`send_sms` for each id of a chunk of one lane (batch ingest); one failing id does not
     stop the others. Returns how many ended in each state, e.g. `accepted=15 submitting=1`."""
     rt = runtime()
-    sender = Sender(rt.store, rt.carrier, rt.publisher, rt.settings.effective_public_url)
+    sender = _sender()
     tally: dict[str, int] = {}
     lane = metrics.current_lane.get()
     for outcome in sender.send_many([str(message_id) for message_id in message_ids]):
         tally[outcome.status] = tally.get(outcome.status, 0) + 1
         metrics.MESSAGES.labels(outcome.status, lane, rt.carrier.name).inc()
     return " ".join(f"{status}={count}" for status, count in sorted(tally.items()))
+
+
+def _sender() -> Sender:
+    rt = runtime()
+    batches = ReceiptBatches(rt.store, rt.publisher, BatchConfig.from_settings(rt.settings))
+    return Sender(
+        rt.store, rt.carrier, rt.publisher, rt.settings.effective_public_url, receipts=batches
+    )
 
 
 @app.task(name=POST_RECEIPT)

@@ -20,14 +20,22 @@ from producer.schemas import BatchRequest
 from producer.services import Services
 from producer.views import message_view
 from tests.unit.test_callbacks import mock_sender
-from tests.unit.test_sending import Publisher
+from tests.unit.test_sending import Carrier, Publisher
 from worker.clock import now_ms
 from worker.contract import FLUSH_RECEIPTS, POST_RECEIPT
 from worker.keys import KeyStore
 from worker.queueing import CeleryPublisher
-from worker.receipt_batches import batching_deliverer, flag_key, group_key, list_key
+from worker.receipt_batches import (
+    BatchConfig,
+    ReceiptBatches,
+    batching_deliverer,
+    flag_key,
+    group_key,
+    list_key,
+)
 from worker.receipts import RETRY_SCHEDULE_SECONDS
 from worker.reconciler import Reconciler
+from worker.sending import Sender
 from worker.settings import Settings
 from worker.store import (
     DEAD_LETTER_KEY,
@@ -314,3 +322,32 @@ class TestApi:
         refused = api.post("/sms/batch", json={**body, "dlr-batch": True, "dlr-method": "GET"})
         assert refused.status_code == 422, refused.text
         assert refused.json()["error"]["field"] == "dlr-batch"
+
+
+class TestStraightFromTheSender:
+    """The send worker puts a `dlr-batch` receipt straight into its batch: no `sms.dlr.post`
+    task per receipt; any other receipt is published as before."""
+
+    def test_a_batched_receipt_skips_its_task(self) -> None:
+        world = World()
+        batches = ReceiptBatches(world.store, world.publisher, BatchConfig(100, 200))
+        run = Sender(world.store, Carrier(), world.publisher, "http://api.test", batches)
+        batched = stored_for(world, batch=True)
+        alone = stored_for(world, batch=False)
+        assert run.send(batched.id).status == run.send(alone.id).status == "accepted"
+        assert [(t, a) for t, a, _ in world.publisher.now] == [(POST_RECEIPT, [alone.id, 1])]
+        assert [t for t, *_ in world.publisher.later] == [FLUSH_RECEIPTS]
+        world.run()
+        posted = [orjson.loads(request.content) for request in world.requests]
+        assert posted[0]["id"] == alone.id  # the single receipt, a plain payload
+        assert [r["id"] for r in posted[1]["receipts"]] == [batched.id]
+        assert world.state(batched) == world.state(alone) == "sent"
+
+
+def stored_for(world: World, *, batch: bool) -> Message:
+    message = Message(
+        id=new_message_id(), to=TO, sender="smsq", content="hi", segments=1, dlr=True,
+        dlr_level=1, dlr_url=URL_A, dlr_batch=batch, key_id=world.key.key.id,
+    )  # fmt: skip
+    world.store.create(message)
+    return message
