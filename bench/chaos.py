@@ -35,6 +35,7 @@ def main() -> None:
             print(f"{name}: FAILED ({exc}); logs in {workdir}", flush=True)
             continue
         print(f"{name}: done in {time.monotonic() - started:.0f} s", flush=True)
+        print(table(results[-1:]), flush=True)  # each row as it comes: a long run may be cut
         if not args.keep:
             _remove(workdir)
     print()
