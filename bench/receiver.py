@@ -1,4 +1,6 @@
-"""A fast receipt counter for benchmarks: `python -m bench.receiver PORT`; GET /count."""
+"""A fast receipt counter for benchmarks: `python -m bench.receiver PORT`; GET /count.
+
+Counts receipts by level (a `dlr-batch` POST holds many) and requests (`requests`)."""
 
 from __future__ import annotations
 
@@ -15,11 +17,17 @@ counts: Counter[str] = Counter()
 
 
 async def receive(request: Request) -> Response:
+    counts["requests"] += 1
     level = request.query_params.get("level")
-    if level is None:
-        body = await request.body()
-        level = "2" if b'"level":2' in body else "1"
-    counts[level] += 1
+    if level is not None:
+        counts[level] += 1
+        return Response(b"", status_code=200)
+    body = await request.body()
+    if body.startswith(b'{"receipts"'):
+        counts["1"] += body.count(b'"level":1,')
+        counts["2"] += body.count(b'"level":2,')
+    else:
+        counts["2" if b'"level":2' in body else "1"] += 1
     return Response(b"", status_code=200)
 
 
