@@ -15,7 +15,9 @@ ceiling measured in the same run (no-op Celery tasks drained by one worker on th
 `--scale` multiplies every count (the test suite runs 0.005 to prove the harness works).
 `--dlr-batch` sends the messages of a–c with `dlr-batch: true` (receipts to one `dlr-url` in
 batched POSTs); `--carrier-receipt-batch N` makes the simulator report up to N receipts per
-callback (default 1: one callback per receipt, as Kannel and Twilio do).
+callback (default 1: one callback per receipt, as Kannel and Twilio do). The normal lane runs
+`--send-processes` worker processes of `--send-threads` threads (default 2 × 32: on this
+2-core machine two processes of 32 threads beat one of 64 — the GIL — by about 1.5×).
 """
 
 from __future__ import annotations
@@ -80,6 +82,8 @@ def start(
     *,
     dlr_batch: bool = False,
     carrier_receipt_batch: int = 1,
+    send_processes: int = 1,
+    send_threads: int = 64,
 ) -> System:
     api_port, sim_port, receiver_port = free_port(), free_port(), free_port()
     api_url = f"http://127.0.0.1:{api_port}"
@@ -99,7 +103,8 @@ def start(
     group.start("-m", "uvicorn", "producer.api:create_app", "--factory", "--port", str(api_port),
                 "--log-level", "warning", "--no-access-log")  # fmt: skip
     group.worker("otp", 16, "otp")
-    group.worker("normal", 64, "normal")
+    for n in range(send_processes):
+        group.worker("normal", send_threads, f"normal{n + 1}")
     group.worker("bulk", 64, "bulk")
     group.worker("dlr,carrier-dlr", 64, "dlr")
     group.start("-m", "producer", "scheduler")
@@ -234,7 +239,13 @@ def scheduled(system: System, count: int) -> None:
 
 
 def run(
-    scale: float, only: set[str], *, dlr_batch: bool = False, carrier_receipt_batch: int = 1
+    scale: float,
+    only: set[str],
+    *,
+    dlr_batch: bool = False,
+    carrier_receipt_batch: int = 1,
+    send_processes: int = 2,
+    send_threads: int = 32,
 ) -> list[tuple[str, str]]:
     def n(full: int) -> int:
         return max(10, int(full * scale))
@@ -253,6 +264,12 @@ def run(
                     group,
                     dlr_batch=dlr_batch,
                     carrier_receipt_batch=carrier_receipt_batch,
+                    send_processes=send_processes,
+                    send_threads=send_threads,
+                )
+                system.add(
+                    "layout: normal-lane worker processes × threads",
+                    f"{send_processes} × {send_threads}",
                 )
                 system.add("engine ceiling: no-op Celery tasks/s, 1 worker", f"{ceiling:,.0f}")
                 if "a" in only:
@@ -283,11 +300,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--only", default="a,b,c,d,e")
     parser.add_argument("--dlr-batch", action="store_true", help="a–c ask for dlr-batch")
     parser.add_argument("--carrier-receipt-batch", type=int, default=1, metavar="N")
+    parser.add_argument("--send-processes", type=int, default=2, help="normal-lane workers")
+    parser.add_argument("--send-threads", type=int, default=32, help="threads of each")
     args = parser.parse_args(argv)
     rows = run(
         args.scale,
         set(args.only.split(",")),
         dlr_batch=args.dlr_batch,
         carrier_receipt_batch=args.carrier_receipt_batch,
+        send_processes=args.send_processes,
+        send_threads=args.send_threads,
     )
     print_table(rows)

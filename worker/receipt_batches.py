@@ -37,7 +37,7 @@ from worker.keys import KeyStore
 from worker.queueing import Publisher
 from worker.receipts import ReceiptDeliverer, ReceiptOutcome, build_payload, lease_ms
 from worker.settings import Settings
-from worker.store import Store, message_key, parse_segments, segments_key
+from worker.store import Message, Store, message_key, parse_segments, segments_key
 
 BATCH_PREFIX = "smsq:dlr:batch:"
 # The flag outlives its window by this much: if its flush is lost, new items wait at most this
@@ -112,11 +112,18 @@ class ReceiptBatches:
         self._enqueue = store.redis.register_script(ENQUEUE)
         self._take = store.redis.register_script(TAKE)
 
-    def enqueue(self, message_id: str, level: int) -> bool:
-        """Add the receipt to its group's batch; False if its message did not ask for one."""
-        wants, method, url, key_id = self.store.redis.hmget(
-            message_key(message_id), ["dlr_batch", "dlr_method", "dlr_url", "key_id"]
-        )
+    def enqueue(self, message_id: str, level: int, message: Message | None = None) -> bool:
+        """Add the receipt to its group's batch; False if its message did not ask for one.
+        `message`: the stored message when the caller has it (saves reading it again)."""
+        fields: Sequence[object]
+        if message is not None:
+            fields = ["1" if message.dlr_batch else "0", message.dlr_method, message.dlr_url,
+                      message.key_id]  # fmt: skip
+        else:
+            fields = self.store.redis.hmget(
+                message_key(message_id), ["dlr_batch", "dlr_method", "dlr_url", "key_id"]
+            )
+        wants, method, url, key_id = fields
         if wants != "1" or method == "GET" or not url:
             return False
         group = group_key(str(url), str(key_id or ""))

@@ -1,8 +1,8 @@
 """Per-process resources of a worker: settings, Redis, store, carrier, receipt sender, publisher.
 
 Built lazily on first use inside the process that uses them (never at import, and again after
-a fork), one of each per process: one `httpx.Client` with explicit timeouts and a connection pool
-sized to the worker's concurrency.
+a fork), one of each per process: one `httpx.Client` for carriers with explicit timeouts, which
+keeps a small keep-alive pool per worker thread (`worker.http_clients`).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from worker.callbacks import CallbackSender
 from worker.carriers.base import Carrier
 from worker.carriers.registry import build_carrier
 from worker.celery_app import create_app
+from worker.http_clients import PerThreadClient
 from worker.keys import KeyStore
 from worker.metrics import measured
 from worker.queueing import CeleryPublisher, publishes_directly
@@ -61,17 +62,14 @@ def redis_client(settings: Settings, max_connections: int | None = None) -> redi
 
 def build_runtime(settings: Settings) -> Runtime:
     client = redis_client(settings)
-    limits = httpx.Limits(
-        max_connections=settings.worker_concurrency * 2,
-        max_keepalive_connections=settings.worker_concurrency * 2,
-    )
     timeout = httpx.Timeout(
         connect=settings.carrier_connect_timeout,
         read=settings.carrier_read_timeout,
         write=settings.carrier_read_timeout,
         pool=settings.carrier_read_timeout,
     )
-    http = httpx.Client(timeout=timeout, limits=limits)
+    # One small keep-alive pool per worker thread (worker.http_clients): no shared pool to scan.
+    http = PerThreadClient(timeout=timeout)
     callbacks = CallbackSender.from_settings(settings)
     return Runtime(
         settings=settings,

@@ -357,7 +357,7 @@ class Sender:
 
     def _publish_receipt(self, message: Message, level: int) -> None:
         receipts = self.receipts if message.dlr_batch else None
-        if receipts is not None and receipts.enqueue(message.id, level):
+        if receipts is not None and receipts.enqueue(message.id, level, message):
             return
         self.publisher.publish(POST_RECEIPT, [message.id, level], Queue.DLR)
 
