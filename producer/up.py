@@ -55,6 +55,13 @@ def secret_key(settings: Settings) -> str:
     return path.read_text().strip()
 
 
+def lane_workers(settings: Settings) -> list[tuple[str, str, int]]:
+    """(name, queues, processes) of each lane: `SMSQ_LANE_PROCESSES` worker processes for the
+    normal and bulk lanes (one Python process uses one core at most), one for otp and dlr."""
+    many = ("normal", "bulk")
+    return [(n, q, settings.lane_processes if n in many else 1) for n, q in WORKER_LANES]
+
+
 def worker_command(name: str, queues: str, concurrency: int) -> list[str]:
     return [
         sys.executable, "-m", "celery", "-A", "worker.tasks", "worker",
@@ -161,8 +168,10 @@ def up(settings: Settings, concurrency: int) -> int:
             group.start("carrier-sim", [sys.executable, "-m", "producer", "carrier-sim",
                                         "--port", str(settings.sim_port)], env)  # fmt: skip
         group.start("api", api_command(settings.api_host, settings.api_port), env)
-        for name, queues in WORKER_LANES:
-            group.start(f"worker-{name}", worker_command(name, queues, concurrency), env)
+        for name, queues, processes in lane_workers(settings):
+            for number in range(1, processes + 1):
+                label = name if processes == 1 else f"{name}{number}"
+                group.start(f"worker-{label}", worker_command(label, queues, concurrency), env)
         group.start("scheduler", [sys.executable, "-m", "producer", "scheduler"], env)
         api_url = f"http://{settings.api_host}:{settings.api_port}"
         wait_ready(api_url, group)

@@ -75,6 +75,8 @@ class Settings(BaseSettings):
     # CPU priority of a worker that consumes only the bulk lane (os.nice increment, 0 = off):
     # on a saturated machine the OTP and normal lanes get the CPU first.
     bulk_worker_nice: int = Field(10, ge=0, le=19)
+    # `smsq up`: worker processes for each of the normal and bulk lanes (set it to the cores).
+    lane_processes: int = Field(1, ge=1, le=64)
     log_level: str = "INFO"
 
     # OTP (docs/otp.md). A limit is "at most N sends per window seconds" over a sliding
