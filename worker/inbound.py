@@ -6,7 +6,7 @@ import logging
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import orjson
 import redis
@@ -17,6 +17,9 @@ from worker.contract import HANDLE_CARRIER_RECEIPT, POST_RECEIPT, Queue
 from worker.errors import ValidationError
 from worker.queueing import CeleryPublisher, Publisher
 from worker.store import Store
+
+if TYPE_CHECKING:
+    from worker.receipt_batches import ReceiptBatches
 
 log = logging.getLogger(__name__)
 
@@ -80,9 +83,13 @@ class ReceiptIntake:
     one to record those still unknown.
     """
 
-    def __init__(self, store: Store, publisher: Publisher) -> None:
+    def __init__(
+        self, store: Store, publisher: Publisher, receipts: ReceiptBatches | None = None
+    ) -> None:
         self.store = store
         self.publisher = publisher
+        # `dlr-batch` receipts go straight into their batch (no `sms.dlr.post` task each).
+        self.receipts = receipts
 
     def handle(
         self, carrier: Carrier, request: InboundRequest, *, record_unknown: bool = True
@@ -159,12 +166,14 @@ class ReceiptIntake:
         )  # fmt: skip
         # The store opened the level-2 receipt in the same atomic step that made the message
         # final, so a crash here loses nothing: the reconciler republishes an open receipt.
-        jobs: list[tuple[str, Sequence[Any], str]] = [
-            (POST_RECEIPT, [message_id, result.receipt_level], Queue.DLR)
+        opened = [
+            (message_id, result.receipt_level)
             for (message_id, _, _), result in zip(receipts, results, strict=True)
             if result.receipt_level
         ]
-        self._publish(jobs)
+        if self.receipts is not None:
+            opened = self.receipts.enqueue_many(opened)
+        self._publish([(POST_RECEIPT, [m, level], Queue.DLR) for m, level in opened])
         return [result.segment_changed for result in results]
 
     def _publish(self, jobs: Sequence[tuple[str, Sequence[Any], str]]) -> None:

@@ -123,6 +123,9 @@ class ReceiptBatches:
             fields = self.store.redis.hmget(
                 message_key(message_id), ["dlr_batch", "dlr_method", "dlr_url", "key_id"]
             )
+        return self._add(message_id, level, fields)
+
+    def _add(self, message_id: str, level: int, fields: Sequence[object]) -> bool:
         wants, method, url, key_id = fields
         if wants != "1" or method == "GET" or not url:
             return False
@@ -138,6 +141,20 @@ class ReceiptBatches:
         if full:
             self.publisher.publish(FLUSH_RECEIPTS, [group], Queue.DLR)
         return True
+
+    def enqueue_many(self, refs: Sequence[tuple[str, int]]) -> list[tuple[str, int]]:
+        """`enqueue` for many receipts, their messages read in one round trip; returns those
+        whose messages did not ask for batching (the caller publishes them)."""
+        if not refs:
+            return []
+        pipe = self.store.redis.pipeline(transaction=False)
+        for message_id, _ in refs:
+            pipe.hmget(message_key(message_id), ["dlr_batch", "dlr_method", "dlr_url", "key_id"])
+        alone: list[tuple[str, int]] = []
+        for (message_id, level), fields in zip(refs, pipe.execute(), strict=True):
+            if not self._add(message_id, level, fields):
+                alone.append((message_id, level))
+        return alone
 
     def take(self, group: str) -> list[tuple[str, int]]:
         """Up to `max_size` waiting receipts of the group, first come first, without repeats;
@@ -252,7 +269,7 @@ class BatchFlusher:
         self, items: list[BatchItem], outcome: str, code: int | None, started: int, batch_id: str
     ) -> None:
         """Close every receipt of the batch (first: they are done), then record the attempt;
-        a level 2 a close releases is published, and so batched again."""
+        a level 2 a close releases goes straight into its batch."""
         refs = [(item.message_id, item.level) for item in items]
         released = self.store.close_receipts(refs, outcome)
         ms = now_ms() - started
@@ -262,9 +279,9 @@ class BatchFlusher:
                 for item in items
             ]
         )
-        for item, freed in zip(items, released, strict=True):
-            if freed:
-                self.deliverer.publisher.publish(POST_RECEIPT, [item.message_id, 2], Queue.DLR)
+        freed = [(item.message_id, 2) for item, f in zip(items, released, strict=True) if f]
+        for message_id, level in self.batches.enqueue_many(freed):  # normally none is left
+            self.deliverer.publisher.publish(POST_RECEIPT, [message_id, level], Queue.DLR)
 
     def _record(
         self, item: BatchItem, started: int, code: int | None, result: str, batch_id: str

@@ -101,7 +101,8 @@ def handle_carrier_receipt(
     carrier = _carrier(carrier_name)
     last_try = self.request.retries >= UNKNOWN_RECEIPT_RETRIES
     try:
-        outcome = ReceiptIntake(rt.store, rt.publisher).handle(
+        batches = ReceiptBatches(rt.store, rt.publisher, BatchConfig.from_settings(rt.settings))
+        outcome = ReceiptIntake(rt.store, rt.publisher, batches).handle(
             carrier, inbound_request(request), record_unknown=last_try
         )
     except (redis.ConnectionError, redis.TimeoutError) as exc:

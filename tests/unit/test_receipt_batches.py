@@ -23,6 +23,7 @@ from tests.unit.test_callbacks import mock_sender
 from tests.unit.test_sending import Carrier, Publisher
 from worker.clock import now_ms
 from worker.contract import FLUSH_RECEIPTS, POST_RECEIPT
+from worker.inbound import ReceiptIntake
 from worker.keys import KeyStore
 from worker.queueing import CeleryPublisher
 from worker.receipt_batches import (
@@ -344,10 +345,49 @@ class TestStraightFromTheSender:
         assert world.state(batched) == world.state(alone) == "sent"
 
 
-def stored_for(world: World, *, batch: bool) -> Message:
+def stored_for(world: World, *, batch: bool, dlr_level: int = 1) -> Message:
     message = Message(
         id=new_message_id(), to=TO, sender="smsq", content="hi", segments=1, dlr=True,
-        dlr_level=1, dlr_url=URL_A, dlr_batch=batch, key_id=world.key.key.id,
+        dlr_level=dlr_level, dlr_url=URL_A, dlr_batch=batch, key_id=world.key.key.id,
     )  # fmt: skip
     world.store.create(message)
     return message
+
+
+class TestReleased:
+    def test_a_released_level_two_goes_straight_into_its_batch(self) -> None:
+        """The flush that sends level 1 puts the level 2 it releases into the batch itself:
+        no `sms.dlr.post` task in between."""
+        world = World()
+        message = world.opened(dlr_level=3)
+        world.publish_receipts(message)
+        world.publisher.now.clear()
+        world.deliverer.deliver(message.id, 1)
+        world.deliverer.deliver(message.id, 2)  # parks: level 1 is not sent yet
+        (flush,) = [a for t, a, *_ in world.publisher.later if t == FLUSH_RECEIPTS]
+        world.publisher.later.clear()
+        world.flusher.flush(flush[0])
+        assert [t for t, *_ in world.publisher.now] == []
+        assert [t for t, *_ in world.publisher.later] == [FLUSH_RECEIPTS]
+        world.run()
+        assert [[r["level"] for r in body] for body in world.bodies()] == [[1], [2]]
+
+
+class TestStraightFromTheIntake:
+    def test_carrier_receipts_put_batched_receipts_straight_into_their_batch(self) -> None:
+        """A terminal carrier receipt opens level 2: a `dlr-batch` message's goes into its
+        batch, any other message's is published as `sms.dlr.post` (one round trip for all)."""
+        world = World()
+        batches = ReceiptBatches(world.store, world.publisher, BatchConfig(100, 200))
+        intake = ReceiptIntake(world.store, world.publisher, batches)
+        batched = stored_for(world, batch=True, dlr_level=2)
+        alone = stored_for(world, batch=False, dlr_level=2)
+        for message in (batched, alone):
+            world.store.claim_segment(message.id, 1)
+            world.store.accept_and_finish(message.id, 1, "fake", f"c-{message.id}", 1)
+        delivered = {"status": "delivered", "error_code": None, "error_message": None}
+        intake.apply_many([(batched.id, 1, delivered), (alone.id, 1, delivered)])
+        assert [(t, a) for t, a, _ in world.publisher.now] == [(POST_RECEIPT, [alone.id, 2])]
+        assert [t for t, *_ in world.publisher.later] == [FLUSH_RECEIPTS]
+        world.run()
+        assert world.state(batched, 2) == world.state(alone, 2) == "sent"
