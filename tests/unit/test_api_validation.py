@@ -15,6 +15,7 @@ from fastapi.testclient import TestClient
 from producer.api import create_app
 from producer.idempotency import Idempotency
 from producer.services import Services
+from tests.unit.fake_services import fake_services
 from worker.keys import KeyStore
 from worker.queueing import CeleryPublisher
 from worker.settings import Settings
@@ -25,17 +26,7 @@ TO = "+14155552671"
 
 @pytest.fixture
 def services() -> Services:
-    client = fakeredis.FakeRedis(decode_responses=True)
-    settings = Settings(max_body_bytes=4096)
-    broker = Celery("test", broker="memory://")
-    return Services(
-        settings=settings,
-        redis=client,
-        store=Store(client),
-        keys=KeyStore(client),
-        publisher=CeleryPublisher(broker, client),
-        idempotency=Idempotency(client),
-    )
+    return fake_services(Settings(max_body_bytes=4096))
 
 
 @pytest.fixture

@@ -5,18 +5,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-import fakeredis
 import pytest
-from celery import Celery
 from fastapi.testclient import TestClient
 
 from producer.api import create_app
-from producer.idempotency import Idempotency
 from producer.services import Services
-from worker.keys import CreatedKey, KeyStore
-from worker.queueing import CeleryPublisher
+from tests.unit.fake_services import fake_services
+from worker.keys import CreatedKey
 from worker.settings import Settings
-from worker.store import Store
 
 TO = "+14155552671"
 SEND = {"to": TO, "content": "hi"}
@@ -24,15 +20,7 @@ SEND = {"to": TO, "content": "hi"}
 
 @pytest.fixture
 def services() -> Services:
-    client = fakeredis.FakeRedis(decode_responses=True)
-    return Services(
-        settings=Settings(max_body_bytes=4096, max_batch_body_bytes=16_384, secret_key="k"),
-        redis=client,
-        store=Store(client),
-        keys=KeyStore(client),
-        publisher=CeleryPublisher(Celery("test", broker="memory://"), client),
-        idempotency=Idempotency(client),
-    )
+    return fake_services(Settings(max_body_bytes=4096, max_batch_body_bytes=16_384, secret_key="k"))
 
 
 @pytest.fixture

@@ -7,33 +7,20 @@ import base64
 from collections.abc import Iterator
 from typing import cast
 
-import fakeredis
 import orjson
 import pytest
-from celery import Celery
 from fastapi.testclient import TestClient
 
 from producer.api import create_app
-from producer.idempotency import Idempotency
 from producer.services import Services
+from tests.unit.fake_services import fake_services
 from worker.inbound import INBOX_KEY, INBOX_WATCH_KEY, done
-from worker.keys import KeyStore
-from worker.queueing import CeleryPublisher
 from worker.settings import Settings
-from worker.store import Store
 
 
 @pytest.fixture
 def services() -> Services:
-    client = fakeredis.FakeRedis(decode_responses=True)
-    return Services(
-        settings=Settings(max_body_bytes=4096),
-        redis=client,
-        store=Store(client),
-        keys=KeyStore(client),
-        publisher=CeleryPublisher(Celery("test", broker="memory://"), client, direct=True),
-        idempotency=Idempotency(client),
-    )
+    return fake_services(Settings(max_body_bytes=4096), direct=True)
 
 
 @pytest.fixture

@@ -30,8 +30,7 @@ FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCh
 
 # Any code point, lone surrogates included, with controls and ESC more often than chance.
 hostile_text = st.text(
-    st.characters(codec=None)
-    | st.sampled_from("\x00\x1b\r\n\u200d\ufeff"),
+    st.characters(codec=None) | st.sampled_from("\x00\x1b\r\n\u200d\ufeff"),
     max_size=400,
 )
 codings = st.one_of(
@@ -141,8 +140,6 @@ def parse(name: str, data: st.DataObject) -> list[CarrierReceipt]:
         return carrier.parse_receipts(request)
     finally:
         client.close()
-
-
 
 
 class TestReceiptParsers:

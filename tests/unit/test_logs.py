@@ -60,7 +60,6 @@ class TestMasking:
             "to +1********71 and +44********56, 3 segments, id 0123456789abcdef"
         )
 
-
     def test_masks_url_encoded_numbers_and_drops_query_text(self) -> None:
         """A logged URL keeps no full number (`%2B…`) and no message text (`text=`)."""
         url = "GET http://kannel/cgi-bin/sendsms?to=%2B14155552671&text=Your+code+is+123456&x=1"

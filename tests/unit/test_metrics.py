@@ -12,23 +12,18 @@ from pathlib import Path
 import fakeredis
 import httpx
 import pytest
-from celery import Celery
 from fastapi.testclient import TestClient
 from prometheus_client import REGISTRY
 
 from producer.api import create_app
-from producer.idempotency import Idempotency
 from producer.routes.metrics import count_otp
 from producer.services import Services
+from tests.unit.fake_services import fake_services
 from worker.carriers.base import SegmentSubmission, honours_client_ref
 from worker.carriers.sim import SimCarrier
 from worker.errors import CarrierRejectedError, CarrierUnavailableError
-from worker.keys import KeyStore
 from worker.metrics import StoreCollector, count_task, current_lane, measured, read_gauges
-from worker.queueing import CeleryPublisher
 from worker.scheduler import LOCK_KEY
-from worker.settings import Settings
-from worker.store import Store
 
 Handler = Callable[[httpx.Request], httpx.Response]
 REPO = Path(__file__).resolve().parents[2]
@@ -159,14 +154,7 @@ class TestGauges:
 
 @pytest.fixture
 def services(client: fakeredis.FakeRedis) -> Services:
-    return Services(
-        settings=Settings(),
-        redis=client,
-        store=Store(client),
-        keys=KeyStore(client),
-        publisher=CeleryPublisher(Celery("test", broker="memory://"), client),
-        idempotency=Idempotency(client),
-    )
+    return fake_services(client=client)
 
 
 @pytest.fixture

@@ -13,14 +13,12 @@ from celery import Celery
 from fastapi.testclient import TestClient
 
 from producer.api import create_app
-from producer.idempotency import Idempotency
 from producer.otp import OtpDesk
 from producer.services import Services
-from worker.keys import KeyStore
+from tests.unit.fake_services import fake_services
 from worker.otp.content import CODE_FIELD, code_keys
 from worker.queueing import CeleryPublisher
 from worker.settings import Settings
-from worker.store import Store
 
 TO = "+14155552671"
 SECRET = "unit-test-server-key-0123456789abcdef"
@@ -56,14 +54,8 @@ class Clock:
 
 
 def make_services(**settings: Any) -> Services:
-    client = fakeredis.FakeRedis(decode_responses=True)
-    return Services(
-        settings=Settings(**{"secret_key": SECRET, **settings}),
-        redis=client,
-        store=Store(client),
-        keys=KeyStore(client),
-        publisher=RecordingPublisher(client),
-        idempotency=Idempotency(client),
+    return fake_services(
+        Settings(**{"secret_key": SECRET, **settings}), publisher=RecordingPublisher
     )
 
 

@@ -9,23 +9,21 @@ import fakeredis
 import httpx
 import orjson
 import pytest
-from celery import Celery
 from fastapi.testclient import TestClient
 from standardwebhooks.webhooks import Webhook
 
 from producer.api import create_app
 from producer.batches import expand, ingest
-from producer.idempotency import Idempotency
 from producer.schemas import BatchRequest
 from producer.services import Services
 from producer.views import message_view
+from tests.unit.fake_services import fake_services
 from tests.unit.test_callbacks import mock_sender
 from tests.unit.test_sending import Carrier, Publisher
 from worker.clock import now_ms
 from worker.contract import FLUSH_RECEIPTS, POST_RECEIPT
 from worker.inbound import ReceiptIntake
 from worker.keys import KeyStore
-from worker.queueing import CeleryPublisher
 from worker.receipt_batches import (
     BatchConfig,
     ReceiptBatches,
@@ -250,15 +248,7 @@ class TestRecovery:
 
 @pytest.fixture
 def services() -> Services:
-    client = fakeredis.FakeRedis(decode_responses=True)
-    return Services(
-        settings=Settings(),
-        redis=client,
-        store=Store(client),
-        keys=KeyStore(client),
-        publisher=CeleryPublisher(Celery("test", broker="memory://"), client),
-        idempotency=Idempotency(client),
-    )
+    return fake_services()
 
 
 @pytest.fixture
