@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import os
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import httpx
 import redis
@@ -39,6 +40,8 @@ class Runtime:
     callbacks: CallbackSender
     publisher: CeleryPublisher
     http: httpx.Client
+    # Parts built from the above once per process by `worker.tasks` (name -> part).
+    parts: dict[str, Any] = field(default_factory=dict)
 
     def close(self) -> None:
         self.http.close()

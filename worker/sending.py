@@ -42,7 +42,7 @@ from worker.errors import (
 from worker.inbound import ReceiptIntake
 from worker.otp.content import message_text
 from worker.queueing import Publisher
-from worker.store import Finished, Message, Store
+from worker.store import Begun, Finished, Message, Store
 
 if TYPE_CHECKING:
     from worker.receipt_batches import ReceiptBatches
@@ -110,7 +110,9 @@ class Sender:
     def send(self, message_id: str) -> SendOutcome:
         """Run the submission of `message_id` as far as it can go now."""
         # One round trip: load, queued/scheduled → submitting, the concatenation reference.
-        begun = self.store.begin_send(message_id, REFERENCE_BITS)
+        return self._send(message_id, self.store.begin_send(message_id, REFERENCE_BITS))
+
+    def _send(self, message_id: str, begun: Begun | None) -> SendOutcome:
         if begun is None:
             log.warning("send: unknown message", extra={"message_id": message_id})
             return SendOutcome(status="unknown")
@@ -135,10 +137,12 @@ class Sender:
         what was submitted. An id that raises does not stop the others: it is logged and
         left to the reconciler (it is still on the submit watch list), as a failed `sms.send`.
         """
+        # The chunk's starts in one round trip; a message is `submitting` from then on.
+        started = self.store.begin_sends(message_ids, REFERENCE_BITS)
         outcomes = []
-        for message_id in message_ids:
+        for message_id, begun in zip(message_ids, started, strict=True):
             try:
-                outcomes.append(self.send(message_id))
+                outcomes.append(self._send(message_id, begun))
             except Exception:
                 log.exception("send failed", extra={"message_id": message_id})
                 outcomes.append(SendOutcome(status="error"))

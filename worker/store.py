@@ -148,20 +148,26 @@ class Store:
         or its validity ran out (`Begun.state` says so; nothing changed), move it from queued or
         scheduled to submitting and fix its concatenation reference (`next_concat_reference`).
         None for an unknown message."""
-        now = now_ms()
-        found = self._scripts.begin_send(
+        return _begun(self._begin(self.redis, message_id, bits))
+
+    def begin_sends(self, message_ids: Sequence[str], bits: int) -> list[Begun | None]:
+        """`begin_send` for a chunk of messages in one pipelined round trip."""
+        pipe = self.redis.pipeline(transaction=False)
+        for message_id in message_ids:
+            self._begin(pipe, message_id, bits)
+        return [_begun(found) for found in pipe.execute()]
+
+    def _begin(
+        self, client: redis.Redis | redis.client.Pipeline, message_id: str, bits: int
+    ) -> Any:
+        return self._scripts.begin_send(
             keys=_transition_keys(message_id),
             args=[
-                now, _event("submitting"), 1 << bits, CONCAT_COUNTER_TTL_SECONDS,
+                now_ms(), _event("submitting"), 1 << bits, CONCAT_COUNTER_TTL_SECONDS,
                 f"{PREFIX}concat:",
             ],
+            client=client,
         )  # fmt: skip
-        if not found:
-            return None
-        state, flat = found
-        data = dict(zip(flat[::2], flat[1::2], strict=True))
-        reference = data.get("concat_ref")
-        return Begun(str(state), Message.from_hash(data), int(reference) if reference else None)
 
     def count_send_attempt(self, message_id: str) -> int:
         """Count one more transient submission failure; returns the count."""
@@ -479,6 +485,16 @@ class Begun(NamedTuple):
     state: str
     message: Message
     concat_ref: int | None
+
+
+def _begun(found: Any) -> Begun | None:
+    """The answer of the begin-send script as a `Begun` (None: no such message)."""
+    if not found:
+        return None
+    state, flat = found
+    data = dict(zip(flat[::2], flat[1::2], strict=True))
+    reference = data.get("concat_ref")
+    return Begun(str(state), Message.from_hash(data), int(reference) if reference else None)
 
 
 def _segment_ref(value: str) -> tuple[str, int]:

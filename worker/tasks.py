@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import base64
 import logging
-from typing import Any
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
 
 import redis
 from celery import Task
@@ -34,13 +36,14 @@ from worker.receipt_batches import (
     batching_deliverer,
 )
 from worker.receipts import ReceiptDeliverer
-from worker.runtime import runtime
+from worker.runtime import Runtime, runtime
 from worker.sending import Sender
 from worker.signals import configure_logging as _connects_signals  # noqa: F401 - logs, metrics
 
 log = logging.getLogger(__name__)
 
 app = create_app(with_tasks=False)
+T = TypeVar("T")
 
 # A fast carrier receipt can overtake the storing of its carrier id: look again shortly.
 UNKNOWN_RECEIPT_RETRIES = 3
@@ -68,9 +71,31 @@ def send_many(message_ids: list[str]) -> str:
 
 def _sender() -> Sender:
     rt = runtime()
-    batches = ReceiptBatches(rt.store, rt.publisher, BatchConfig.from_settings(rt.settings))
     return Sender(
-        rt.store, rt.carrier, rt.publisher, rt.settings.effective_public_url, receipts=batches
+        rt.store, rt.carrier, rt.publisher, rt.settings.effective_public_url, receipts=_batches()
+    )
+
+
+_parts_lock = threading.Lock()
+
+
+def _once(name: str, build: Callable[[Runtime], T]) -> T:
+    """A part built from this process's runtime once, not per task (registering its Lua
+    scripts hashes them)."""
+    rt = runtime()
+    part = rt.parts.get(name)
+    if part is None:
+        with _parts_lock:
+            part = rt.parts.get(name)
+            if part is None:
+                part = rt.parts[name] = build(rt)
+    return cast(T, part)
+
+
+def _batches() -> ReceiptBatches:
+    return _once(
+        "batches",
+        lambda rt: ReceiptBatches(rt.store, rt.publisher, BatchConfig.from_settings(rt.settings)),
     )
 
 
@@ -87,8 +112,10 @@ def flush_receipts(group: str) -> str:
 
 
 def _receipts() -> tuple[ReceiptDeliverer, BatchFlusher]:
-    rt = runtime()
-    return batching_deliverer(rt.store, rt.keys, rt.callbacks, rt.publisher, rt.settings)
+    return _once(
+        "receipts",
+        lambda rt: batching_deliverer(rt.store, rt.keys, rt.callbacks, rt.publisher, rt.settings),
+    )
 
 
 @app.task(name=HANDLE_CARRIER_RECEIPT, bind=True, max_retries=UNKNOWN_RECEIPT_RETRIES)
@@ -101,8 +128,7 @@ def handle_carrier_receipt(
     carrier = _carrier(carrier_name)
     last_try = self.request.retries >= UNKNOWN_RECEIPT_RETRIES
     try:
-        batches = ReceiptBatches(rt.store, rt.publisher, BatchConfig.from_settings(rt.settings))
-        outcome = ReceiptIntake(rt.store, rt.publisher, batches).handle(
+        outcome = ReceiptIntake(rt.store, rt.publisher, _batches()).handle(
             carrier, inbound_request(request), record_unknown=last_try
         )
     except (redis.ConnectionError, redis.TimeoutError) as exc:

@@ -96,6 +96,21 @@ class TestSendMany:
              f"{messages[2].id}:1"]
         )  # fmt: skip
 
+    def test_a_chunk_starts_in_one_round_trip(
+        self, store: Store, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The chunk's starts go in one pipeline, not one `begin_send` per message; an id
+        nobody knows is answered `unknown` and the others go on."""
+        messages = [stored(store), stored(store)]
+
+        def one_by_one(*_: object) -> None:
+            raise AssertionError("begin_send per message")
+
+        monkeypatch.setattr(store, "begin_send", one_by_one)
+        run, _ = sender(store, Carrier())
+        outcomes = run.send_many([messages[0].id, "nope", messages[1].id])
+        assert [o.status for o in outcomes] == ["accepted", "unknown", "accepted"]
+
     def test_one_failing_id_does_not_stop_the_others(self, store: Store) -> None:
         """A 5xx (durable retry of that id alone), a rejection and an unexpected error each
         stay with their own message; the rest of the chunk is accepted."""
