@@ -75,6 +75,10 @@ class Settings(BaseSettings):
     # CPU priority of a worker that consumes only the bulk lane (os.nice increment, 0 = off):
     # on a saturated machine the OTP and normal lanes get the CPU first.
     bulk_worker_nice: int = Field(10, ge=0, le=19)
+    # ... and of a worker that consumes only the otp lane (negative = first; needs root or
+    # CAP_SYS_NICE, else it stays at 0 with a warning). Measured: OTP p99 under a draining
+    # backlog 116–188 ms at 0, 20–52 ms at -10 (docs/performance.md).
+    otp_worker_nice: int = Field(-10, ge=-20, le=0)
     # `smsq up`: worker processes for each of the normal and bulk lanes (set it to the cores).
     lane_processes: int = Field(1, ge=1, le=64)
     log_level: str = "INFO"

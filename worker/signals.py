@@ -40,19 +40,31 @@ def configure_logging_early(options: dict[str, Any] | None = None, **_: Any) -> 
 
 
 def lower_bulk_priority(queues: object, nice: Callable[[int], int] = os.nice) -> int:
-    """A worker consuming only the bulk lane yields the CPU to the others (an OTP never
-    waits behind a campaign for a core either). Returns the increment applied."""
+    """A worker of one lane alone gets that lane's CPU priority: the bulk lane yields the
+    CPU to the others (`SMSQ_BULK_WORKER_NICE`) and the OTP lane goes first
+    (`SMSQ_OTP_WORKER_NICE`, negative: needs root or CAP_SYS_NICE, else a warning and no
+    change), so an OTP waits for a core behind neither a campaign nor the receipts.
+    Returns the increment applied."""
     if isinstance(queues, str):
         names = [n.strip() for n in queues.split(",")]
     elif isinstance(queues, list | tuple):
         names = [str(n).strip() for n in queues]
     else:
         return 0
-    increment = get_settings().bulk_worker_nice
-    if increment and names == [Queue.BULK.value]:
+    settings = get_settings()
+    increments = {
+        Queue.BULK.value: settings.bulk_worker_nice,
+        Queue.OTP.value: settings.otp_worker_nice,
+    }
+    increment = increments.get(names[0], 0) if len(names) == 1 else 0
+    if not increment:
+        return 0
+    try:
         nice(increment)
-        return increment
-    return 0
+    except PermissionError:
+        log.warning("worker priority unchanged: not permitted", lane=names[0], nice=increment)
+        return 0
+    return increment
 
 
 @signals.setup_logging.connect
