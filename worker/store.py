@@ -23,7 +23,7 @@ same scripts keep the watch lists the reconciler (`worker.reconciler`) works fro
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple, cast
 
 import orjson
@@ -152,10 +152,18 @@ class Store:
 
     def begin_sends(self, message_ids: Sequence[str], bits: int) -> list[Begun | None]:
         """`begin_send` for a chunk of messages in one pipelined round trip."""
+        found = self._each(self._begin, [(message_id, bits) for message_id in message_ids])
+        return [_begun(answer) for answer in found]
+
+    def _each(self, call: Callable[..., Any], items: Sequence[Sequence[Any]]) -> list[Any]:
+        """`call(client, *item)` for every item in one round trip: pipelined, or for a single
+        item sent alone (a pipeline of scripts would first ask SCRIPT EXISTS)."""
+        if len(items) == 1:
+            return [call(self.redis, *items[0])]
         pipe = self.redis.pipeline(transaction=False)
-        for message_id in message_ids:
-            self._begin(pipe, message_id, bits)
-        return [_begun(found) for found in pipe.execute()]
+        for item in items:
+            call(pipe, *item)
+        return list(pipe.execute())
 
     def _begin(
         self, client: redis.Redis | redis.client.Pipeline, message_id: str, bits: int
@@ -236,11 +244,21 @@ class Store:
     ) -> tuple[str, int] | None:
         """Keep a receipt for a carrier id we do not know until the id is stored; or, if it
         was stored meanwhile, its (message id, seq)."""
-        found = self._scripts.park_receipt(
+        found = self._park(self.redis, carrier, carrier_id, receipt)
+        return _segment_ref(found) if found else None
+
+    def _park(
+        self,
+        client: redis.Redis | redis.client.Pipeline,
+        carrier: str,
+        carrier_id: str,
+        receipt: Mapping[str, str | None],
+    ) -> Any:
+        return self._scripts.park_receipt(
             keys=[carrier_index_key(carrier, carrier_id), parked_receipts_key(carrier, carrier_id)],
             args=[orjson.dumps(dict(receipt)), CARRIER_INDEX_TTL_SECONDS],
+            client=client,
         )
-        return _segment_ref(found) if found else None
 
     def mark_unknown(
         self,
@@ -343,38 +361,15 @@ class Store:
         self, carrier: str, receipts: Sequence[tuple[str, Mapping[str, str | None]]]
     ) -> list[tuple[str, int] | None]:
         """`park_receipt` of each (carrier id, receipt), in order, in one pipeline."""
-        if len(receipts) == 1:  # a pipeline of scripts first asks SCRIPT EXISTS
-            return [self.park_receipt(carrier, *receipts[0])]
-        pipe = self.redis.pipeline(transaction=False)
-        for cid, receipt in receipts:
-            self._scripts.park_receipt(
-                keys=[carrier_index_key(carrier, cid), parked_receipts_key(carrier, cid)],
-                args=[orjson.dumps(dict(receipt)), CARRIER_INDEX_TTL_SECONDS],
-                client=pipe,
-            )
-        return [_segment_ref(found) if found else None for found in pipe.execute()]
+        found = self._each(self._park, [(carrier, cid, receipt) for cid, receipt in receipts])
+        return [_segment_ref(answer) if answer else None for answer in found]
 
     def apply_receipts(
         self, receipts: Sequence[tuple[str, int, str, str | None, str | None]]
     ) -> list[AggregateResult]:
         """`apply_receipt` of each (message id, seq, status, error code, error message), in
         order (as if one after another), in one pipeline."""
-        if len(receipts) == 1:  # a pipeline of scripts first asks SCRIPT EXISTS
-            return [self.apply_receipt(*receipts[0])]
-        pipe = self.redis.pipeline(transaction=False)
-        for message_id, seq, status, error_code, error_message in receipts:
-            self._scripts.apply_receipt(
-                keys=[
-                    message_key(message_id), segments_key(message_id), events_key(message_id),
-                    DELIVERY_WATCH_KEY, RECEIPT_WATCH_KEY,
-                ],
-                args=[seq, status, error_code or "", error_message or "", now_ms()],
-                client=pipe,
-            )  # fmt: skip
-        return [
-            AggregateResult(bool(changed), str(status), bool(final), int(level))
-            for changed, status, final, level in pipe.execute()
-        ]
+        return [_aggregate(answer) for answer in self._each(self._apply, receipts)]
 
     def apply_receipt(
         self,
@@ -389,14 +384,27 @@ class Store:
         A segment never goes backwards (a duplicate or late receipt changes nothing), and the
         message becomes final exactly once: `became_final` is True for one caller only.
         """
-        changed, message_status, became_final, level = self._scripts.apply_receipt(
+        return _aggregate(
+            self._apply(self.redis, message_id, seq, status, error_code, error_message)
+        )
+
+    def _apply(
+        self,
+        client: redis.Redis | redis.client.Pipeline,
+        message_id: str,
+        seq: int,
+        status: str,
+        error_code: str | None,
+        error_message: str | None,
+    ) -> Any:
+        return self._scripts.apply_receipt(
             keys=[
                 message_key(message_id), segments_key(message_id), events_key(message_id),
                 DELIVERY_WATCH_KEY, RECEIPT_WATCH_KEY,
             ],
             args=[seq, status, error_code or "", error_message or "", now_ms()],
+            client=client,
         )  # fmt: skip
-        return AggregateResult(bool(changed), str(message_status), bool(became_final), int(level))
 
     # -- receipts to the client ----------------------------------------------------------------
     def open_receipt(self, message_id: str, level: int) -> bool:
@@ -414,11 +422,19 @@ class Store:
         the client sees them in order; `close_receipt` of level 1 releases it. The lease must
         outlast one delivery attempt: after it, the receipt may be claimed again.
         """
-        return int(
-            self._scripts.claim_receipt(
-                keys=[message_key(message_id), RECEIPT_WATCH_KEY],
-                args=[level, now_ms(), lease_ms],
-            )
+        return int(self._claim_receipt(self.redis, message_id, level, lease_ms))
+
+    def _claim_receipt(
+        self,
+        client: redis.Redis | redis.client.Pipeline,
+        message_id: str,
+        level: int,
+        lease_ms: int,
+    ) -> Any:
+        return self._scripts.claim_receipt(
+            keys=[message_key(message_id), RECEIPT_WATCH_KEY],
+            args=[level, now_ms(), lease_ms],
+            client=client,
         )
 
     def release_receipt(self, message_id: str, level: int, due_ms: int = 0) -> None:
@@ -429,10 +445,15 @@ class Store:
 
     def close_receipt(self, message_id: str, level: int, outcome: str) -> bool:
         """Mark a receipt done (`sent`, `gone`, `dead`); True if a parked level 2 is released."""
-        return bool(
-            self._scripts.close_receipt(
-                keys=[message_key(message_id), RECEIPT_WATCH_KEY], args=[level, outcome, now_ms()]
-            )
+        return bool(self._close_receipt(self.redis, message_id, level, outcome))
+
+    def _close_receipt(
+        self, client: redis.Redis | redis.client.Pipeline, message_id: str, level: int, outcome: str
+    ) -> Any:
+        return self._scripts.close_receipt(
+            keys=[message_key(message_id), RECEIPT_WATCH_KEY],
+            args=[level, outcome, now_ms()],
+            client=client,
         )
 
     def replay_receipt(self, message_id: str, level: int) -> bool:
@@ -451,25 +472,13 @@ class Store:
     # Receipts in batches (`dlr-batch`, worker.receipt_batches): one round trip for many.
     def claim_receipts(self, refs: Sequence[tuple[str, int]], lease_ms: int) -> list[int]:
         """`claim_receipt` of each `(message id, level)`, pipelined; the seqs in order."""
-        pipe = self.redis.pipeline(transaction=False)
-        for message_id, level in refs:
-            self._scripts.claim_receipt(
-                keys=[message_key(message_id), RECEIPT_WATCH_KEY],
-                args=[level, now_ms(), lease_ms],
-                client=pipe,
-            )
-        return [int(seq) for seq in pipe.execute()]
+        found = self._each(self._claim_receipt, [(m, level, lease_ms) for m, level in refs])
+        return [int(seq) for seq in found]
 
     def close_receipts(self, refs: Sequence[tuple[str, int]], outcome: str) -> list[bool]:
         """`close_receipt` of each `(message id, level)`, pipelined; which released a level 2."""
-        pipe = self.redis.pipeline(transaction=False)
-        for message_id, level in refs:
-            self._scripts.close_receipt(
-                keys=[message_key(message_id), RECEIPT_WATCH_KEY],
-                args=[level, outcome, now_ms()],
-                client=pipe,
-            )
-        return [bool(released) for released in pipe.execute()]
+        found = self._each(self._close_receipt, [(m, level, outcome) for m, level in refs])
+        return [bool(released) for released in found]
 
     def add_events(self, events: Sequence[tuple[str, str, Mapping[str, Any]]]) -> None:
         """`add_event` of each `(message id, event, detail)`, pipelined."""
@@ -485,6 +494,12 @@ class Begun(NamedTuple):
     state: str
     message: Message
     concat_ref: int | None
+
+
+def _aggregate(answer: Any) -> AggregateResult:
+    """The answer of the apply-receipt script as an `AggregateResult`."""
+    changed, status, became_final, level = answer
+    return AggregateResult(bool(changed), str(status), bool(became_final), int(level))
 
 
 def _begun(found: Any) -> Begun | None:
