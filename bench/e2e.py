@@ -82,8 +82,8 @@ def start(
     *,
     dlr_batch: bool = False,
     carrier_receipt_batch: int = 1,
-    send_processes: int = 1,
-    send_threads: int = 64,
+    send_processes: int = 2,
+    send_threads: int = 32,
 ) -> System:
     api_port, sim_port, receiver_port = free_port(), free_port(), free_port()
     api_url = f"http://127.0.0.1:{api_port}"

@@ -108,13 +108,15 @@ def redis_cpu(client: redis.Redis) -> float:
 
 
 def wait_http(url: str, timeout: float = 120.0) -> None:  # cold starts compile bytecode
+    """Until `url` answers below 500 (a 5xx or no answer: look again in 0.1 s)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
             if httpx.get(url, timeout=1).status_code < 500:
                 return
         except httpx.HTTPError:
-            time.sleep(0.1)
+            pass
+        time.sleep(0.1)
     raise RuntimeError(f"{url} did not come up")
 
 

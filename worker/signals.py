@@ -36,10 +36,10 @@ MAX_RESULT_CHARS = 80
 def configure_logging_early(options: dict[str, Any] | None = None, **_: Any) -> None:
     """Before the worker's first own warnings (running as root…), so they are JSON too."""
     logs.configure((options or {}).get("loglevel") or "WARNING")
-    lower_bulk_priority((options or {}).get("queues"))
+    set_lane_priority((options or {}).get("queues"))
 
 
-def lower_bulk_priority(queues: object, nice: Callable[[int], int] = os.nice) -> int:
+def set_lane_priority(queues: object, nice: Callable[[int], int] = os.nice) -> int:
     """A worker of one lane alone gets that lane's CPU priority: the bulk lane yields the
     CPU to the others (`SMSQ_BULK_WORKER_NICE`) and the OTP lane goes first
     (`SMSQ_OTP_WORKER_NICE`, negative: needs root or CAP_SYS_NICE, else a warning and no

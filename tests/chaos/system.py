@@ -16,6 +16,7 @@ import httpx
 import orjson
 import redis
 
+from bench.harness import wait_http
 from producer.schemas import SendRequest
 from producer.submission import accept_messages
 from producer.validation import build_message
@@ -114,8 +115,8 @@ class ChaosSystem:
         self.key_id = KeyStore(self.client).create("chaos").key.id
         self.receiver_server.start()
         self.start_smsq(with_sim=True)
-        self.wait_http(f"{self.sim_url}/stats")
-        self.wait_http(f"http://127.0.0.1:{self.api_port}/healthz")
+        wait_http(f"{self.sim_url}/stats", timeout=30)
+        wait_http(f"http://127.0.0.1:{self.api_port}/healthz", timeout=30)
 
     def start_smsq(self, *, with_sim: bool = False) -> None:
         """Every smsq process (and the simulator, the first time)."""
@@ -147,18 +148,6 @@ class ChaosSystem:
         self.receiver_server.stop()
         self.client.close()
         self.redis_server.stop()
-
-    @staticmethod
-    def wait_http(url: str, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(url, timeout=1).status_code < 500:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise AssertionError(f"{url} did not come up")
 
     def sim_stats(self) -> dict[str, Any]:
         return cast(dict[str, Any], httpx.get(f"{self.sim_url}/stats", timeout=30).json())

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from worker.settings import get_settings
-from worker.signals import lower_bulk_priority
+from worker.signals import set_lane_priority
 
 
 class Recorder:
@@ -24,25 +24,25 @@ class Recorder:
 @pytest.mark.parametrize("queues", ["bulk", ["bulk"], (" bulk ",)])
 def test_a_bulk_only_worker_is_niced(queues: object) -> None:
     nice = Recorder()
-    assert lower_bulk_priority(queues, nice) == get_settings().bulk_worker_nice == 10
+    assert set_lane_priority(queues, nice) == get_settings().bulk_worker_nice == 10
     assert nice.calls == [10]
 
 
 @pytest.mark.parametrize("queues", ["otp", ["otp"]])
 def test_an_otp_only_worker_goes_first(queues: object) -> None:
     nice = Recorder()
-    assert lower_bulk_priority(queues, nice) == get_settings().otp_worker_nice == -10
+    assert set_lane_priority(queues, nice) == get_settings().otp_worker_nice == -10
     assert nice.calls == [-10]
 
 
 def test_without_the_right_to_raise_priority_it_stays() -> None:
-    assert lower_bulk_priority(["otp"], Recorder(refuse=True)) == 0
+    assert set_lane_priority(["otp"], Recorder(refuse=True)) == 0
 
 
 @pytest.mark.parametrize("queues", ["normal", "bulk,normal", ["otp", "bulk"], None, 3])
 def test_other_workers_keep_their_priority(queues: object) -> None:
     nice = Recorder()
-    assert lower_bulk_priority(queues, nice) == 0
+    assert set_lane_priority(queues, nice) == 0
     assert nice.calls == []
 
 
@@ -52,7 +52,7 @@ def test_zero_turns_it_off(monkeypatch: pytest.MonkeyPatch) -> None:
     get_settings.cache_clear()
     try:
         nice = Recorder()
-        assert lower_bulk_priority("bulk", nice) == lower_bulk_priority("otp", nice) == 0
+        assert set_lane_priority("bulk", nice) == set_lane_priority("otp", nice) == 0
         assert nice.calls == []
     finally:
         get_settings.cache_clear()
