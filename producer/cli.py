@@ -22,7 +22,7 @@ from producer.up import up as run_up
 from worker.keys import ALL_SCOPES, KeyStore, parse_duration, parse_rate
 from worker.logs import configure as configure_logs
 from worker.quotas import Quotas
-from worker.redis_urls import connect, redacted, store_client
+from worker.redis_urls import connect, redacted
 from worker.settings import Settings, get_settings
 from worker.simulator import carrier_sim
 
@@ -108,11 +108,9 @@ def scheduler_command(
 
 def start_batch_watcher(settings: Settings) -> threading.Event:
     """Run the batch progress / completion callbacks in a thread; set the event to stop it."""
-    from worker.batch_progress import BatchWatcher, run_watcher
-    from worker.callbacks import CallbackSender
+    from worker.batch_progress import build_watcher, run_watcher
 
-    client = store_client(settings, decode_responses=True)
-    watcher = BatchWatcher(client, KeyStore(client), CallbackSender.from_settings(settings))
+    watcher = build_watcher(settings)
     stopping = threading.Event()
     threading.Thread(
         target=run_watcher, args=(watcher, stopping, uuid.uuid4().hex), daemon=True

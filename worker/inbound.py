@@ -19,7 +19,7 @@ from worker.queueing import CeleryPublisher, Publisher
 from worker.store import Store
 
 if TYPE_CHECKING:
-    from worker.receipt_batches import ReceiptBatches
+    from worker.receipts.routing import ReceiptRouter
 
 log = logging.getLogger(__name__)
 
@@ -84,11 +84,11 @@ class ReceiptIntake:
     """
 
     def __init__(
-        self, store: Store, publisher: Publisher, receipts: ReceiptBatches | None = None
+        self, store: Store, publisher: Publisher, receipts: ReceiptRouter | None = None
     ) -> None:
         self.store = store
         self.publisher = publisher
-        # `dlr-batch` receipts go straight into their batch (no `sms.dlr.post` task each).
+        # Opened receipts go straight into their endpoint's queue (no `sms.dlr.post` task).
         self.receipts = receipts
 
     def handle(
@@ -172,8 +172,9 @@ class ReceiptIntake:
             if result.receipt_level
         ]
         if self.receipts is not None:
-            opened = self.receipts.enqueue_many(opened)
-        self._publish([(POST_RECEIPT, [m, level], Queue.DLR) for m, level in opened])
+            self.receipts.route(opened)
+        else:
+            self._publish([(POST_RECEIPT, [m, level], Queue.DLR) for m, level in opened])
         return [result.segment_changed for result in results]
 
     def _publish(self, jobs: Sequence[tuple[str, Sequence[Any], str]]) -> None:

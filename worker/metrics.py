@@ -82,7 +82,7 @@ CARRIER_RECEIPTS_APPLIED = Counter(
 )
 RECEIPT_ATTEMPTS = Counter(
     "smsq_receipt_attempts",
-    "Client receipt (dlr-url) deliveries by result: sent, retry, gone, dead, parked, skipped.",
+    "Client receipt (dlr-url) delivery attempts by result: sent, retry, gone, dead.",
     ["result"],
 )
 TASKS = Counter("smsq_tasks", "Celery tasks run, by task and final state.", ["task", "state"])
@@ -178,8 +178,6 @@ def count_task(task: str, args: tuple[Any, ...], retval: Any, state: str | None,
         from worker.runtime import runtime  # the task built it already
 
         MESSAGES.labels(retval, lane, runtime().carrier.name).inc()
-    elif task == "sms.dlr.post":
-        RECEIPT_ATTEMPTS.labels(retval).inc()
     elif task == "sms.carrier_dlr" and args:
         for part in retval.split():
             outcome, _, count = part.partition("=")

@@ -12,21 +12,26 @@ from dataclasses import dataclass
 import redis
 from redis.commands.core import Script
 
-# Message states after which nothing changes (mirrors contract.FINAL_STATUSES).
-_FINAL = (
-    "local FINAL = {rejected=1, delivered=1, undelivered=1, expired=1, failed=1, cancelled=1}\n"
-)
+from worker.store.lua_scripts import prelude, read
 
-# Open the client receipt of a level once: its state, and a place on the receipt watch list.
-_OPEN = """
-local function open_receipt(msg, watch, level, now)
+# The contract's state names (FINAL, ...), rendered from its enums.
+_FINAL = prelude()
+
+# Open the client receipt of a level once: its state, its content fixed now (the snapshot
+# every attempt sends), and a place on the receipt watch list.
+_OPEN = (
+    read("snapshot")
+    + """
+local function open_receipt(msg, seg, watch, level, now)
   if redis.call('HSETNX', msg, 'rcpt:' .. level .. ':state', 'open') == 1 then
+    redis.call('HSET', msg, 'rcpt:' .. level .. ':snap', receipt_snapshot(msg, seg, level))
     redis.call('ZADD', watch, now, redis.call('HGET', msg, 'id') .. ':' .. level)
     return level
   end
   return 0
 end
 """
+)
 
 # KEYS: msg, events, submit watch, delivery watch. ARGV: to, event, now, allowed from...
 TRANSITION = (
@@ -151,8 +156,8 @@ if redis.call('HSETNX', KEYS[1], 'submit_outcome', outcome) == 1 then
   end
   if redis.call('HGET', KEYS[1], 'dlr') == '1' then
     local level = redis.call('HGET', KEYS[1], 'dlr_level') or '1'
-    if level == '1' or level == '3' then opened = open_receipt(KEYS[1], KEYS[6], 1, now)
-    elseif FINAL[outcome] then opened = open_receipt(KEYS[1], KEYS[6], 2, now) end
+    if level == '1' or level == '3' then opened = open_receipt(KEYS[1], KEYS[2], KEYS[6], 1, now)
+    elseif FINAL[outcome] then opened = open_receipt(KEYS[1], KEYS[2], KEYS[6], 2, now) end
   end
 end
 return {redis.call('HGET', KEYS[1], 'submit_outcome'), opened}
@@ -200,17 +205,18 @@ redis.call('RPUSH', KEYS[3], cjson.encode({at = tonumber(ARGV[5]), event = final
 local opened = 0
 local level = redis.call('HGET', KEYS[1], 'dlr_level') or '1'
 if redis.call('HGET', KEYS[1], 'dlr') == '1' and (level == '2' or level == '3') then
-  opened = open_receipt(KEYS[1], KEYS[5], 2, ARGV[5])
+  opened = open_receipt(KEYS[1], KEYS[2], KEYS[5], 2, ARGV[5])
 end
 return {changed, final, 1, opened}
 """
 )
 
-# KEYS: msg, receipt watch. ARGV: level, now.
+# KEYS: msg, segments, receipt watch. ARGV: level, now.
 OPEN_RECEIPT = (
-    _OPEN
+    _FINAL
+    + _OPEN
     + """
-return open_receipt(KEYS[1], KEYS[2], ARGV[1], ARGV[2]) ~= 0 and 1 or 0
+return open_receipt(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2]) ~= 0 and 1 or 0
 """
 )
 

@@ -43,9 +43,10 @@ from worker.inbound import ReceiptIntake
 from worker.otp.content import message_text
 from worker.queueing import Publisher
 from worker.store import Begun, Finished, Message, Store
+from worker.store.receipts import Routing
 
 if TYPE_CHECKING:
-    from worker.receipt_batches import ReceiptBatches
+    from worker.receipts.routing import ReceiptRouter
 
 log = logging.getLogger(__name__)
 
@@ -98,13 +99,13 @@ class Sender:
         carrier: Carrier,
         publisher: Publisher,
         public_url: str,
-        receipts: ReceiptBatches | None = None,
+        receipts: ReceiptRouter | None = None,
     ):
         self.store = store
         self.carrier = carrier
         self.publisher = publisher
         self.receipt_url = f"{public_url}/carriers/{carrier.name}/dlr"
-        # `dlr-batch` receipts go straight into their batch (no `sms.dlr.post` task each).
+        # Opened receipts go straight into their endpoint's queue (no `sms.dlr.post` task).
         self.receipts = receipts
 
     def send(self, message_id: str) -> SendOutcome:
@@ -269,7 +270,9 @@ class Sender:
         carrier = accepted.carrier or self.carrier.name
         _, parked = self.store.accept_segment(message.id, seq, carrier, accepted.carrier_id)
         for receipt in parked:
-            ReceiptIntake(self.store, self.publisher).apply_to(message.id, seq, receipt)
+            ReceiptIntake(self.store, self.publisher, self.receipts).apply_to(
+                message.id, seq, receipt
+            )
 
     def _accepted_last(
         self, message: Message, seq: int, total: int, accepted: Accepted
@@ -281,7 +284,9 @@ class Sender:
             message.id, seq, carrier, accepted.carrier_id, total
         )
         for receipt in parked:
-            ReceiptIntake(self.store, self.publisher).apply_to(message.id, seq, receipt)
+            ReceiptIntake(self.store, self.publisher, self.receipts).apply_to(
+                message.id, seq, receipt
+            )
         return finished
 
     def _unknown(self, message: Message, seq: int, exc: CarrierUnknownOutcomeError) -> None:
@@ -360,10 +365,11 @@ class Sender:
         return SendOutcome(status=finished.outcome, submitted=submitted)
 
     def _publish_receipt(self, message: Message, level: int) -> None:
-        receipts = self.receipts if message.dlr_batch else None
-        if receipts is not None and receipts.enqueue(message.id, level, message):
+        if self.receipts is None:
+            self.publisher.publish(POST_RECEIPT, [message.id, level], Queue.DLR)
             return
-        self.publisher.publish(POST_RECEIPT, [message.id, level], Queue.DLR)
+        where = Routing(message.dlr_url, message.dlr_method, message.dlr_batch, message.key_id)
+        self.receipts.route([(message.id, level)], routing={message.id: where})
 
     def _queue_receipts(self, message: Message, outcome: str, *, final: bool) -> None:
         """Level 1 reports the submission; a final failure also answers a level-2-only request."""

@@ -61,7 +61,13 @@ class Settings(BaseSettings):
     default_from: str = "smsq"
 
     dlr_connect_timeout: float = 3.0
-    dlr_read_timeout: float = 10.0
+    # A receipt attempt's hard wall-clock deadline (resolve, connect, send, answer), seconds.
+    dlr_timeout: float = Field(10.0, gt=0, le=60)
+    # Fairness (docs/receipts.md): requests in flight per endpoint (an API key's dlr-url
+    # origin), per API key and in all, per worker process.
+    dlr_endpoint_concurrency: int = Field(4, ge=1, le=64)
+    dlr_key_concurrency: int = Field(16, ge=1, le=1024)
+    dlr_max_in_flight: int = Field(256, ge=1, le=10_000)
     # CIDR ranges receipts may go to although they are not public (development, tests).
     dlr_allow_private: Annotated[list[str], NoDecode] = Field(default_factory=list)
     # `dlr-batch` receipts (docs/reliability.md §5): at most this many per POST, and sent

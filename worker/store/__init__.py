@@ -1,23 +1,16 @@
 """The message store in Redis: the source of truth for every message and segment.
 
-Keys (all under `smsq:`):
-  msg:{id}           hash: the message (fields of `Message`), its status and receipt bookkeeping
-  msg:{id}:seg       hash: per-segment fields `{seq}:status`, `{seq}:carrier_id`,
-                     `{seq}:error_code`, `{seq}:error_message`, `{seq}:submitted_at`,
-                     `{seq}:done_at`, `{seq}:attempts`
-  msg:{id}:events    list: JSON events with UTC millisecond timestamps
+Its keys are built in `worker.store.keys` (the layout is documented there); carrier-id
+correlation adds
   cid:{carrier}:{carrier_id}  string `{id}:{seq}`: correlates carrier receipts to segments
   cid-parked:{carrier}:{carrier_id}  list: receipts that came before their carrier id was stored
   concat:{to}        counter for concatenation references per recipient
-  watch:submit       sorted set: messages not yet submitted, by when progress is due (ms)
-  watch:delivery     sorted set: accepted messages awaiting terminal receipts, by acceptance
-  watch:receipt      sorted set: `{id}:{level}` client receipts not yet done, by when due
-  dlr:dead           sorted set: `{id}:{level}` dead-lettered client receipts, by when
   counters           hash: totals of rare events (unknown outcomes, stale claims, ...)
 
 Every state change that can race (segment claim, receipt aggregation, receipt ordering) is one
 Lua script, so two workers can never both submit a segment or both fire a final receipt; the
-same scripts keep the watch lists the reconciler (`worker.reconciler`) works from.
+same scripts keep the watch lists the reconciler (`worker.reconciler`) works from. Client
+receipts' queues, claims and endpoint health are `worker.store.receipts`.
 """
 
 from __future__ import annotations
@@ -32,45 +25,34 @@ import redis
 from worker import scripts
 from worker.clock import now_ms
 from worker.records import AggregateResult, Finished, Message, SegmentState, parse_segments
+from worker.store.keys import (
+    COUNTERS_KEY,
+    DEAD_LETTER_KEY,
+    DELIVERY_WATCH_KEY,
+    PREFIX,
+    RECEIPT_WATCH_KEY,
+    SUBMIT_WATCH_KEY,
+    carrier_index_key,
+    events_key,
+    message_key,
+    parked_receipts_key,
+    segments_key,
+)
 
 __all__ = [
-    "AggregateResult", "Finished", "Message", "SegmentState", "Store", "message_key",
-    "new_message_id", "parse_segments",
+    "COUNTERS_KEY", "DEAD_LETTER_KEY", "DELIVERY_WATCH_KEY", "PREFIX", "RECEIPT_WATCH_KEY",
+    "SUBMIT_WATCH_KEY", "AggregateResult", "Finished", "Message", "SegmentState", "Store",
+    "carrier_index_key", "events_key", "message_key", "new_message_id", "parked_receipts_key",
+    "parse_segments", "segments_key",
 ]  # fmt: skip
 
-PREFIX = "smsq:"
 CARRIER_INDEX_TTL_SECONDS = 7 * 24 * 3600
 CONCAT_COUNTER_TTL_SECONDS = 7 * 24 * 3600
-SUBMIT_WATCH_KEY = f"{PREFIX}watch:submit"
-DELIVERY_WATCH_KEY = f"{PREFIX}watch:delivery"
-RECEIPT_WATCH_KEY = f"{PREFIX}watch:receipt"
-DEAD_LETTER_KEY = f"{PREFIX}dlr:dead"
-COUNTERS_KEY = f"{PREFIX}counters"
 
 
 def new_message_id() -> str:
     """A new message id: 32 lower-case hex characters, time-ordered in its first 12."""
     return f"{now_ms():012x}{uuid.uuid4().hex[:20]}"
-
-
-def message_key(message_id: str) -> str:
-    return f"{PREFIX}msg:{message_id}"
-
-
-def segments_key(message_id: str) -> str:
-    return f"{PREFIX}msg:{message_id}:seg"
-
-
-def events_key(message_id: str) -> str:
-    return f"{PREFIX}msg:{message_id}:events"
-
-
-def carrier_index_key(carrier: str, carrier_id: str) -> str:
-    return f"{PREFIX}cid:{carrier}:{carrier_id}"
-
-
-def parked_receipts_key(carrier: str, carrier_id: str) -> str:
-    return f"{PREFIX}cid-parked:{carrier}:{carrier_id}"
 
 
 class Store:
@@ -411,7 +393,8 @@ class Store:
         """Register the level's receipt; True only for the first caller (who enqueues it)."""
         return bool(
             self._scripts.open_receipt(
-                keys=[message_key(message_id), RECEIPT_WATCH_KEY], args=[level, now_ms()]
+                keys=[message_key(message_id), segments_key(message_id), RECEIPT_WATCH_KEY],
+                args=[level, now_ms()],
             )
         )
 
