@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -213,15 +214,18 @@ class ReceiptClient:
 
 
 def _network_reason(exc: httpx.TransportError) -> str:
-    text = str(exc) or type(exc).__name__
-    lowered = text.lower()
-    if "refused" in lowered:
-        return "connection refused"
-    if "certificate" in lowered or "ssl" in lowered:
-        return f"TLS: {text[:120]}"
-    if "reset" in lowered:
-        return "connection reset"
-    return f"network error: {text[:120]}"
+    """What a network error was, in a few words (shown as why a receipt waits)."""
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, ConnectionRefusedError):
+            return "connection refused"
+        if isinstance(cause, ConnectionResetError):
+            return "connection reset"
+        if isinstance(cause, ssl.SSLError):
+            return f"TLS: {str(cause)[:120]}"
+        cause = cause.__cause__ or cause.__context__
+    kind = "cannot connect" if isinstance(exc, httpx.ConnectError) else "network error"
+    return f"{kind}: {(str(exc) or type(exc).__name__)[:120]}"
 
 
 __all__ = ["MAX_RESPONSE_BYTES", "PoolKey", "ReceiptClient", "UnsafeUrlError", "classify"]

@@ -64,7 +64,9 @@ class HealthPolicy:
     max_backoff: float = 600.0
 
     def after(self, health: EndpointHealth, round_: Round, now: int) -> EndpointHealth | None:
-        """The endpoint's health after a drain round; None when it is healthy."""
+        """The endpoint's health after some attempts (in the order they ended); None when it
+        is healthy. Failures of attempts that were in flight when a backoff began count, but
+        do not back it off again."""
         failures = health.failures
         succeeded = False
         for ok in round_.outcomes:
@@ -74,11 +76,15 @@ class HealthPolicy:
             return None
         since = health.since if health.failures and not succeeded else now
         updated = replace(health, failures=failures, reason=round_.reason, since=since)
+        if succeeded:
+            updated = replace(updated, backoff_until=0, backoffs=0)
+        elif health.backoff_until > now:
+            return updated  # backing off already
         if round_.retry_after:
             wait = min(max(round_.retry_after, 1.0), self.max_backoff)
             return replace(updated, backoff_until=now + int(wait * 1000))
         if failures < self.threshold:
             return updated
-        backoffs = health.backoffs + 1 if not succeeded else 1
+        backoffs = updated.backoffs + 1
         wait = min(self.first_backoff * 2 ** (backoffs - 1), self.max_backoff)
         return replace(updated, backoff_until=now + int(wait * 1000), backoffs=backoffs)

@@ -287,8 +287,7 @@ class ReceiptStore:
 
     # -- endpoint health --------------------------------------------------------------------
     def health(self, endpoint: str) -> EndpointHealth:
-        raw = cast(dict[str, str], self.redis.hgetall(endpoint_health_key(endpoint)))
-        return EndpointHealth.from_hash(raw)
+        return read_health(self.redis, endpoint)
 
     def set_health(self, endpoint: str, health: EndpointHealth | None) -> None:
         """Record an endpoint's health; None forgets it (it answers well)."""
@@ -312,6 +311,12 @@ class ReceiptStore:
         for item in items:
             call(pipe, *item)
         return list(pipe.execute())
+
+
+def read_health(client: redis.Redis, endpoint: str) -> EndpointHealth:
+    """An endpoint's health (a healthy one has no record: all zeros)."""
+    raw = cast(dict[str, str], client.hgetall(endpoint_health_key(endpoint)))
+    return EndpointHealth.from_hash(raw)
 
 
 def _claim(ref: tuple[str, int], reply: Any) -> Claim | int:
