@@ -225,7 +225,9 @@ class TestPacing:
 def snapshot(store: Store, message_id: str) -> dict[str, Any]:
     """Everything a send step writes, without its timestamps."""
     redis = store.redis
-    fields = {k: v for k, v in store.fields(message_id).items() if not k.endswith("_at")}
+    fields: dict[str, Any] = {
+        k: v for k, v in store.fields(message_id).items() if not k.endswith("_at")
+    }
     for name in [k for k in fields if k.endswith(":snap")]:  # a receipt's content, untimed
         content = orjson.loads(fields[name])
         fields[name] = {k: v for k, v in content.items() if not k.endswith("_at")}
