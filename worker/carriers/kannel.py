@@ -37,8 +37,9 @@ CODINGS = {0: "0", 8: "2"}
 
 # Bits of Kannel's DLR type `%d` (gw/dlr.h), also the bits of `dlr-mask`.
 DELIVERED, FAILED, BUFFERED, SMSC_ACK, SMSC_NACK, INTERMEDIATE = 1, 2, 4, 8, 16, 32
-# Kannel 1.6 sends 34 (FAILED | 32) for an expired message and 66 (FAILED | 64) for an unknown
-# outcome; 1.4 reports its intermediate notices with 32.
+# Kannel (Debian's 1.4.5, and 1.6) reports an SMPP receipt whose `message_state` is EXPIRED as
+# 34 (FAILED | 32), and 1.6 one that is UNKNOWN as 66 (FAILED | 64); 32 alone is an
+# intermediate notice.
 KNOWN_BITS = 127
 # What `dlr-mask` asks for by default: delivered, failed, the SMSC's accept and its refusal.
 # Not 4 (buffered, intermediate SMSC notices smsq reports nothing for: one more callback per
@@ -182,17 +183,15 @@ def decode_type(kind: str, stat: str | None = None) -> SegmentStatus:
     """The segment state of a DLR type `%d` (a bitmask, `DLR_TYPES`), a failure refined by the
     SMPP `stat:` word (`FAILED_STATS`); `ValidationError` for anything else."""
     value = int(kind) if kind.isascii() and kind.isdigit() and len(kind) <= 3 else 0
-    if not 0 < value <= KNOWN_BITS:
-        raise ValidationError(f"unknown Kannel DLR type {kind[:8]!r}", field="type")
     status = next((state for bit, state in DLR_TYPES if value & bit), None)
-    if status is None:
+    if status is None or value > KNOWN_BITS:
         raise ValidationError(f"unknown Kannel DLR type {kind[:8]!r}", field="type")
     if status is not SegmentStatus.UNDELIVERED:
         return status
     refined = FAILED_STATS.get((stat or "").upper())
     if refined is not None:
         return refined
-    return SegmentStatus.EXPIRED if value & INTERMEDIATE else status  # 1.6's 34 = expired
+    return SegmentStatus.EXPIRED if value & INTERMEDIATE else status  # 34 = expired
 
 
 def _error_code(answer: str) -> str | None:
