@@ -81,6 +81,7 @@ class SegmentStatus(StrEnum):
 
     PENDING = "pending"
     SUBMITTING = "submitting"
+    SENT = "sent"  # handed to a gateway (Kannel); the answer of the SMSC behind it pending
     ACCEPTED = "accepted"
     REJECTED = "rejected"
     FAILED = "failed"

@@ -167,9 +167,9 @@ class ReceiptIntake:
         # The store opened the level-2 receipt in the same atomic step that made the message
         # final, so a crash here loses nothing: the reconciler republishes an open receipt.
         opened = [
-            (message_id, result.receipt_level)
+            (message_id, level)
             for (message_id, _, _), result in zip(receipts, results, strict=True)
-            if result.receipt_level
+            for level in result.receipt_levels
         ]
         if self.receipts is not None:
             self.receipts.route(opened)

@@ -5,6 +5,10 @@ after, so a redelivered or retried task skips what was already submitted; the ca
 `message_id:seq` as its client reference. What happens next (a receipt, a retry later) is
 handed to the `Publisher`; nothing here knows Celery.
 
+A carrier that only queued the segment at a gateway (Kannel's 202, `Accepted.awaiting_ack`)
+leaves it `sent`: the submission finishes when the SMSC's answer comes back as a receipt
+(`Store.apply_receipt`), not here.
+
 When a request left and no answer came back (a read timeout), the segment's outcome is
 `unknown` and counted. It is sent again, with the same client reference, only when the carrier
 honours client references (`carriers.base.honours_client_ref`: a repeat gets the first answer and no
@@ -268,7 +272,9 @@ class Sender:
         """Store the carrier id; apply receipts that came for it before it was stored (a
         resend after a run died answered with the first id)."""
         carrier = accepted.carrier or self.carrier.name
-        _, parked = self.store.accept_segment(message.id, seq, carrier, accepted.carrier_id)
+        _, parked = self.store.accept_segment(
+            message.id, seq, carrier, accepted.carrier_id, sent=accepted.awaiting_ack
+        )
         for receipt in parked:
             ReceiptIntake(self.store, self.publisher, self.receipts).apply_to(
                 message.id, seq, receipt
@@ -281,7 +287,7 @@ class Sender:
         were parked for the carrier id: they are applied first and `_finish` follows."""
         carrier = accepted.carrier or self.carrier.name
         _, parked, finished = self.store.accept_and_finish(
-            message.id, seq, carrier, accepted.carrier_id, total
+            message.id, seq, carrier, accepted.carrier_id, total, sent=accepted.awaiting_ack
         )
         for receipt in parked:
             ReceiptIntake(self.store, self.publisher, self.receipts).apply_to(

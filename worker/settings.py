@@ -48,7 +48,7 @@ class Settings(BaseSettings):
     # Adapter details of the single carrier (the same keys as in the carriers file).
     carrier_messaging_service: str = ""  # Twilio MessagingServiceSid, instead of `From`
     carrier_smsc: str = ""  # Kannel: the smsc-id to send through
-    carrier_dlr_mask: int = Field(19, ge=1, le=63)  # Kannel: 1 + 2 + 16
+    carrier_dlr_mask: int = Field(27, ge=1, le=63)  # Kannel: 1 + 2 + 8 + 16 (docs/carriers.md)
     # Shared limits and the circuit breaker (docs/carriers.md). With a rate or concurrency
     # set, the single carrier gets the limiter and the breaker too.
     carrier_rate: float = Field(0.0, ge=0)  # messages per second across all workers; 0 = none
@@ -57,6 +57,9 @@ class Settings(BaseSettings):
     carrier_max_wait: float = Field(0.5, ge=0)  # longer waits go through the scheduler
     carrier_breaker_failures: int = Field(5, ge=0)  # consecutive failures that open; 0 = off
     carrier_breaker_cooldown: float = Field(30.0, gt=0)  # seconds open before a trial
+    # A segment a gateway queued (Kannel's 202) whose SMSC has not answered this long (seconds)
+    # is given up as `unknown`: the submission fails with `no_smsc_answer` (docs/reliability.md).
+    reconcile_ack_deadline: float = Field(3600.0, gt=0)
 
     default_from: str = "smsq"
 

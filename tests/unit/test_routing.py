@@ -157,6 +157,11 @@ class TestFailover:
         assert net.routed.submit(segment()) == Accepted("id-m1:1", carrier="a")
         assert net.calls() == {"a": 1, "b": 0, "c": 0}
 
+    def test_a_gateways_pending_answer_is_kept(self, net: Net) -> None:
+        """A carrier that only queued the segment (Kannel) stays `awaiting_ack` behind a route."""
+        net.carriers["a"].outcome = lambda s: Accepted(f"id-{s.client_ref}", awaiting_ack=True)
+        assert net.routed.submit(segment()) == Accepted("id-m1:1", carrier="a", awaiting_ack=True)
+
     def test_receipt_url_names_the_carrier(self, net: Net) -> None:
         """Each carrier is told its own `/carriers/{name}/dlr` under the public URL."""
         net.carriers["a"].outcome = DOWN

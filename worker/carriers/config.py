@@ -36,7 +36,7 @@ class CarrierConfig(BaseModel):
     password_file: str | None = None  # read at load time (container secrets)
     messaging_service: str = ""  # Twilio: MessagingServiceSid instead of `From`
     smsc: str = ""  # Kannel: smsc-id to route through
-    dlr_mask: int = Field(19, ge=1, le=63)  # Kannel
+    dlr_mask: int = Field(27, ge=1, le=63)  # Kannel: 1 + 2 + 8 + 16 (docs/carriers.md)
     rate: float = Field(0.0, ge=0)  # messages per second, all workers together; 0 = no limit
     burst: int = Field(1, ge=1)
     concurrency: int = Field(0, ge=0)  # requests in flight, all workers together; 0 = no limit

@@ -204,7 +204,7 @@ class RoutedCarrier:
             settled = True
             if gate.breaker:
                 gate.breaker.success()
-            return Accepted(accepted.carrier_id, carrier=accepted.carrier or name)
+            return replace(accepted, carrier=accepted.carrier or name)
         finally:
             if token is not None and gate.slots:
                 gate.slots.release(token)

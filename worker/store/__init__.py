@@ -24,6 +24,7 @@ import redis
 
 from worker import scripts
 from worker.clock import now_ms
+from worker.contract import SegmentStatus
 from worker.records import AggregateResult, Finished, Message, SegmentState, parse_segments
 from worker.store.keys import (
     COUNTERS_KEY,
@@ -199,16 +200,20 @@ class Store:
             keys=[segments_key(message_id)], args=[seq, error_code, error]
         )
 
-    def record_accepted(self, message_id: str, seq: int, carrier: str, carrier_id: str) -> bool:
-        """Store the carrier's id for a submitted segment and index it for receipts.
+    def record_accepted(
+        self, message_id: str, seq: int, carrier: str, carrier_id: str, *, sent: bool = False
+    ) -> bool:
+        """Store the carrier's id for a submitted segment and index it for receipts; the
+        segment is `accepted`, or with `sent` `sent` (a gateway queued it, the SMSC's answer
+        comes as a receipt).
 
         False when the segment had already moved on (a receipt came first, or another run
         recorded it): the index is still written, the segment's state is left alone.
         """
-        return self.accept_segment(message_id, seq, carrier, carrier_id)[0]
+        return self.accept_segment(message_id, seq, carrier, carrier_id, sent=sent)[0]
 
     def accept_segment(
-        self, message_id: str, seq: int, carrier: str, carrier_id: str
+        self, message_id: str, seq: int, carrier: str, carrier_id: str, *, sent: bool = False
     ) -> tuple[bool, list[dict[str, str]]]:
         """`record_accepted`, also handing back the receipts parked for that carrier id (they
         came before the id was stored; the caller applies them)."""
@@ -217,7 +222,8 @@ class Store:
                 segments_key(message_id), carrier_index_key(carrier, carrier_id),
                 parked_receipts_key(carrier, carrier_id),
             ],
-            args=[seq, carrier_id, carrier, f"{message_id}:{seq}", CARRIER_INDEX_TTL_SECONDS],
+            args=[seq, carrier_id, carrier, f"{message_id}:{seq}", CARRIER_INDEX_TTL_SECONDS,
+                  _recorded(sent)],
         )  # fmt: skip
         return bool(changed), [orjson.loads(item) for item in parked]
 
@@ -301,7 +307,14 @@ class Store:
         return Finished(str(outcome), int(level))
 
     def accept_and_finish(
-        self, message_id: str, seq: int, carrier: str, carrier_id: str, total: int
+        self,
+        message_id: str,
+        seq: int,
+        carrier: str,
+        carrier_id: str,
+        total: int,
+        *,
+        sent: bool = False,
     ) -> tuple[bool, list[dict[str, str]], Finished | None]:
         """`accept_segment` of the last segment and then `finish`, in one atomic step (#9).
 
@@ -316,7 +329,7 @@ class Store:
             ],
             args=[
                 total, now_ms(), seq, carrier_id, carrier, f"{message_id}:{seq}",
-                CARRIER_INDEX_TTL_SECONDS,
+                CARRIER_INDEX_TTL_SECONDS, _recorded(sent),
             ],
         )  # fmt: skip
         changed, parked = answer[0], [orjson.loads(item) for item in answer[1]]
@@ -364,7 +377,9 @@ class Store:
         """Apply one carrier receipt to its segment and re-derive the message state, atomically.
 
         A segment never goes backwards (a duplicate or late receipt changes nothing), and the
-        message becomes final exactly once: `became_final` is True for one caller only.
+        message becomes final exactly once: `became_final` is True for one caller only. A
+        receipt for a `sent` segment (the SMSC's answer) may also finish the submission, which
+        opens the level-1 receipt (`AggregateResult.receipt_levels`).
         """
         return _aggregate(
             self._apply(self.redis, message_id, seq, status, error_code, error_message)
@@ -382,7 +397,7 @@ class Store:
         return self._scripts.apply_receipt(
             keys=[
                 message_key(message_id), segments_key(message_id), events_key(message_id),
-                DELIVERY_WATCH_KEY, RECEIPT_WATCH_KEY,
+                DELIVERY_WATCH_KEY, RECEIPT_WATCH_KEY, SUBMIT_WATCH_KEY,
             ],
             args=[seq, status, error_code or "", error_message or "", now_ms()],
             client=client,
@@ -481,8 +496,15 @@ class Begun(NamedTuple):
 
 def _aggregate(answer: Any) -> AggregateResult:
     """The answer of the apply-receipt script as an `AggregateResult`."""
-    changed, status, became_final, level = answer
-    return AggregateResult(bool(changed), str(status), bool(became_final), int(level))
+    changed, status, became_final, level, submitted = answer
+    return AggregateResult(
+        bool(changed), str(status), bool(became_final), int(level), int(submitted)
+    )
+
+
+def _recorded(sent: bool) -> str:
+    """The state of a segment the carrier took: `sent` while the SMSC's answer is to come."""
+    return SegmentStatus.SENT if sent else SegmentStatus.ACCEPTED
 
 
 def _begun(found: Any) -> Begun | None:
