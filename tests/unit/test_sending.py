@@ -26,9 +26,10 @@ from worker.errors import (
     CarrierUnknownOutcomeError,
 )
 from worker.inbound import ReceiptIntake
-from worker.receipts import build_payload
+from worker.receipts.payload import build_payload
 from worker.sending import MAX_SEND_ATTEMPTS, RETRY_CAP_SECONDS, Sender, retry_delay
 from worker.store import SUBMIT_WATCH_KEY, Message, Store, new_message_id
+from worker.store.receipts import Claim, ReceiptStore
 
 TO = "+14155552671"
 TWO_SEGMENTS = "The quick brown fox jumps over the lazy dog. " * 5  # 225 septets
@@ -281,7 +282,9 @@ class TestGatewayCarriers:
         assert publisher.now == [(POST_RECEIPT, [message.id, 1], "dlr")]
         fields = store.fields(message.id)
         assert (fields["submit_outcome"], fields["status"]) == (outcome, outcome)
-        payload = build_payload(fields, store.segments(message.id, 1), 1, 1, 1)
+        (claim,) = ReceiptStore(store.redis).claim([(message.id, 1)], now_ms(), 10_000)
+        assert isinstance(claim, Claim)
+        payload = build_payload(claim)
         assert (payload["status"], payload["message_status"]) == (
             outcome, MESSAGE_STATUS_WORDS[MessageStatus(outcome)],
         )  # fmt: skip
