@@ -43,7 +43,7 @@ from producer.supervisor import (
 from worker.embedded_redis import EmbeddedRedis, free_port
 from worker.keys import KeyStore
 from worker.redis_urls import connect, redacted
-from worker.settings import Settings
+from worker.settings import Settings, simulator_url
 
 WORKER_LANES = (
     ("otp", "otp"), ("normal", "normal"), ("bulk", "bulk"), ("dlr", "dlr"),
@@ -88,7 +88,7 @@ def worker_command(name: str, queues: str, concurrency: int) -> list[str]:
 
 def runs_simulator(settings: Settings) -> bool:
     """The configured carrier is the simulator on `SMSQ_SIM_PORT`: `smsq up` runs it."""
-    return settings.carrier == "sim" and settings.carrier_url == settings.simulator_url
+    return settings.carrier == "sim" and settings.carrier_url == simulator_url(settings.sim_port)
 
 
 def children(settings: Settings, options: UpOptions, api_fd: int) -> list[ChildSpec]:

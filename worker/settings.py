@@ -16,6 +16,11 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
+def simulator_url(port: int) -> str:
+    """Where `smsq up` runs the carrier simulator."""
+    return f"http://127.0.0.1:{port}"
+
+
 class Settings(BaseSettings):
     """Everything an smsq process can be told from outside."""
 
@@ -43,7 +48,7 @@ class Settings(BaseSettings):
     carrier: Literal["sim", "http", "kannel", "twilio"] = "sim"
     sim_port: int = 8025  # where `smsq up` runs the carrier simulator
     # Default: the simulator where `smsq up` runs it (SMSQ_SIM_PORT).
-    carrier_url: str = Field(default_factory=lambda given: f"http://127.0.0.1:{given['sim_port']}")
+    carrier_url: str = Field(default_factory=lambda given: simulator_url(given["sim_port"]))
     carrier_username: str = ""
     carrier_password: SecretStr = SecretStr("")
     carrier_connect_timeout: float = 3.0
@@ -154,11 +159,6 @@ class Settings(BaseSettings):
     @property
     def effective_broker_url(self) -> str:
         return self.broker_url or self.effective_redis_url
-
-    @property
-    def simulator_url(self) -> str:
-        """Where `smsq up` runs the carrier simulator."""
-        return f"http://127.0.0.1:{self.sim_port}"
 
     @property
     def effective_public_url(self) -> str:
