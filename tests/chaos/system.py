@@ -53,7 +53,7 @@ class Layout:
     pool: str = "threads"  # or prefork, to have pool children to kill
     concurrency: int = 16
     env: dict[str, str] = field(default_factory=dict)  # settings over TIMINGS
-    start_timeout: float = 30.0  # for the simulator, then the API, to answer
+    start_timeout: float = 120.0  # for the simulator, then the API, to answer (a loaded machine)
 
 
 class ChaosSystem:
