@@ -364,15 +364,20 @@ class TestMetrics:
 
         def both_counted() -> bool:
             nonlocal made
-            httpx.get(f"{up.api_url}/healthz", timeout=10)  # a new connection each time
+            httpx.get(f"{up.api_url}/healthz", timeout=30)  # a new connection each time
             made += 1
             after = healthz_by_process(directory)
             grew = [name for name, n in after.items() if n > before.get(name, 0)]
             return len(grew) >= 2
 
-        wait_for(both_counted, 60, "one API process took every connection")
+        wait_for(both_counted, 120, f"one API process took every connection: {before}")
         # A request is counted just after its answer went out: give the last one a moment.
-        wait_for(lambda: healthz_total(up) - start == made, 10, "/metrics missed requests")
+        wait_for(
+            lambda: healthz_total(up) - start == made,
+            10,
+            f"/metrics: {healthz_total(up)} - {start} != {made} requests made; "
+            f"by process before: {before}, after: {healthz_by_process(directory)}",
+        )
 
 
 def healthz_total(up: Up) -> float:
