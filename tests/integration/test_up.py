@@ -420,3 +420,14 @@ class TestRestart:  # last: it restarts the module's smsq up
         assert "worker-otp | " in here.stderr()
         keys = smsq("keys", "list")
         assert [line.split()[1] for line in keys.output.splitlines()] == ["smsq-up"]
+
+    def test_keys_rotate_replaces_the_development_key(self, here: Up) -> None:
+        """The old key is refused at once, the new one works, the CLI follows it."""
+        rotated = smsq("keys", "rotate")
+        assert rotated.exit_code == 0, rotated.output
+        fresh = rotated.output.split("API key")[1].split()[0]
+        with httpx.Client(base_url=here.api_url, timeout=30) as http:
+            for key, status in ((here.key, 401), (fresh, 404)):
+                headers = {"authorization": f"Bearer {key}"}
+                assert http.get("/sms/" + "0" * 32, headers=headers).status_code == status
+        assert smsq("send", TO, "after the rotation").exit_code == 0
