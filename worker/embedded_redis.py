@@ -12,6 +12,7 @@ from __future__ import annotations
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,6 +44,10 @@ class EmbeddedRedis:
     port: int = 0
     host: str = "127.0.0.1"
     appendonly: bool = True
+    # `smsq up`: a session of its own (the terminal's Ctrl-C is for `smsq up` to handle) and
+    # a hook run before exec (it asks for SIGTERM when `smsq up` dies).
+    start_new_session: bool = False
+    preexec_fn: Callable[[], None] | None = None
     process: subprocess.Popen[bytes] | None = field(default=None, init=False)
 
     @property
@@ -67,7 +72,10 @@ class EmbeddedRedis:
             "--protected-mode", "yes",
             "--logfile", str((self.data_dir / "redis.log").resolve()),
         ]  # fmt: skip
-        self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL)
+        self.process = subprocess.Popen(
+            args, stdin=subprocess.DEVNULL, start_new_session=self.start_new_session,
+            preexec_fn=self.preexec_fn,
+        )  # fmt: skip
         self._wait_ready(timeout)
         return self.url
 

@@ -6,6 +6,7 @@ Nothing else in smsq reads `os.environ`.
 from __future__ import annotations
 
 import ipaddress
+import os
 from functools import lru_cache
 from typing import Annotated, Literal
 
@@ -13,6 +14,11 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+def simulator_url(port: int) -> str:
+    """Where `smsq up` runs the carrier simulator."""
+    return f"http://127.0.0.1:{port}"
 
 
 class Settings(BaseSettings):
@@ -28,16 +34,21 @@ class Settings(BaseSettings):
 
     api_host: str = "127.0.0.1"
     api_port: int = 8000
+    # `smsq up`: API processes sharing the port (one Python process uses one core at most).
+    api_processes: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, le=256)
     public_url: str | None = None
     max_body_bytes: int = 1_048_576
     max_batch_body_bytes: int = 64 * 1_048_576
 
     # Server key for keyed hashes (API keys, OTP codes). `smsq up` generates one under data_dir.
     secret_key: SecretStr = SecretStr("")
+    # The API key `smsq send` / `smsq batch` present; default: the running `smsq up`'s own.
+    api_key: SecretStr = SecretStr("")
 
     carrier: Literal["sim", "http", "kannel", "twilio"] = "sim"
     sim_port: int = 8025  # where `smsq up` runs the carrier simulator
-    carrier_url: str = "http://127.0.0.1:8025"
+    # Default: the simulator where `smsq up` runs it (SMSQ_SIM_PORT).
+    carrier_url: str = Field(default_factory=lambda given: simulator_url(given["sim_port"]))
     carrier_username: str = ""
     carrier_password: SecretStr = SecretStr("")
     carrier_connect_timeout: float = 3.0
@@ -88,7 +99,7 @@ class Settings(BaseSettings):
     # CAP_SYS_NICE, else it stays at 0 with a warning). Measured: OTP p99 under a draining
     # backlog 116–188 ms at 0, 20–52 ms at -10 (docs/performance.md).
     otp_worker_nice: int = Field(-10, ge=-20, le=0)
-    # `smsq up`: worker processes for each of the normal and bulk lanes (set it to the cores).
+    # `smsq up`: worker processes for each lane but otp (normal, bulk, dlr, carrier-dlr).
     lane_processes: int = Field(1, ge=1, le=64)
     log_level: str = "INFO"
 
