@@ -17,6 +17,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import typer
@@ -25,6 +26,7 @@ from worker.embedded_redis import EmbeddedRedis
 from worker.keys import KeyStore
 from worker.redis_urls import connect, redacted
 from worker.settings import Settings
+from worker.ssrf import loopback_endpoints
 
 WORKER_LANES = (("otp", "otp"), ("normal", "normal"), ("bulk", "bulk"), ("dlr", "dlr,carrier-dlr"))
 
@@ -113,9 +115,23 @@ def child_env(settings: Settings, redis_url: str, key: str) -> dict[str, str]:
     # Development default: receipts may go to this machine (a local receiver). Production
     # deployments leave SMSQ_DLR_ALLOW_PRIVATE unset, so only public addresses are called.
     env.setdefault("SMSQ_DLR_ALLOW_PRIVATE", "127.0.0.0/8,::1/128")
+    denied = loopback_endpoints(own_ports(settings, redis_url))
+    env["SMSQ_DLR_DENY"] = ",".join(filter(None, [env.get("SMSQ_DLR_DENY", ""), *denied]))
     if settings.carrier == "sim" and "SMSQ_CARRIER_URL" not in os.environ:
         env["SMSQ_CARRIER_URL"] = f"http://127.0.0.1:{settings.sim_port}"
     return env
+
+
+def own_ports(settings: Settings, redis_url: str) -> list[int]:
+    """The loopback ports of the API, the simulator and the Redis, which the development
+    allow-list would otherwise let a `dlr-url` reach (`http://127.0.0.1:<sim port>/reset`);
+    the children get them in `SMSQ_DLR_DENY`."""
+    ports = {settings.api_port, settings.sim_port}
+    try:
+        redis_port = urlsplit(redis_url).port if redis_url.startswith("redis") else None
+    except ValueError:
+        redis_port = None
+    return sorted(ports | ({redis_port} if redis_port else set()))
 
 
 def fresh_metrics_dir(settings: Settings) -> Path:
@@ -182,6 +198,8 @@ def up(settings: Settings, concurrency: int) -> int:
             created = KeyStore(client).create(f"smsq-up-{int(time.time())}")
         finally:
             client.close()
+        ports = ", ".join(map(str, own_ports(settings, redis_url)))
+        typer.echo(f"smsq: receipts may go to this machine, but not to ports {ports} (smsq's own)")
         _announce(api_url, redis_url, embedded is not None, created.api_key, created.webhook_secret)
         while not stopping:
             if group.dead():

@@ -14,7 +14,7 @@ from worker.contract import MessageStatus
 from worker.encoding import Summary, is_gsm7, normalize_coding, summarize
 from worker.errors import UnsafeUrlError, ValidationError
 from worker.settings import Settings
-from worker.ssrf import check_url, parse_networks
+from worker.ssrf import check_url, parse_denied, parse_networks
 from worker.store import Message, new_message_id
 
 MAX_SCHEDULE_AHEAD_MS = 365 * 24 * 3600 * 1000
@@ -83,7 +83,8 @@ def parse_send_at(raw: str, now: int) -> int:
 def check_receipt_url(url: str, settings: Settings, field: str = "dlr-url") -> str:
     """The normalised URL if receipts may go there; 422 naming the field with the reason."""
     try:
-        return check_url(url, allow_private=parse_networks(settings.dlr_allow_private)).url
+        allowed = parse_networks(settings.dlr_allow_private)
+        return check_url(url, allow_private=allowed, deny=parse_denied(settings.dlr_deny)).url
     except UnsafeUrlError as exc:
         raise ValidationError(exc.message, field=field, code="unsafe_url") from None
 

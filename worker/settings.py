@@ -64,6 +64,9 @@ class Settings(BaseSettings):
     dlr_read_timeout: float = 10.0
     # CIDR ranges receipts may go to although they are not public (development, tests).
     dlr_allow_private: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # `host:port` endpoints receipts never go to, even inside those ranges (`smsq up` lists
+    # its API, simulator and Redis): `127.0.0.0/8:8025`, `[::1]:8000`, `localhost:6379`.
+    dlr_deny: Annotated[list[str], NoDecode] = Field(default_factory=list)
     # `dlr-batch` receipts (docs/reliability.md §5): at most this many per POST, and sent
     # at least this often (milliseconds) while some wait.
     dlr_batch_max: int = Field(100, ge=1, le=10_000)
@@ -104,7 +107,7 @@ class Settings(BaseSettings):
         default_factory=lambda: ["PREMIUM_RATE", "SHARED_COST"]
     )
 
-    @field_validator("dlr_allow_private", mode="before")
+    @field_validator("dlr_allow_private", "dlr_deny", mode="before")
     @classmethod
     def _split_networks(cls, value: object) -> object:
         if isinstance(value, str):
@@ -116,6 +119,14 @@ class Settings(BaseSettings):
     def _check_networks(cls, value: list[str]) -> list[str]:
         for network in value:
             ipaddress.ip_network(network, strict=False)  # loud when wrong
+        return value
+
+    @field_validator("dlr_deny")
+    @classmethod
+    def _check_endpoints(cls, value: list[str]) -> list[str]:
+        from worker.ssrf import parse_denied  # only here: settings stay cheap to import
+
+        parse_denied(value)  # loud when wrong
         return value
 
     @field_validator("otp_allowed_countries", "otp_blocked_number_types", mode="before")
