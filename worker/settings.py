@@ -9,10 +9,19 @@ import ipaddress
 from functools import lru_cache
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+# Geo permissions (worker.geo, docs/security.md): where messages may go unless a deployment or
+# a key says otherwise. North America, the UK and its Crown Dependencies (which share +44),
+# western and northern Europe, Australia and New Zealand: large, regulated markets that SMS
+# pumping rarely targets. Every other country is one setting away, not open by default
+# (Twilio too enables only a few countries on a new account).
+DEFAULT_ALLOWED_COUNTRIES = (
+    "US", "CA", "GB", "GG", "JE", "IM", "IE", "DE", "AT", "CH", "FR", "BE", "NL", "LU", "ES",
+    "PT", "IT", "DK", "SE", "NO", "FI", "IS", "PL", "CZ", "AU", "NZ",
+)  # fmt: skip
 
 
 class Settings(BaseSettings):
@@ -59,6 +68,11 @@ class Settings(BaseSettings):
     carrier_breaker_cooldown: float = Field(30.0, gt=0)  # seconds open before a trial
 
     default_from: str = "smsq"
+    # ISO 3166 regions messages (SMS and OTP) may go to, comma-separated; `*` = every country.
+    # A key's own list (`smsq keys create --countries`) replaces this one for that key.
+    allowed_countries: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: list(DEFAULT_ALLOWED_COUNTRIES)
+    )
 
     dlr_connect_timeout: float = 3.0
     dlr_read_timeout: float = 10.0
@@ -92,15 +106,23 @@ class Settings(BaseSettings):
     otp_max_attempts: int = Field(5, ge=1, le=5)  # checks per code
     # How long GET /otp/{id} still answers after a code expired.
     otp_retention_seconds: int = Field(24 * 3600, ge=60)
+    # Each API key has its own number, prefix and country limits (one tenant cannot use up
+    # another's); the ceilings count every key together per destination, the SMS-pumping
+    # backstop, and must stay above the per-key limits (0 = off).
     otp_limit_number: int = Field(5, ge=0)
     otp_limit_number_window: int = Field(3600, ge=1)
+    otp_ceiling_number: int = Field(25, ge=0)  # every key together, same window
     otp_limit_prefix: int = Field(20, ge=0)  # the number without its last 4 digits
     otp_limit_prefix_window: int = Field(3600, ge=1)
-    otp_limit_key: int = Field(3000, ge=0)  # per API key
-    otp_limit_key_window: int = Field(60, ge=1)
+    otp_ceiling_prefix: int = Field(100, ge=0)
     otp_limit_country: int = Field(1000, ge=0)  # per destination region (ISO 3166, e.g. DE)
     otp_limit_country_window: int = Field(60, ge=1)
-    # ISO 3166 regions that codes may go to (comma-separated in the environment); empty = all.
+    otp_ceiling_country: int = Field(10_000, ge=0)
+    otp_limit_key: int = Field(3000, ge=0)  # per API key, any destination
+    otp_limit_key_window: int = Field(60, ge=1)
+    otp_limit_key_daily: int = Field(20_000, ge=0)  # codes per API key per UTC day
+    # Codes only: ISO 3166 regions they may go to, within the key's allowed countries (comma-
+    # separated in the environment); empty = every allowed country.
     otp_allowed_countries: Annotated[list[str], NoDecode] = Field(default_factory=list)
     # phonenumbers number types refused as OTP destinations (toll fraud).
     otp_blocked_number_types: Annotated[list[str], NoDecode] = Field(
@@ -129,7 +151,19 @@ class Settings(BaseSettings):
         parse_denied(value)  # loud when wrong
         return value
 
-    @field_validator("otp_allowed_countries", "otp_blocked_number_types", mode="before")
+    @field_validator("allowed_countries")
+    @classmethod
+    def _check_countries(cls, value: list[str]) -> list[str]:
+        from worker.geo import check_countries  # only here: settings stay cheap to import
+
+        checked = list(check_countries(value))
+        if not checked:
+            raise ValueError("name the countries messages may go to (US,GB,...) or * for all")
+        return checked
+
+    @field_validator(
+        "allowed_countries", "otp_allowed_countries", "otp_blocked_number_types", mode="before"
+    )
     @classmethod
     def _split_otp_lists(cls, value: object) -> object:
         if isinstance(value, str):
@@ -151,6 +185,18 @@ class Settings(BaseSettings):
     @classmethod
     def _upper_countries(cls, value: list[str]) -> list[str]:
         return [v.upper() for v in value]
+
+    @model_validator(mode="after")
+    def _ceilings_above_limits(self) -> Settings:
+        for scope in ("number", "prefix", "country"):
+            limit = getattr(self, f"otp_limit_{scope}")
+            ceiling = getattr(self, f"otp_ceiling_{scope}")
+            if limit and ceiling and ceiling <= limit:
+                raise ValueError(
+                    f"SMSQ_OTP_CEILING_{scope.upper()} ({ceiling}) must be above "
+                    f"SMSQ_OTP_LIMIT_{scope.upper()} ({limit}): one key alone must not reach it"
+                )
+        return self
 
     @property
     def effective_redis_url(self) -> str:
