@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 import httpx
 import typer
 
+from producer.server import api_command as server_command
 from worker.embedded_redis import EmbeddedRedis
 from worker.keys import KeyStore
 from worker.redis_urls import connect, redacted
@@ -73,10 +74,7 @@ def worker_command(name: str, queues: str, concurrency: int) -> list[str]:
 
 
 def api_command(host: str, port: int) -> list[str]:
-    return [
-        sys.executable, "-m", "uvicorn", "producer.api:create_app", "--factory",
-        "--host", host, "--port", str(port), "--log-level", "warning", "--no-access-log",
-    ]  # fmt: skip
+    return server_command(host, port)  # uvicorn with a header timeout and a connection limit
 
 
 @dataclass

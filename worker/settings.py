@@ -40,6 +40,15 @@ class Settings(BaseSettings):
     public_url: str | None = None
     max_body_bytes: int = 1_048_576
     max_batch_body_bytes: int = 64 * 1_048_576
+    # Slow and numerous clients (producer/server.py): seconds a connection has to send a
+    # request's headers, and connections or requests in flight per API process before new
+    # requests get 503 (0 = no limit).
+    api_header_timeout: float = Field(10.0, gt=0)
+    api_max_connections: int = Field(1000, ge=0)
+
+    # Bearer token `/metrics` asks for (Prometheus `authorization` / `bearer_token_file`);
+    # empty = open, as is usual for a scrape port kept on the private network.
+    metrics_token: SecretStr = SecretStr("")
 
     # Server key for keyed hashes (API keys, OTP codes). `smsq up` generates one under data_dir.
     secret_key: SecretStr = SecretStr("")
