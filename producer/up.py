@@ -23,7 +23,7 @@ import httpx
 import typer
 
 from producer.server import api_command as server_command
-from worker.embedded_redis import EmbeddedRedis
+from worker.embedded_redis import EmbeddedRedis, write_private
 from worker.keys import KeyStore
 from worker.redis_urls import connect, redacted
 from worker.settings import Settings
@@ -164,7 +164,7 @@ def up(settings: Settings, concurrency: int) -> int:
     else:
         embedded = EmbeddedRedis(data_dir / "redis")
         redis_url = embedded.start()
-        redis_url_file(settings).write_text(redis_url)
+        write_private(redis_url_file(settings), redis_url)  # it holds the password
     key = secret_key(settings)
     env = child_env(settings, redis_url, key)
     env["PROMETHEUS_MULTIPROC_DIR"] = str(fresh_metrics_dir(settings))
