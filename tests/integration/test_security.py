@@ -4,6 +4,7 @@ process, keys kept apart (OTP limits per key, geo permissions per key)."""
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -24,11 +25,12 @@ from producer import cli
 from producer.api import create_app
 from producer.up import child_env
 from tests.integration.api_process import api_process
-from tests.integration.stack import SECRET_KEY, Stack, running_stack, wait_for
+from tests.integration.stack import REPO, SECRET_KEY, Stack, running_stack, wait_for
 from tests.receiver import Receiver
 from tests.servers import serve_app
 from worker.keys import CreatedKey, KeyStore
 from worker.settings import Settings
+from worker.webhooks import generate_secret
 
 pytestmark = pytest.mark.integration
 
@@ -374,3 +376,61 @@ class TestOtpLimitsPerKey:
         assert error["code"] == "destination_under_attack"
         assert error["message"].startswith("this number range is getting codes from many senders")
         assert int(refused.headers["retry-after"]) > 0
+
+
+def doc_snippet(marker: str) -> str:
+    """The Python block after `<!-- marker -->` in docs/security.md."""
+    text = (REPO / "docs" / "security.md").read_text()
+    after = text.split(f"<!-- {marker} -->\n", 1)[1]
+    match = re.match(r"```python\n(.*?)```", after, re.S)
+    assert match, f"no python block after {marker}"
+    return match.group(1)
+
+
+@pytest.fixture(scope="module")
+def get_receipt(stack: Stack) -> tuple[str, Any]:
+    """A signed level-1 GET receipt whose query needs encoding, and its key's secret."""
+    key = KeyStore(stack.redis).create("get-receiver")
+    body = {
+        "to": TO, "content": "hi", "client_ref": "a b/ü&c=d", "dlr": True, "dlr-level": 1,
+        "dlr-method": "GET", "dlr-url": f"{stack.receiver_url}/get?tenant=a%20b&x=",
+    }  # fmt: skip
+    message_id = stack.send(body, **auth(key)).json()["id"]
+
+    def arrived() -> Any:
+        return next((r for r in stack.receiver.snapshot() if message_id in r.query), None)
+
+    found = wait_for(arrived, 30, "no GET receipt arrived")
+    assert found.method == "GET"
+    assert found.query.startswith("tenant=a%20b&x=&")
+    return key.webhook_secret, found
+
+
+class TestVerifyingGetReceipts:
+    """The snippets docs/security.md shows for GET receipts, run against real ones."""
+
+    def test_the_stdlib_snippet_verifies_and_refuses_tampering(
+        self, get_receipt: tuple[str, Any]
+    ) -> None:
+        """`verify_get_receipt` accepts the receipt as sent and refuses a changed query, a
+        changed id or another secret."""
+        secret, received = get_receipt
+        namespace: dict[str, Any] = {}
+        exec(doc_snippet("verify-get-receipt"), namespace)
+        verify = namespace["verify_get_receipt"]
+        assert verify(secret, received.query, received.headers)
+        assert not verify(secret, received.query.replace("accepted", "delivered"), received.headers)
+        assert not verify(secret, received.query, received.headers | {"webhook-id": "evt_x"})
+        assert not verify(generate_secret(), received.query, received.headers)
+
+    def test_the_standardwebhooks_snippet_verifies_and_refuses_tampering(
+        self, get_receipt: tuple[str, Any]
+    ) -> None:
+        """`Webhook(secret).verify(raw_query, headers, json_parse=False)` passes on the receipt
+        and raises on a changed query."""
+        secret, received = get_receipt
+        snippet = doc_snippet("verify-get-receipt-standardwebhooks")
+        exec(snippet, {"secret": secret, "raw_query": received.query, "headers": received.headers})
+        tampered = received.query.replace("level=1", "level=2")
+        with pytest.raises(WebhookVerificationError):
+            exec(snippet, {"secret": secret, "raw_query": tampered, "headers": received.headers})
