@@ -13,6 +13,8 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+# An OTP ceiling per destination is this many keys' worth of the per-key limit by default.
+CEILING_FACTOR = 5
 # Geo permissions (worker.geo, docs/security.md): where messages may go unless a deployment or
 # a key says otherwise. North America, the UK and its Crown Dependencies (which share +44),
 # western and northern Europe, Australia and New Zealand: large, regulated markets that SMS
@@ -117,16 +119,16 @@ class Settings(BaseSettings):
     otp_retention_seconds: int = Field(24 * 3600, ge=60)
     # Each API key has its own number, prefix and country limits (one tenant cannot use up
     # another's); the ceilings count every key together per destination, the SMS-pumping
-    # backstop, and must stay above the per-key limits (0 = off).
+    # backstop: by default CEILING_FACTOR times the per-key limit, when set above it (0 = off).
     otp_limit_number: int = Field(5, ge=0)
     otp_limit_number_window: int = Field(3600, ge=1)
-    otp_ceiling_number: int = Field(25, ge=0)  # every key together, same window
+    otp_ceiling_number: int | None = Field(None, ge=0)  # every key together, same window
     otp_limit_prefix: int = Field(20, ge=0)  # the number without its last 4 digits
     otp_limit_prefix_window: int = Field(3600, ge=1)
-    otp_ceiling_prefix: int = Field(100, ge=0)
+    otp_ceiling_prefix: int | None = Field(None, ge=0)
     otp_limit_country: int = Field(1000, ge=0)  # per destination region (ISO 3166, e.g. DE)
     otp_limit_country_window: int = Field(60, ge=1)
-    otp_ceiling_country: int = Field(10_000, ge=0)
+    otp_ceiling_country: int | None = Field(None, ge=0)
     otp_limit_key: int = Field(3000, ge=0)  # per API key, any destination
     otp_limit_key_window: int = Field(60, ge=1)
     otp_limit_key_daily: int = Field(20_000, ge=0)  # codes per API key per UTC day
@@ -198,14 +200,20 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _ceilings_above_limits(self) -> Settings:
         for scope in ("number", "prefix", "country"):
-            limit = getattr(self, f"otp_limit_{scope}")
-            ceiling = getattr(self, f"otp_ceiling_{scope}")
+            limit, ceiling = getattr(self, f"otp_limit_{scope}"), self.otp_ceiling(scope)
             if limit and ceiling and ceiling <= limit:
                 raise ValueError(
                     f"SMSQ_OTP_CEILING_{scope.upper()} ({ceiling}) must be above "
                     f"SMSQ_OTP_LIMIT_{scope.upper()} ({limit}): one key alone must not reach it"
                 )
         return self
+
+    def otp_ceiling(self, scope: Literal["number", "prefix", "country"]) -> int:
+        """The OTP ceiling per destination `scope`: as set, else CEILING_FACTOR times the
+        per-key limit."""
+        ceiling: int | None = getattr(self, f"otp_ceiling_{scope}")
+        limit: int = getattr(self, f"otp_limit_{scope}")
+        return CEILING_FACTOR * limit if ceiling is None else ceiling
 
     @property
     def effective_redis_url(self) -> str:

@@ -124,6 +124,17 @@ class TestSendLimits:
             "smsq:otp:ceiling:country:US",
         }
 
+    def test_ceilings_default_to_five_keys_worth(self) -> None:
+        """Unset, a ceiling is 5 times its per-key limit, so raising a limit raises it too."""
+        settings = Settings(otp_limit_number=100, otp_limit_prefix=30, otp_limit_country=7)
+        ceilings = (
+            settings.otp_ceiling("number"),
+            settings.otp_ceiling("prefix"),
+            settings.otp_ceiling("country"),
+        )
+        assert ceilings == (500, 150, 35)
+        assert Settings(otp_ceiling_prefix=40).otp_ceiling("prefix") == 40
+
     @pytest.mark.parametrize("scope", ["number", "prefix", "country"])
     def test_a_ceiling_must_be_above_the_limit(self, scope: str) -> None:
         """A ceiling one key alone could reach is refused at start-up."""

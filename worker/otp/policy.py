@@ -155,10 +155,10 @@ def send_limits(settings: Settings, *, to: str, region: str, key_id: str, now: i
     """The limits one send to `to` with key `key_id` counts against (those switched on)."""
     s = settings
     destinations = [
-        ("number", to, s.otp_limit_number, s.otp_ceiling_number, s.otp_limit_number_window),
-        ("prefix", number_prefix(to), s.otp_limit_prefix, s.otp_ceiling_prefix,
+        ("number", to, s.otp_limit_number, s.otp_ceiling("number"), s.otp_limit_number_window),
+        ("prefix", number_prefix(to), s.otp_limit_prefix, s.otp_ceiling("prefix"),
          s.otp_limit_prefix_window),
-        ("country", region, s.otp_limit_country, s.otp_ceiling_country,
+        ("country", region, s.otp_limit_country, s.otp_ceiling("country"),
          s.otp_limit_country_window),
     ]  # fmt: skip
     candidates = [
