@@ -85,21 +85,27 @@ class EmbeddedRedis:
 
     @property
     def url(self) -> str:
-        auth = f":{quote(self.password, safe='')}@" if self.password else ""
+        """The URL with the password (known before `start`: it is read or made on first use)."""
+        password = self._password()
+        auth = f":{quote(password, safe='')}@" if password else ""
         return f"redis://{auth}{self.host}:{self.port}/0"
 
     @property
     def password_file(self) -> Path:
         return self.data_dir / "password"
 
-    def _config_file(self) -> Path:
-        """The 0600 config holding what must not be on the command line (the password)."""
+    def _password(self) -> str:
         if self.password is None:
             if not self.password_file.exists():
                 write_private(self.password_file, secrets.token_urlsafe(32))
             self.password = self.password_file.read_text().strip()
+        return self.password
+
+    def _config_file(self) -> Path:
+        """The 0600 config holding what must not be on the command line (the password)."""
+        password = self._password()
         config = self.data_dir / "embedded.conf"
-        write_private(config, f"requirepass {self.password}\n" if self.password else "")
+        write_private(config, f"requirepass {password}\n" if password else "")
         return config
 
     def start(self, timeout: float = 10.0) -> str:

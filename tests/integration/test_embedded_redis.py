@@ -111,3 +111,19 @@ def test_write_private_tightens_an_existing_file(tmp_path: Path) -> None:
     path.chmod(0o644)
     write_private(path, "redis://:pw@127.0.0.1:1/0")
     assert (mode(path), path.read_text()) == (0o600, "redis://:pw@127.0.0.1:1/0")
+
+
+def test_the_url_is_known_before_the_server_starts(tmp_path: Path) -> None:
+    """A harness that hands the URL to its children before starting the server (the chaos
+    system does) gets the password in it, and it is the one the server then asks for."""
+    server = EmbeddedRedis(tmp_path / "redis", port=0)
+    early = server.url
+    assert server.password
+    assert f":{server.password}@" in early
+    started = server.start()
+    try:
+        assert started.split("@")[0] == early.split("@")[0]
+        with redis.Redis.from_url(started) as client:
+            assert client.ping()
+    finally:
+        server.stop()
