@@ -19,6 +19,7 @@ from producer.library import Producer
 from producer.preview import preview
 from producer.up import resolve_redis_url
 from producer.up import up as run_up
+from worker.geo import check_countries
 from worker.keys import ALL_SCOPES, KeyStore, parse_duration, parse_rate
 from worker.logs import configure as configure_logs
 from worker.quotas import Quotas
@@ -188,10 +189,11 @@ def keys_limits(
     """Change a key's rate, burst, daily quota or countries (takes effect on its next call)."""
     try:
         per_second = None if rate is None else (0.0 if rate.strip() == "0" else parse_rate(rate))
+        regions = None if countries is None else check_countries(countries.split(","))
         store = KeyStore(_redis())
         found = store.set_limits(key_id, rate=per_second, burst=burst, daily=daily)
-        if found and countries is not None:
-            found = store.set_countries(key_id, countries.split(","))
+        if found and regions is not None:
+            found = store.set_countries(key_id, regions)
     except ValueError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(2) from None

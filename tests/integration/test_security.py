@@ -290,6 +290,24 @@ class TestGeoPermissions:
         )
         assert refused.json()["error"]["message"].startswith("+49… (DE, Germany) is not")
 
+    def test_keys_limits_changes_or_clears_a_keys_countries(self, stack: Stack) -> None:
+        """`smsq keys limits ID --countries` replaces the list, refuses unknown codes without
+        changing anything, and `''` goes back to the deployment's."""
+        runner, env = CliRunner(), {"SMSQ_REDIS_URL": stack.redis_url}
+        store = KeyStore(stack.redis)
+        key_id = store.create("moving", countries=["US"], daily=10).key.id
+
+        def limits(*args: str) -> tuple[int, tuple[str, ...], int]:
+            """The command's exit code, then the key's countries and daily quota."""
+            code = runner.invoke(cli.app, ["keys", "limits", key_id, *args], env=env).exit_code
+            key = store.get(key_id)
+            assert key is not None
+            return code, key.countries, key.daily
+
+        assert limits("--countries", "km,gb") == (0, ("KM", "GB"), 10)
+        assert limits("--daily", "20", "--countries", "XX") == (2, ("KM", "GB"), 10)
+        assert limits("--countries", "") == (0, (), 10)
+
     def test_premium_rate_numbers_stay_refused_for_codes(self, stack: Stack) -> None:
         """A key allowed everywhere still gets no code sent to a premium-rate number."""
         key = KeyStore(stack.redis).create("anywhere", countries=["*"])
