@@ -28,6 +28,7 @@ from producer.preview import preview
 from producer.up import UpOptions
 from producer.up import up as run_up
 from worker.errors import ValidationError
+from worker.geo import check_countries
 from worker.keys import ALL_SCOPES, KeyStore, parse_duration, parse_rate
 from worker.logs import configure as configure_logs
 from worker.quotas import Quotas
@@ -36,6 +37,7 @@ from worker.settings import Settings, get_settings
 from worker.simulator import carrier_sim
 
 DEFAULT_SCOPES = ",".join(ALL_SCOPES)
+COUNTRIES_HELP = "Where it may send: US,GB,… or * for all (default: SMSQ_ALLOWED_COUNTRIES)"
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
@@ -215,12 +217,15 @@ def keys_create(
     ] = None,
     burst: Annotated[int, typer.Option(help="Calls at once above the rate (default 1 s)")] = 0,
     daily: Annotated[int, typer.Option(help="Messages per UTC day (a batch: its recipients)")] = 0,
+    countries: Annotated[str, typer.Option(help=COUNTRIES_HELP)] = "",
 ) -> None:
     """Create a key; prints it once (only its hash is stored) and its receipt-signing secret."""
     scopes = tuple(s.strip() for s in scope.split(",") if s.strip())
     try:
         per_second = parse_rate(rate) if rate is not None else 0.0
-        created = KeyStore(_redis()).create(name, scopes, rate=per_second, burst=burst, daily=daily)
+        created = KeyStore(_redis()).create(
+            name, scopes, rate=per_second, burst=burst, daily=daily, countries=countries.split(",")
+        )
     except ValueError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(2) from None
@@ -255,9 +260,10 @@ def keys_list() -> None:
         live = [s for s in key.signing if s.is_live(now)]
         retiring = [s.expires_at for s in live if s.expires_at is not None]
         secrets = f"{len(live)}" + (f" (old ends {_iso(min(retiring))})" if retiring else "")
+        countries = ",".join(key.countries) or "default"
         typer.echo(
             f"{key.id}  {key.name:<24} {state:<8} scopes={','.join(key.scopes):<13} "
-            f"rate={rate:<8} daily={daily:<12} secrets={secrets}"
+            f"rate={rate:<8} daily={daily:<12} secrets={secrets}  countries={countries}"
         )
 
 
@@ -276,11 +282,16 @@ def keys_limits(
     rate: Annotated[str | None, typer.Option(help="10/s, 600/m, 5000/h; 0 = none")] = None,
     burst: Annotated[int | None, typer.Option(help="Calls at once above the rate")] = None,
     daily: Annotated[int | None, typer.Option(help="Messages per UTC day; 0 = none")] = None,
+    countries: Annotated[str | None, typer.Option(help=COUNTRIES_HELP + "; '' = default")] = None,
 ) -> None:
-    """Change a key's rate, burst or daily quota (takes effect on its next call)."""
+    """Change a key's rate, burst, daily quota or countries (takes effect on its next call)."""
     try:
         per_second = None if rate is None else (0.0 if rate.strip() == "0" else parse_rate(rate))
-        found = KeyStore(_redis()).set_limits(key_id, rate=per_second, burst=burst, daily=daily)
+        regions = None if countries is None else check_countries(countries.split(","))
+        store = KeyStore(_redis())
+        found = store.set_limits(key_id, rate=per_second, burst=burst, daily=daily)
+        if found and regions is not None:
+            found = store.set_countries(key_id, regions)
     except ValueError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(2) from None

@@ -7,7 +7,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from producer.instance import DataDir, dev_key_file, write_private
+from producer.instance import DataDir, dev_key_file
+from worker.embedded_redis import write_private
 from worker.keys import KeyStore
 
 NAME = "smsq-up"

@@ -25,6 +25,7 @@ from typing import Any
 
 from pydantic import SecretStr
 
+from worker.embedded_redis import write_private
 from worker.errors import SmsqError
 from worker.settings import Settings
 
@@ -68,16 +69,6 @@ class DataDir:
         return self.path / "metrics"
 
 
-def write_private(path: Path, text: str) -> None:
-    """Replace `path` with `text`, readable by this user only (0600), never half written."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.{os.getpid()}")
-    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    partial.replace(path)
-
-
 def server_key(data: DataDir) -> str:
     """The data directory's server key, made on first use."""
     if not data.secret_key.exists():
@@ -93,6 +84,7 @@ class Instance:
     api_url: str
     carrier_url: str
     dlr_allow_private: tuple[str, ...]
+    dlr_deny: tuple[str, ...]
     redis_url: str | None  # None while it is still starting
     server_key: str | None
     dev_api_key: str | None
@@ -173,6 +165,7 @@ def running(data: DataDir) -> Instance | None:
         api_url=str(facts.get("api_url", "")),
         carrier_url=str(facts.get("carrier_url", "")),
         dlr_allow_private=tuple(facts.get("dlr_allow_private", ())),
+        dlr_deny=tuple(facts.get("dlr_deny", ())),
         redis_url=_read(data.redis_url),
         server_key=_read(data.secret_key),
         dev_api_key=dev_key_file(data).get("api_key"),
@@ -227,7 +220,8 @@ def find(settings: Settings) -> Instance | None:
 
 def client_settings(settings: Settings) -> Settings:
     """The settings of a client (CLI command, `Producer()`): what is set explicitly wins, the
-    running instance fills the rest (Redis URL, server key, carrier URL, receipt allow-list)."""
+    running instance fills the rest (Redis URL, server key, carrier URL, receipt allow and
+    deny lists)."""
     instance = find(settings)
     if instance is None:
         return settings
@@ -237,6 +231,8 @@ def client_settings(settings: Settings) -> Settings:
         update["secret_key"] = SecretStr(instance.server_key)
     if "dlr_allow_private" not in given:
         update["dlr_allow_private"] = list(instance.dlr_allow_private)
+    if "dlr_deny" not in given:
+        update["dlr_deny"] = list(instance.dlr_deny)
     if "carrier_url" not in given and "sim_port" not in given and instance.carrier_url:
         update["carrier_url"] = instance.carrier_url
     return settings.model_copy(update=update)

@@ -10,13 +10,16 @@ import sys
 
 import uvicorn
 
+from producer.server import server_config
+from worker.settings import get_settings
+
 
 def main(argv: list[str] | None = None) -> None:
     (fd,) = argv if argv is not None else sys.argv[1:]
     sock = socket.socket(fileno=int(fd))  # family and protocol read from the socket itself
-    config = uvicorn.Config(
-        "producer.api:create_app", factory=True, log_level="warning", access_log=False
-    )
+    settings = get_settings()
+    # The bounds of `producer.server` (header timeout, connection limit); the socket is ours.
+    config = server_config(settings, settings.api_host, settings.api_port)
     uvicorn.Server(config).run(sockets=[sock])
 
 

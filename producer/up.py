@@ -31,7 +31,7 @@ import redis
 import typer
 
 from producer import devkey
-from producer.instance import DataDir, UpLock, holder, server_key, write_private
+from producer.instance import DataDir, UpLock, holder, server_key
 from producer.logfiles import Follower
 from producer.supervisor import (
     ChildSpec,
@@ -40,10 +40,11 @@ from producer.supervisor import (
     die_with_parent,
     rotate_logs,
 )
-from worker.embedded_redis import EmbeddedRedis, free_port
+from worker.embedded_redis import EmbeddedRedis, free_port, write_private
 from worker.keys import KeyStore
 from worker.redis_urls import connect, redacted
 from worker.settings import Settings, simulator_url
+from worker.ssrf import loopback_endpoints
 
 WORKER_LANES = (
     ("otp", "otp"), ("normal", "normal"), ("bulk", "bulk"), ("dlr", "dlr"),
@@ -117,7 +118,22 @@ def allow_private(settings: Settings) -> list[str]:
     return list(DEV_ALLOW_PRIVATE)
 
 
-def child_env(settings: Settings, redis_url: str, key: str, metrics: Path) -> dict[str, str]:
+def own_ports(settings: Settings, redis_port: int | None) -> list[int]:
+    """The loopback ports of the API, the simulator and the embedded Redis, which the
+    development allow-list would otherwise let a `dlr-url` reach
+    (`http://127.0.0.1:<sim port>/reset`)."""
+    ports = {settings.api_port, settings.sim_port}
+    return sorted(ports | ({redis_port} if redis_port else set()))
+
+
+def denied(settings: Settings, redis_port: int | None) -> list[str]:
+    """Receipt destinations refused although allow-listed: SMSQ_DLR_DENY and smsq's own ports."""
+    return [*settings.dlr_deny, *loopback_endpoints(own_ports(settings, redis_port))]
+
+
+def child_env(
+    settings: Settings, redis_url: str, key: str, metrics: Path, redis_port: int | None = None
+) -> dict[str, str]:
     """The environment of every child: this one plus what `up` decided."""
     env = dict(os.environ)  # children inherit the caller's SMSQ_* settings
     env |= {
@@ -126,6 +142,7 @@ def child_env(settings: Settings, redis_url: str, key: str, metrics: Path) -> di
         "SMSQ_PUBLIC_URL": settings.effective_public_url,
         "SMSQ_CARRIER_URL": settings.carrier_url,
         "SMSQ_DLR_ALLOW_PRIVATE": ",".join(allow_private(settings)),
+        "SMSQ_DLR_DENY": ",".join(denied(settings, redis_port)),
         # Every child writes its Prometheus values there; the API's /metrics adds them up.
         "PROMETHEUS_MULTIPROC_DIR": str(metrics),
     }
@@ -207,10 +224,12 @@ def _run(
     settings: Settings, options: UpOptions, data: DataDir, lock: UpLock, stopping: threading.Event
 ) -> int:
     api_url = f"http://{settings.api_host}:{settings.api_port}"
-    lock.record(
-        api_url=api_url, carrier_url=settings.carrier_url, dlr_allow_private=allow_private(settings)
-    )
     redis_port = free_port()
+    own_redis = None if settings.redis_url else redis_port
+    lock.record(
+        api_url=api_url, carrier_url=settings.carrier_url,
+        dlr_allow_private=allow_private(settings), dlr_deny=denied(settings, own_redis),
+    )  # fmt: skip
     with listen(settings.api_host, settings.api_port, "API; choose another with --port") as api:
         if runs_simulator(settings):
             check_free("127.0.0.1", settings.sim_port, "carrier simulator, SMSQ_SIM_PORT")
@@ -219,12 +238,13 @@ def _run(
         redis_url, embedded = start_redis(settings, data, redis_port)
         try:
             key = settings.secret_key.get_secret_value() or server_key(data)
-            env = child_env(settings, redis_url, key, fresh_metrics_dir(data))
+            env = child_env(settings, redis_url, key, fresh_metrics_dir(data), own_redis)
             dev = _dev_key(settings, redis_url, data)
             if stopping.is_set():
                 return 0
             return _supervise(settings, options, data, env, api, stopping, _summary(
-                api_url, redis_url, embedded is not None, dev, data
+                api_url, redis_url, embedded is not None, dev, data,
+                own_ports(settings, own_redis),
             ))  # fmt: skip
         finally:
             if embedded is not None:
@@ -311,7 +331,12 @@ def _stream_logs(data: DataDir, stopping: threading.Event) -> threading.Thread:
 
 
 def _summary(
-    api_url: str, redis_url: str, embedded: bool, dev: devkey.DevKey, data: DataDir
+    api_url: str,
+    redis_url: str,
+    embedded: bool,
+    dev: devkey.DevKey,
+    data: DataDir,
+    own: list[int],
 ) -> str:
     where = f"embedded, AOF in {data.path / 'redis'}" if embedded else "SMSQ_REDIS_URL"
     rows: list[tuple[str, Any]] = [
@@ -322,6 +347,8 @@ def _summary(
         ("data dir", data.path.resolve()),
         ("Redis", f"{redacted(redis_url)}  ({where})"),
         ("logs", f"{data.logs.resolve()}/<child>.log  (smsq logs [CHILD] [-f])"),
-    ]
+        ("receipts", "may go to this machine, but not to ports "
+                     f"{', '.join(map(str, own))} (smsq's own)"),
+    ]  # fmt: skip
     lines = ["smsq is up"] + [f"  {label:<12}{value}" for label, value in rows]
     return "\n".join([*lines, "The CLI uses this key by default; Ctrl-C stops everything."])

@@ -28,7 +28,7 @@ from worker.receipts.engine import ReceiptEngine
 from worker.receipts.routing import ReceiptRouter
 from worker.redis_urls import connect_blocking
 from worker.settings import Settings, get_settings
-from worker.ssrf import parse_networks
+from worker.ssrf import parse_denied, parse_networks
 from worker.store import Store
 from worker.store.receipts import ReceiptStore
 
@@ -98,6 +98,7 @@ def build_receipt_engine(rt: Runtime) -> ReceiptEngine:
     config = EngineConfig.from_settings(rt.settings)
     client = ReceiptClient(
         allow_private=parse_networks(rt.settings.dlr_allow_private),
+        deny=parse_denied(rt.settings.dlr_deny),
         deadline=config.deadline,
         connect_timeout=config.connect_timeout,
         pool_size=config.endpoint_concurrency,

@@ -23,6 +23,7 @@ from producer.services import ReadKey, SendBatchKey, SendKey, ServicesDep
 from producer.validation import check_receipt_url
 from worker.contract import MessageStatus
 from worker.errors import ConflictError, NotFoundError
+from worker.geo import GeoPermissions
 
 router = APIRouter()
 
@@ -65,6 +66,7 @@ async def create_batch(
             key_id=key.id,
             batch_id=batch_id,
             quiet=quiet,
+            geo=GeoPermissions.for_key(key.countries, services.settings),
         )
         record_batch(services.store, result)
         return {

@@ -44,7 +44,7 @@ async def send(request: Request, key: OtpSendKey, services: ServicesDep) -> Any:
     raw = await request.body()
     body = parse_model(OtpSendRequest, parse_json_body(raw, services.settings.max_body_bytes))
     try:
-        sent = await run_in_threadpool(desk(request, services).send, body, key.id)
+        sent = await run_in_threadpool(desk(request, services).send, body, key.id, key.countries)
     except OtpUnavailableError as exc:
         return unavailable(exc)
     return JsonResponse(sent.as_json(), status_code=202)

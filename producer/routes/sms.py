@@ -14,6 +14,7 @@ from producer.submission import accept_messages
 from producer.validation import build_message
 from producer.views import message_view
 from worker.errors import NotFoundError
+from worker.geo import GeoPermissions
 
 router = APIRouter()
 
@@ -36,7 +37,8 @@ async def send(
     body = parse_model(SendRequest, parse_json_body(raw, services.settings.max_body_bytes))
 
     def accept() -> dict[str, Any]:
-        message, summary = build_message(body, services.settings, key_id=key.id)
+        geo = GeoPermissions.for_key(key.countries, services.settings)
+        message, summary = build_message(body, services.settings, key_id=key.id, geo=geo)
         accept_messages(services.store, services.publisher, [message])
         return {
             "id": message.id,

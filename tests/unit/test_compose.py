@@ -48,3 +48,19 @@ class TestCompose:
         command = services()["api"]["command"]
         assert command[command.index("--workers") + 1] == "${SMSQ_API_PROCESSES:-2}"
         assert "SMSQ_API_PROCESSES" in COMPOSE.read_text().split("  api:")[0]  # documented
+
+    def test_redis_wants_a_password_and_every_service_has_it(self) -> None:
+        """Redis runs with requirepass from SMSQ_REDIS_PASSWORD (compose refuses to start
+        without it), and every smsq service's SMSQ_REDIS_URL carries it."""
+        found = services()
+        command = found["redis"]["command"]
+        password = command[command.index("--requirepass") + 1]
+        assert password.startswith("${SMSQ_REDIS_PASSWORD:?")
+        assert found["redis"]["environment"]["REDISCLI_AUTH"] == password  # the healthcheck
+        urls = {
+            name: spec["environment"]["SMSQ_REDIS_URL"]
+            for name, spec in found.items()
+            if name != "redis"
+        }
+        assert urls
+        assert set(urls.values()) == {f"redis://:{password}@redis:6379/0"}

@@ -23,11 +23,10 @@ from producer.instance import (
     client_settings,
     holder,
     running,
-    write_private,
 )
 from producer.library import Producer
 from producer.up import UpOptions, up
-from worker.embedded_redis import free_port
+from worker.embedded_redis import free_port, write_private
 from worker.keys import KeyStore
 from worker.settings import Settings
 

@@ -26,7 +26,7 @@ from worker.errors import (
 )
 from worker.receipts.channels import channel_for, flatten_query
 from worker.receipts.client import PoolKey, ReceiptClient
-from worker.ssrf import parse_networks
+from worker.ssrf import parse_denied, parse_networks
 from worker.webhooks import generate_secret
 
 PUBLIC_V4 = "93.184.215.14"
@@ -460,6 +460,16 @@ class TestOverHttp:
                 resolver=loopback_resolver)  # fmt: skip
         headers = {name.lower(): value for name, value in requests[0]["headers"].items()}
         assert headers["host"] == f"receipts.test:{port}"
+
+    def test_a_name_resolving_to_a_denied_port_is_refused(self, serve: Serve) -> None:
+        """A hostname that resolves to an allow-listed address at a denied port (smsq's own
+        services under `smsq up`) is refused at send time, before any request."""
+        base, requests = serve()
+        port = base.rsplit(":", 1)[1]
+        with pytest.raises(UnsafeUrlError):
+            deliver(f"http://receipts.test:{port}/ok", allow_private=LOOPBACK,
+                    deny=parse_denied([f"127.0.0.1:{port}"]), resolver=loopback_resolver)  # fmt: skip
+        assert requests == []
 
     def test_redirect_is_not_followed(self, serve: Serve) -> None:
         """Rejects a 302 to another internal address without the target seeing any request."""

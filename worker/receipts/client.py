@@ -1,8 +1,8 @@
 """Receipt requests over HTTP: SSRF-guarded, pinned, kept alive, within a hard deadline.
 
 - The URL's shape is checked first (`worker.ssrf.check_url`), then its host is resolved once
-  (A and AAAA, or an IP literal as is) and refused if any answer is not public
-  (`worker.ssrf.resolve_safe`); the request connects to the first checked address while the
+  (A and AAAA, or an IP literal as is) and refused if any answer is not public or is a denied
+  `host:port` (`SMSQ_DLR_DENY`; `worker.ssrf.resolve_safe`); the request connects to the first checked address while the
   `Host` header, TLS SNI and certificate verification stay on the hostname. A resolution is
   remembered for `DNS_CACHE_SECONDS`.
 - Connections are kept alive in small pools keyed by (scheme, host, port, pinned address):
@@ -38,7 +38,7 @@ from worker.errors import (
 )
 from worker.receipts.channels import Outgoing
 from worker.retry_after import parse_retry_after
-from worker.ssrf import IPAddress, IPNetwork, Resolver, check_url, resolve_safe
+from worker.ssrf import Endpoint, IPAddress, IPNetwork, Resolver, check_url, resolve_safe
 from worker.webhooks import signature_headers
 
 MAX_RESPONSE_BYTES = 65_536
@@ -86,6 +86,7 @@ class ReceiptClient:
         self,
         *,
         allow_private: Sequence[IPNetwork] = (),
+        deny: Sequence[Endpoint] = (),
         deadline: float = 10.0,
         connect_timeout: float = 3.0,
         pool_size: int = 4,
@@ -96,6 +97,7 @@ class ReceiptClient:
     ) -> None:
         self.deadline = deadline
         self._allow_private = tuple(allow_private)
+        self._deny = tuple(deny)
         self._connect_timeout = connect_timeout
         self._pool_size = pool_size
         self._max_response_bytes = max_response_bytes
@@ -129,7 +131,7 @@ class ReceiptClient:
         self, outgoing: Outgoing, secrets: Sequence[str], timestamp: int | None
     ) -> httpx.Response:
         url = outgoing.url
-        parsed = check_url(str(url), allow_private=self._allow_private)
+        parsed = check_url(str(url), allow_private=self._allow_private, deny=self._deny)
         address = parsed.ip or await self._resolve(parsed.host, parsed.port)
         transport = self._pool(PoolKey(parsed.scheme, parsed.host, parsed.port, str(address)))
         when = int(time.time()) if timestamp is None else timestamp
@@ -164,7 +166,7 @@ class ReceiptClient:
         loop = asyncio.get_running_loop()
         addresses = await loop.run_in_executor(
             None, lambda: resolve_safe(host, port, allow_private=self._allow_private,
-                                       resolver=resolver)
+                                       deny=self._deny, resolver=resolver)
         )  # fmt: skip
         if len(self._resolved) > 4 * MAX_POOLS:
             self._resolved.clear()
