@@ -467,8 +467,12 @@ class TestOverHttp:
         base, requests = serve()
         port = base.rsplit(":", 1)[1]
         with pytest.raises(UnsafeUrlError):
-            deliver(f"http://receipts.test:{port}/ok", allow_private=LOOPBACK,
-                    deny=parse_denied([f"127.0.0.1:{port}"]), resolver=loopback_resolver)  # fmt: skip
+            deliver(
+                f"http://receipts.test:{port}/ok",
+                allow_private=LOOPBACK,
+                deny=parse_denied([f"127.0.0.1:{port}"]),
+                resolver=loopback_resolver,
+            )
         assert requests == []
 
     def test_redirect_is_not_followed(self, serve: Serve) -> None:

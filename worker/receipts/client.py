@@ -2,9 +2,9 @@
 
 - The URL's shape is checked first (`worker.ssrf.check_url`), then its host is resolved once
   (A and AAAA, or an IP literal as is) and refused if any answer is not public or is a denied
-  `host:port` (`SMSQ_DLR_DENY`; `worker.ssrf.resolve_safe`); the request connects to the first checked address while the
-  `Host` header, TLS SNI and certificate verification stay on the hostname. A resolution is
-  remembered for `DNS_CACHE_SECONDS`.
+  `host:port` (`SMSQ_DLR_DENY`; `worker.ssrf.resolve_safe`); the request connects to the
+  first checked address while the `Host` header, TLS SNI and certificate verification stay on
+  the hostname. A resolution is remembered for `DNS_CACHE_SECONDS`.
 - Connections are kept alive in small pools keyed by (scheme, host, port, pinned address):
   a connection verified for one hostname never carries a request for another, and a host
   that resolves elsewhere next time gets another pool.
