@@ -23,6 +23,7 @@ import typer
 
 from worker.embedded_redis import EmbeddedRedis
 from worker.keys import KeyStore
+from worker.receipts.tokens import up_environment
 from worker.redis_urls import connect, redacted
 from worker.settings import Settings
 
@@ -109,6 +110,7 @@ def child_env(settings: Settings, redis_url: str, key: str) -> dict[str, str]:
     env = dict(os.environ)  # children inherit the caller's SMSQ_* settings
     env["SMSQ_REDIS_URL"] = redis_url
     env["SMSQ_SECRET_KEY"] = key
+    env.update(up_environment(settings, key))  # the simulator signs receipts, the API checks
     env.setdefault("SMSQ_PUBLIC_URL", f"http://{settings.api_host}:{settings.api_port}")
     # Development default: receipts may go to this machine (a local receiver). Production
     # deployments leave SMSQ_DLR_ALLOW_PRIVATE unset, so only public addresses are called.
