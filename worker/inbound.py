@@ -98,8 +98,8 @@ class ReceiptIntake:
     A request with many receipts (carriers that batch them) costs a fixed number of round
     trips, not some per receipt: one MGET finds every carrier id, one pipeline of the
     `apply_receipt` script applies the known ones (in order, as if one after another), one
-    publishes the client receipts they opened; unknown ids add one pipeline to park them and
-    one to record those still unknown.
+    publishes the client receipts they opened; unknown ids add one round trip to count them
+    against the parking cap, one pipeline to park them and one to record those still unknown.
     """
 
     def __init__(

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import math
+from typing import Any
 from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Request
@@ -26,6 +27,7 @@ from fastapi.responses import PlainTextResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from producer.errors import PayloadTooLargeError, error_response
+from producer.schemas import ErrorBody
 from producer.services import Services
 from worker import metrics
 from worker.carriers.base import InboundRequest
@@ -50,13 +52,25 @@ REFUSALS = {
 }
 
 
+# The refusals, documented in /openapi.json with the JSON error shape.
+REFUSED: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorBody} for code in (403, 404, 413, 429)
+}
+
+
 # One route per method: a two-method route gets one OpenAPI operation id twice (FastAPI warns,
 # and /openapi.json fails where warnings are errors).
 @router.get(
-    "/carriers/{name}/dlr", response_class=PlainTextResponse, operation_id="carrier_dlr_get"
+    "/carriers/{name}/dlr",
+    response_class=PlainTextResponse,
+    operation_id="carrier_dlr_get",
+    responses=REFUSED,
 )
 @router.post(
-    "/carriers/{name}/dlr", response_class=PlainTextResponse, operation_id="carrier_dlr_post"
+    "/carriers/{name}/dlr",
+    response_class=PlainTextResponse,
+    operation_id="carrier_dlr_post",
+    responses=REFUSED,
 )
 async def carrier_receipt(name: str, request: Request) -> Response:
     """Check and queue a carrier's receipt request; 200 at once so the carrier does not retry
