@@ -20,12 +20,14 @@ from starlette.concurrency import run_in_threadpool
 
 from producer.auth import authenticate, bearer_scheme, check_scope
 from producer.idempotency import Idempotency
-from worker.carriers.registry import CARRIER_NAMES, configured_names
+from worker.carriers.config import load_carriers
 from worker.celery_app import create_app as create_celery_app
 from worker.errors import SmsqError
 from worker.keys import ApiKey, KeyStore
 from worker.queueing import CeleryPublisher, publishes_directly
 from worker.quotas import Charge, Quotas
+from worker.ratelimit import SourceLimiter
+from worker.receipts.tokens import CallbackAuth
 from worker.redis_urls import store_client
 from worker.settings import Settings
 from worker.store import Store
@@ -42,12 +44,20 @@ class Services:
     publisher: CeleryPublisher
     idempotency: Idempotency
     quotas: Quotas = field(init=False)  # per-key limits, on the same Redis
-    carrier_names: frozenset[str] = field(init=False)  # accepted in /carriers/{name}/dlr
+    # /carriers/{name}/dlr: the configured carriers' checks, and the per-source rate limit.
+    callback_auth: CallbackAuth = field(init=False)
+    receipt_limiter: SourceLimiter | None = field(init=False)
 
     def __post_init__(self) -> None:
         self.quotas = Quotas(self.redis)
-        # The built-in names plus every carrier of SMSQ_CARRIERS_FILE (e.g. "kannel-eu").
-        self.carrier_names = frozenset(CARRIER_NAMES) | frozenset(configured_names(self.settings))
+        settings = self.settings
+        self.callback_auth = CallbackAuth(
+            load_carriers(settings),
+            settings.secret_key.get_secret_value(),
+            settings.effective_public_url,
+        )
+        rate, burst = settings.carrier_receipts_rate, settings.carrier_receipts_burst
+        self.receipt_limiter = SourceLimiter(rate, burst) if rate else None
 
 
 def build_services(settings: Settings) -> Services:

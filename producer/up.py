@@ -42,6 +42,7 @@ from producer.supervisor import (
 )
 from worker.embedded_redis import EmbeddedRedis, free_port, write_private
 from worker.keys import KeyStore
+from worker.receipts.tokens import up_environment
 from worker.redis_urls import connect, redacted
 from worker.settings import Settings, simulator_url
 from worker.ssrf import loopback_endpoints
@@ -146,6 +147,7 @@ def child_env(
         # Every child writes its Prometheus values there; the API's /metrics adds them up.
         "PROMETHEUS_MULTIPROC_DIR": str(metrics),
     }
+    env.update(up_environment(settings, key))  # the simulator signs receipts, the API checks
     return env
 
 

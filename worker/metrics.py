@@ -80,6 +80,13 @@ CARRIER_RECEIPTS_APPLIED = Counter(
     "Carrier receipts by what they did: applied, unchanged (duplicate or stale), unknown id.",
     ["carrier", "outcome"],
 )
+CARRIER_RECEIPTS_REFUSED = Counter(
+    "smsq_carrier_receipts_refused",
+    "Carrier receipt requests (or receipts) refused, by reason: unknown_carrier, rate_limited, "
+    "missing_token, bad_token, bad_signature, no_server_key, too_many_receipts, wrong_segment, "
+    "parking_full.",
+    ["carrier", "reason"],
+)
 RECEIPT_ATTEMPTS = Counter(
     "smsq_receipt_attempts",
     "Client receipt (dlr-url) delivery attempts by result: sent, retry, gone, dead.",

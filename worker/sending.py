@@ -46,6 +46,7 @@ from worker.errors import (
 from worker.inbound import ReceiptIntake
 from worker.otp.content import message_text
 from worker.queueing import Publisher
+from worker.receipts.tokens import segment_receipt_url
 from worker.store import Begun, Finished, Message, Store
 from worker.store.receipts import Routing
 
@@ -262,7 +263,7 @@ class Sender:
             data_coding=segment.data_coding,
             text=segment.text,
             full_text=encoded.text,
-            receipt_url=self.receipt_url,
+            receipt_url=segment_receipt_url(self.receipt_url, message.id, segment.seq),
             # Always: the handset outcome drives the message state and GET /sms/{id},
             # whether or not the client asked for receipts.
             want_receipt=True,

@@ -91,6 +91,16 @@ class Settings(BaseSettings):
     # A segment a gateway queued (Kannel's 202) whose SMSC has not answered this long (seconds)
     # is given up as `unknown`: the submission fails with `no_smsc_answer` (docs/reliability.md).
     reconcile_ack_deadline: float = Field(3600.0, gt=0)
+    # Carrier receipts in (`/carriers/{name}/dlr`, docs/carriers.md "Authenticated receipts").
+    # sim / http: the Standard Webhooks secret (`whsec_…`) the carrier signs receipts with.
+    carrier_receipt_secret: SecretStr = SecretStr("")
+    carrier_receipts_max: int = Field(1000, ge=1)  # receipts in one request; 413 beyond
+    # Requests per second from one source address, per API process (GCRA); 0 = no limit.
+    carrier_receipts_rate: float = Field(1000.0, ge=0)
+    carrier_receipts_burst: int = Field(1000, ge=1)
+    # Receipts for carrier ids not (yet) stored wait this long for them, at most this many.
+    carrier_receipts_park_seconds: int = Field(600, ge=1, le=7 * 24 * 3600)
+    carrier_receipts_park_max: int = Field(100_000, ge=0)
 
     default_from: str = "smsq"
     # ISO 3166 regions messages (SMS and OTP) may go to, comma-separated; `*` = every country.

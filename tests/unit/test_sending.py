@@ -27,7 +27,9 @@ from worker.errors import (
 )
 from worker.inbound import ReceiptIntake
 from worker.receipts.payload import build_payload
+from worker.receipts.tokens import receipt_key, segment_token
 from worker.sending import MAX_SEND_ATTEMPTS, RETRY_CAP_SECONDS, Sender, retry_delay
+from worker.settings import get_settings
 from worker.store import SUBMIT_WATCH_KEY, Message, Store, new_message_id
 from worker.store.receipts import Claim, ReceiptStore
 
@@ -58,9 +60,11 @@ class Carrier:
     def __init__(self, *outcomes: CarrierError | None) -> None:
         self.outcomes = list(outcomes)
         self.refs: list[str] = []
+        self.receipt_urls: list[str] = []
 
     def submit(self, segment: SegmentSubmission) -> Accepted:
         self.refs.append(segment.client_ref)
+        self.receipt_urls.append(segment.receipt_url)
         outcome = self.outcomes.pop(0) if self.outcomes else None
         if outcome is not None:
             raise outcome
@@ -121,6 +125,23 @@ class TestSubmission:
         assert run.send(message.id).status == "accepted"
         assert run.send(message.id).submitted == 0
         assert carrier.refs == [f"{message.id}:1", f"{message.id}:2"]
+
+    def test_each_segment_s_receipt_url_carries_its_token(
+        self, store: Store, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The carrier is told `…/carriers/{name}/dlr?ref={id}:{seq}&token=…`, one per segment."""
+        monkeypatch.setenv("SMSQ_SECRET_KEY", "sending-test-key")
+        get_settings.cache_clear()
+        message = stored(store, TWO_SEGMENTS, segments=2)
+        carrier = Carrier()
+        run, _ = sender(store, carrier)
+        run.send(message.id)
+        key = receipt_key("sending-test-key")
+        assert key is not None
+        assert carrier.receipt_urls == [
+            f"http://api.test/carriers/fake/dlr?ref={ref}&token={segment_token(key, ref)}"
+            for ref in (f"{message.id}:1", f"{message.id}:2")
+        ]
 
     def test_finishing_opens_and_queues_the_level_one_receipt_once(self, store: Store) -> None:
         """The submission outcome opens the level-1 receipt in the same step, once."""

@@ -16,10 +16,13 @@ from typing import Literal, Self
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from worker.settings import Settings
+from worker.webhooks import decode_secret
 
 CarrierType = Literal["sim", "http", "kannel", "twilio"]
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 
+# Carriers whose receipt requests may be signed with a `receipt_secret`.
+SIGNING_TYPES = frozenset({"sim", "http"})
 # Carriers that take the whole text and segment it themselves.
 WHOLE_TEXT_TYPES = frozenset({"http", "twilio"})
 
@@ -42,6 +45,22 @@ class CarrierConfig(BaseModel):
     concurrency: int = Field(0, ge=0)  # requests in flight, all workers together; 0 = no limit
     breaker_failures: int = Field(5, ge=0)  # consecutive failures that open it; 0 = no breaker
     breaker_cooldown: float = Field(30.0, gt=0)  # seconds open before a trial request
+    # sim / http: a Standard Webhooks secret (`whsec_…`) the carrier signs its receipt
+    # requests with, besides the per-segment tokens in their URLs (worker.receipts.tokens).
+    receipt_secret: SecretStr = SecretStr("")
+
+    @field_validator("receipt_secret")
+    @classmethod
+    def _check_receipt_secret(cls, value: SecretStr) -> SecretStr:
+        if value.get_secret_value():
+            decode_secret(value.get_secret_value())  # ValueError: not `whsec_` + base64
+        return value
+
+    @model_validator(mode="after")
+    def _receipt_secret_type(self) -> Self:
+        if self.receipt_secret.get_secret_value() and self.type not in SIGNING_TYPES:
+            raise ValueError(f"receipt_secret is for {sorted(SIGNING_TYPES)} carriers only")
+        return self
 
     @property
     def submits_whole_text(self) -> bool:
@@ -138,6 +157,7 @@ def single_carrier(settings: Settings) -> CarriersConfig:
         concurrency=settings.carrier_concurrency,
         breaker_failures=settings.carrier_breaker_failures,
         breaker_cooldown=settings.carrier_breaker_cooldown,
+        receipt_secret=settings.carrier_receipt_secret,
     )
     return CarriersConfig(
         carriers={settings.carrier: config},

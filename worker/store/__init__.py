@@ -49,6 +49,9 @@ __all__ = [
 
 CARRIER_INDEX_TTL_SECONDS = 7 * 24 * 3600
 CONCAT_COUNTER_TTL_SECONDS = 7 * 24 * 3600
+# How long a receipt for a carrier id not yet stored waits for it (`SMSQ_CARRIER_RECEIPTS_PARK_
+# SECONDS`): the race between a carrier's answer and storing its id takes seconds, not days.
+PARKED_RECEIPT_TTL_SECONDS = 600
 
 
 def new_message_id() -> str:
@@ -228,11 +231,15 @@ class Store:
         return bool(changed), [orjson.loads(item) for item in parked]
 
     def park_receipt(
-        self, carrier: str, carrier_id: str, receipt: Mapping[str, str | None]
+        self,
+        carrier: str,
+        carrier_id: str,
+        receipt: Mapping[str, str | None],
+        ttl: int = PARKED_RECEIPT_TTL_SECONDS,
     ) -> tuple[str, int] | None:
-        """Keep a receipt for a carrier id we do not know until the id is stored; or, if it
-        was stored meanwhile, its (message id, seq)."""
-        found = self._park(self.redis, carrier, carrier_id, receipt)
+        """Keep a receipt for a carrier id we do not know until the id is stored (at most
+        `ttl` seconds); or, if it was stored meanwhile, its (message id, seq)."""
+        found = self._park(self.redis, carrier, carrier_id, receipt, ttl)
         return _segment_ref(found) if found else None
 
     def _park(
@@ -241,10 +248,11 @@ class Store:
         carrier: str,
         carrier_id: str,
         receipt: Mapping[str, str | None],
+        ttl: int = PARKED_RECEIPT_TTL_SECONDS,
     ) -> Any:
         return self._scripts.park_receipt(
             keys=[carrier_index_key(carrier, carrier_id), parked_receipts_key(carrier, carrier_id)],
-            args=[orjson.dumps(dict(receipt)), CARRIER_INDEX_TTL_SECONDS],
+            args=[orjson.dumps(dict(receipt)), ttl],
             client=client,
         )
 
@@ -353,10 +361,13 @@ class Store:
         return [_segment_ref(value) if value else None for value in values]
 
     def park_receipts(
-        self, carrier: str, receipts: Sequence[tuple[str, Mapping[str, str | None]]]
+        self,
+        carrier: str,
+        receipts: Sequence[tuple[str, Mapping[str, str | None]]],
+        ttl: int = PARKED_RECEIPT_TTL_SECONDS,
     ) -> list[tuple[str, int] | None]:
         """`park_receipt` of each (carrier id, receipt), in order, in one pipeline."""
-        found = self._each(self._park, [(carrier, cid, receipt) for cid, receipt in receipts])
+        found = self._each(self._park, [(carrier, cid, receipt, ttl) for cid, receipt in receipts])
         return [_segment_ref(answer) if answer else None for answer in found]
 
     def apply_receipts(
