@@ -11,7 +11,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from worker.carriers.base import InboundRequest
-from worker.carriers.config import CarrierConfig, CarriersConfig, RouteConfig
+from worker.carriers.config import CarrierConfig, CarriersConfig, RouteConfig, single_carrier
 from worker.carriers.twilio import signature as twilio_signature
 from worker.ratelimit import SourceLimiter
 from worker.receipts.tokens import (
@@ -276,3 +276,14 @@ class TestSourceLimiter:
         limiter.wait("b")
         limiter.wait("c")  # "a" is forgotten: it starts again with a full burst
         assert limiter.wait("a") == 0.0
+
+
+def test_a_deployment_wide_receipt_secret_is_ignored_by_carriers_that_do_not_sign() -> None:
+    """SMSQ_CARRIER_RECEIPT_SECRET set for a deployment running Kannel starts (Kannel
+    authenticates by the per-segment token); a carriers file naming it for Kannel is refused."""
+    secret = simulator_secret("server-key")
+    settings = Settings(carrier="kannel", carrier_receipt_secret=secret)
+    config = single_carrier(settings).carriers["kannel"]
+    assert config.receipt_secret.get_secret_value() == ""
+    sim = single_carrier(Settings(carrier="sim", carrier_receipt_secret=secret)).carriers["sim"]
+    assert sim.receipt_secret.get_secret_value() == secret

@@ -143,7 +143,10 @@ class CarriersConfig(BaseModel):
 
 
 def single_carrier(settings: Settings) -> CarriersConfig:
-    """The one carrier of `SMSQ_CARRIER*`, under its type's name, on a default route."""
+    """The one carrier of `SMSQ_CARRIER*`, under its type's name, on a default route.
+    `SMSQ_CARRIER_RECEIPT_SECRET` applies to a carrier type that signs receipts (sim, http):
+    a deployment may set it once for whichever carrier it runs."""
+    signs = settings.carrier in SIGNING_TYPES
     config = CarrierConfig(
         type=settings.carrier,
         url=settings.carrier_url,
@@ -157,7 +160,7 @@ def single_carrier(settings: Settings) -> CarriersConfig:
         concurrency=settings.carrier_concurrency,
         breaker_failures=settings.carrier_breaker_failures,
         breaker_cooldown=settings.carrier_breaker_cooldown,
-        receipt_secret=settings.carrier_receipt_secret,
+        receipt_secret=settings.carrier_receipt_secret if signs else SecretStr(""),
     )
     return CarriersConfig(
         carriers={settings.carrier: config},
