@@ -130,7 +130,8 @@ class TestRedirects:
                 return next((e for e in events if e["event"].startswith("receipt_")), None)
 
             event = wait_for(rejected, 30, "no receipt attempt was recorded")
-            assert (event["event"], event["status_code"]) == ("receipt_WebhookRejectedError", 302)
+            assert (event["event"], event["status_code"]) == ("receipt_retry", 302)
+            assert "redirects are not followed" in event["why"]
             assert internal.snapshot() == []
 
 

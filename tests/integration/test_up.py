@@ -35,7 +35,7 @@ pytestmark = pytest.mark.integration
 
 TO = "+14155552671"
 FINAL = {"delivered", "undelivered", "expired", "rejected", "failed"}
-BLOCK = ["API", "docs", "API key", "DLR secret", "data dir", "Redis", "logs"]
+BLOCK = ["API", "docs", "API key", "DLR secret", "data dir", "Redis", "logs", "receipts"]
 
 
 def readme_block(marker: str, pattern: str) -> str:
@@ -173,6 +173,8 @@ class TestOutput:
         assert up.block()["API"] == up.api_url
         assert up.key.startswith("smsq_")
         assert up.block()["DLR secret"].startswith("whsec_")
+        api_port = up.api_url.rsplit(":", 1)[1]
+        assert api_port in up.block()["receipts"]  # smsq's own ports are refused to dlr-urls
         assert len(up.stdout().splitlines()) == len(BLOCK) + 2
         noise = [line for line in up.stderr().splitlines() if not line.startswith("smsq: ")]
         assert noise == []

@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
@@ -40,7 +39,6 @@ from worker.store.receipts import ReceiptStore
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-SECRETS_CACHE_SECONDS = 5.0
 
 
 class EngineStoppedError(RuntimeError):
@@ -75,7 +73,6 @@ class ReceiptEngine:
         self._drains: dict[str, asyncio.Task[None]] = {}
         self._all: asyncio.Semaphore | None = None
         self._per_key: dict[str, asyncio.Semaphore] = {}
-        self._secrets: dict[str, tuple[float, tuple[str, ...]]] = {}
         self._batching: set[str] = set()  # endpoints whose receipts travel in `dlr-batch` POSTs
         self._closing = False
 
@@ -174,13 +171,7 @@ class ReceiptEngine:
 
     # -- caches -----------------------------------------------------------------------------
     async def _signing_secrets(self, key_id: str) -> tuple[str, ...]:
-        cached = self._secrets.get(key_id)
-        now = time.monotonic()
-        if cached is not None and cached[0] > now:
-            return cached[1]
-        secrets = tuple(await self._call(self.keys.signing_secrets, key_id))
-        self._secrets[key_id] = (now + SECRETS_CACHE_SECONDS, secrets)
-        return secrets
+        return tuple(await self._call(self.keys.signing_secrets, key_id))
 
     def _key_slots(self, key_id: str) -> asyncio.Semaphore:
         slots = self._per_key.get(key_id)

@@ -3,6 +3,7 @@ in one round trip for a group, and what it calls for next (a released level 2, a
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -13,6 +14,8 @@ from worker.receipts.channels import Outgoing
 from worker.receipts.retries import next_attempt_at
 from worker.receipts.routing import ReceiptRouter
 from worker.store.receipts import BatchEvent, Claim, ReceiptStore, Routing, Settlement
+
+log = logging.getLogger(__name__)
 
 
 class UnsignedReceiptError(WebhookError):
@@ -115,6 +118,14 @@ def record(
     """Settle receipts, then route what that calls for: released level 2s now, retries when
     due (blocking I/O: runs off the loop)."""
     answers = store.settle(settled.settlements, clock())
+    if log.isEnabledFor(logging.INFO):
+        for s in settled.settlements:  # one line per attempt, ids only
+            log.info(
+                "receipt %s", s.outcome,
+                extra={"message_id": s.message_id, "level": s.level,
+                       "attempt": s.event.get("attempt"), "status_code": s.event.get("status_code"),
+                       "ms": s.event.get("ms"), "why": s.why or None},
+            )  # fmt: skip
     released = [
         (s.message_id, 2)
         for s, answer in zip(settled.settlements, answers, strict=True)
