@@ -31,6 +31,7 @@ from worker.receipts.tokens import CallbackAuth
 from worker.redis_urls import store_client
 from worker.settings import Settings
 from worker.store import Store
+from worker.store.inbox import Inbox
 
 
 @dataclass
@@ -44,12 +45,14 @@ class Services:
     publisher: CeleryPublisher
     idempotency: Idempotency
     quotas: Quotas = field(init=False)  # per-key limits, on the same Redis
+    inbox: Inbox = field(init=False)  # carrier receipt requests kept until applied
     # /carriers/{name}/dlr: the configured carriers' checks, and the per-source rate limit.
     callback_auth: CallbackAuth = field(init=False)
     receipt_limiter: SourceLimiter | None = field(init=False)
 
     def __post_init__(self) -> None:
         self.quotas = Quotas(self.redis)
+        self.inbox = Inbox(self.redis)
         settings = self.settings
         self.callback_auth = CallbackAuth(
             load_carriers(settings),

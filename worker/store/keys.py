@@ -12,6 +12,10 @@ Client receipts, per endpoint (an API key's dlr-url origin, `worker.receipts.end
   dlr:q:{endpoint}:ring  string: a drain is planned (its time, ms) or running (`run:{token}`)
   dlr:ep:{endpoint}      hash: the endpoint's health (failures, backoff, last reason)
   dlr:dead             sorted set: dead-lettered `{id}:{level}`, by when
+Carrier receipt requests, kept until applied (`worker.store.inbox`):
+  inbox                hash: entry -> JSON [carrier name, request as received]
+  watch:inbox          sorted set: entry -> when due (now, or when a drain's lease ends)
+  inbox:ring           string: a drain is planned (its time, ms) or running (`run:{token}`)
 Campaigns:
   batch:{id}           hash: the batch (counts, callback URL, its pending callback event)
   batch:{id}:ids       list: the batch's message ids, in request order
@@ -25,6 +29,12 @@ DELIVERY_WATCH_KEY = f"{PREFIX}watch:delivery"
 RECEIPT_WATCH_KEY = f"{PREFIX}watch:receipt"
 DEAD_LETTER_KEY = f"{PREFIX}dlr:dead"
 COUNTERS_KEY = f"{PREFIX}counters"
+
+
+SCHEDULER_LOCK_KEY = f"{PREFIX}scheduler:lock"  # held by the scheduler that works
+INBOX_KEY = f"{PREFIX}inbox"
+INBOX_WATCH_KEY = f"{PREFIX}watch:inbox"
+INBOX_RING_KEY = f"{PREFIX}inbox:ring"
 
 
 def message_key(message_id: str) -> str:
