@@ -1,8 +1,24 @@
-"""The HTTP API application (FastAPI): `uvicorn --factory producer.api:create_app`."""
+"""The HTTP API application (FastAPI): `uvicorn --factory producer.api:create_app`.
+
+The event loop only moves bytes. One rule for every route, so that no request waits behind
+another's work (a campaign's validation, a Redis round trip):
+
+- An endpoint is a plain `def`: FastAPI runs it in its thread pool. Everything that touches
+  Redis or costs CPU (validation, encoding, JSON of a large body) happens there, through the
+  desks (`producer.desk.MessageDesk`, `producer.otp.OtpDesk`), which are synchronous.
+- An `async def` endpoint or dependency is an exception named in `ASYNC_ALLOWED`, with its
+  reason: it may await the request body and hand work to the thread pool (`run_in_threadpool`,
+  one bounded step per call, as `POST /sms/batch` does 2,000 recipients at a time), and do
+  nothing else that blocks or takes long.
+
+`tests/unit/test_api_routes.py` walks the app's routes and their dependencies and fails for
+any `async def` that is not on the list. docs/api.md has the same rule for readers.
+"""
 
 from __future__ import annotations
 
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 
 from producer import errors
 from producer.responses import JsonResponse
@@ -10,10 +26,39 @@ from producer.routes import batch, carriers, health, metrics, otp, sms
 from producer.services import Services, build_services
 from worker.settings import Settings, get_settings
 
+# `module.qualname` of each allowed `async def`, and why it may run on the loop.
+ASYNC_ALLOWED: dict[str, str] = {
+    "producer.services.get_services": "reads app.state, no I/O",
+    "producer.services.json_body": "awaits the request body; parsed later in the thread pool",
+    "producer.services.require.<locals>.key_dependency": (
+        "the key from the process cache; lookup and admission via run_in_threadpool"
+    ),
+    "producer.services.require_one_message.<locals>.key_dependency": (
+        "as require, the charge and refund via run_in_threadpool"
+    ),
+    "fastapi.security.http.HTTPBearer.__call__": "FastAPI's own: reads a header",
+    "producer.routes.batch.create_batch": (
+        "awaits the body, then each bounded ingest step via run_in_threadpool"
+    ),
+    "producer.routes.carriers.carrier_receipt": (
+        "awaits the body (needs it raw), then one run_in_threadpool for Redis"
+    ),
+    "producer.routes.health.healthz": "no I/O: the loop answering is the check",
+    "producer.routes.health.readyz": "its checks run via run_in_threadpool",
+    "producer.routes.metrics.metrics_endpoint": "the exposition runs via run_in_threadpool",
+    "fastapi.applications.FastAPI.setup.<locals>.openapi": "FastAPI's own: the cached schema",
+    "fastapi_offline.core.FastAPIOffline.<locals>.custom_swagger_ui_html": "static HTML",
+    "fastapi_offline.core.FastAPIOffline.<locals>.swagger_ui_redirect": "static HTML",
+    "fastapi_offline.core.FastAPIOffline.<locals>.redoc_html": "static HTML",
+}
+
 
 def create_app(settings: Settings | None = None, services: Services | None = None) -> FastAPI:
-    """The API with its services built from `settings` (the environment by default)."""
-    app = FastAPI(
+    """The API with its services built from `settings` (the environment by default).
+
+    `/docs` (Swagger UI) and `/redoc` load their scripts and styles from the API itself
+    (`fastapi-offline` ships them), so they work without internet access."""
+    app = FastAPIOffline(
         title="smsq",
         version="0.1.0",
         description="Send SMS and OTP codes at volume, with signed delivery receipts.",

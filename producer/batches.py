@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, cast
 
@@ -54,15 +54,18 @@ def render(template: str, variables: Mapping[str, Any]) -> str:
     return _VARIABLE.sub(substitute, template)
 
 
-def expand(request: BatchRequest) -> Iterator[dict[str, Any] | ValidationError]:
-    """One send body per recipient (or the error that makes that recipient invalid)."""
-    common = {k: v for k, v in request.model_dump(by_alias=True).items() if k in _COMMON}
-    common = {k: v for k, v in common.items() if v is not None}
+def expand(
+    request: BatchRequest, items: Sequence[Any] | None = None
+) -> Iterator[dict[str, Any] | ValidationError]:
+    """One send body per message or recipient of `items` (validated list items of the request;
+    by default its own list), or the error that makes that recipient invalid."""
+    fields = request.model_dump(by_alias=True, exclude={"messages", "recipients"})
+    common = {k: v for k, v in fields.items() if k in _COMMON and v is not None}
     if request.messages is not None:
-        for message in request.messages:
+        for message in request.messages if items is None else items:
             yield {**common, **message}
         return
-    for recipient in request.recipients or []:
+    for recipient in (request.recipients or []) if items is None else items:
         to, variables = (
             (recipient, {}) if isinstance(recipient, str) else (recipient.to, recipient.vars)
         )
@@ -137,11 +140,13 @@ def ingest(
     key_id: str,
     batch_id: str,
     quiet: QuietHours | None = None,
+    result: IngestResult | None = None,
 ) -> IngestResult:
-    """Validate each body, then store and publish the valid ones in pipelined chunks."""
-    result = IngestResult(batch_id)
+    """Validate each body, then store and publish the valid ones in pipelined chunks; with
+    `result`, the bodies continue an ingest (their indexes follow its earlier ones)."""
+    result = result or IngestResult(batch_id)
     chunk: list[Message] = []
-    for index, body in enumerate(bodies):
+    for index, body in enumerate(bodies, start=len(result.accepted) + len(result.rejected)):
         outcome = _validated(index, body, settings, key_id, result.batch_id, quiet)
         if isinstance(outcome, Message):
             result.held += outcome.status == MessageStatus.SCHEDULED and outcome.send_at is not None

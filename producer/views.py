@@ -14,6 +14,42 @@ def _int(value: str | None) -> int | None:
     return int(value) if value else None
 
 
+# The message fields a listing reads (`GET /sms`, one HMGET each); `message_summary` shows them.
+SUMMARY_FIELDS = (
+    "id", "status", "to", "from", "content", "otp", "encoding", "segments", "characters",
+    "priority", "client_ref", "dlr", "dlr_level", "batch_id", "created_at", "send_at",
+    "submitted_at", "done_at", "error_code", "error_message",
+)  # fmt: skip
+
+
+def message_summary(fields: dict[str, str]) -> dict[str, Any]:
+    """A message as `GET /sms` lists it (and as `GET /sms/{id}` starts it)."""
+    return {
+        "id": fields["id"],
+        "status": fields.get("status"),
+        "to": fields.get("to"),
+        "from": fields.get("from"),
+        "content": OTP_MASK if fields.get("otp") == "1" else fields.get("content"),
+        "encoding": fields.get("encoding"),
+        "segments_total": int(fields.get("segments") or 0),
+        "characters": _int(fields.get("characters")),
+        "priority": fields.get("priority"),
+        "client_ref": fields.get("client_ref") or None,
+        "dlr": fields.get("dlr") == "1",
+        "dlr_level": _int(fields.get("dlr_level")),
+        "batch_id": fields.get("batch_id") or None,
+        "created_at": iso_ms(_int(fields.get("created_at"))),
+        "send_at": iso_ms(_int(fields.get("send_at"))),
+        "submitted_at": iso_ms(_int(fields.get("submitted_at"))),
+        "done_at": iso_ms(_int(fields.get("done_at"))),
+        "error": (
+            {"code": fields["error_code"], "message": fields.get("error_message", "")}
+            if fields.get("error_code")
+            else None
+        ),
+    }
+
+
 def message_view(store: Store, fields: dict[str, str]) -> dict[str, Any]:
     total = int(fields.get("segments") or 0)
     segments = store.segments(fields["id"], total)
@@ -30,28 +66,7 @@ def message_view(store: Store, fields: dict[str, str]) -> dict[str, Any]:
         if fields.get(f"rcpt:{level}:state")
     }
     return {
-        "id": fields["id"],
-        "status": fields.get("status"),
-        "to": fields.get("to"),
-        "from": fields.get("from"),
-        "content": OTP_MASK if fields.get("otp") == "1" else fields.get("content"),
-        "encoding": fields.get("encoding"),
-        "segments_total": total,
-        "characters": _int(fields.get("characters")),
-        "priority": fields.get("priority"),
-        "client_ref": fields.get("client_ref") or None,
-        "dlr": fields.get("dlr") == "1",
-        "dlr_level": _int(fields.get("dlr_level")),
-        "batch_id": fields.get("batch_id") or None,
-        "created_at": iso_ms(_int(fields.get("created_at"))),
-        "send_at": iso_ms(_int(fields.get("send_at"))),
-        "submitted_at": iso_ms(_int(fields.get("submitted_at"))),
-        "done_at": iso_ms(_int(fields.get("done_at"))),
-        "error": (
-            {"code": fields["error_code"], "message": fields.get("error_message", "")}
-            if fields.get("error_code")
-            else None
-        ),
+        **message_summary(fields),
         "segments": [
             {
                 "seq": s.seq,

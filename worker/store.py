@@ -6,6 +6,7 @@ Keys (all under `smsq:`):
                      `{seq}:error_code`, `{seq}:error_message`, `{seq}:submitted_at`,
                      `{seq}:done_at`, `{seq}:attempts`
   msg:{id}:events    list: JSON events with UTC millisecond timestamps
+  msgs:{key_id}      sorted set (all scores 0): the ids of an API key's messages, by id
   cid:{carrier}:{carrier_id}  string `{id}:{seq}`: correlates carrier receipts to segments
   cid-parked:{carrier}:{carrier_id}  list: receipts that came before their carrier id was stored
   concat:{to}        counter for concatenation references per recipient
@@ -48,9 +49,16 @@ DEAD_LETTER_KEY = f"{PREFIX}dlr:dead"
 COUNTERS_KEY = f"{PREFIX}counters"
 
 
-def new_message_id() -> str:
-    """A new message id: 32 lower-case hex characters, time-ordered in its first 12."""
-    return f"{now_ms():012x}{uuid.uuid4().hex[:20]}"
+def new_message_id(at_ms: int | None = None) -> str:
+    """A new message id: 32 lower-case hex characters, time-ordered in its first 12 (the
+    creation time in ms, `at_ms` or now)."""
+    return f"{now_ms() if at_ms is None else at_ms:012x}{uuid.uuid4().hex[:20]}"
+
+
+def key_messages_key(key_id: str) -> str:
+    """The API key's messages: ids (time-ordered) in a sorted set of equal scores, read as a
+    lexicographic range, newest first (`GET /sms`)."""
+    return f"{PREFIX}msgs:{key_id}"
 
 
 def message_key(message_id: str) -> str:
@@ -93,6 +101,7 @@ class Store:
         pipe.rpush(events_key(message.id), _event(event, status=str(message.status)))
         due = message.send_at or message.created_at or now_ms()
         pipe.zadd(SUBMIT_WATCH_KEY, {message.id: due})
+        pipe.zadd(key_messages_key(message.key_id), {message.id: 0})
 
     def load(self, message_id: str) -> Message | None:
         data = cast(dict[str, str], self.redis.hgetall(message_key(message_id)))

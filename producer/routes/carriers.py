@@ -8,6 +8,7 @@ from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Request
 from fastapi.responses import PlainTextResponse, Response
+from starlette.concurrency import run_in_threadpool
 
 from producer.errors import PayloadTooLargeError
 from producer.services import Services
@@ -50,5 +51,5 @@ async def carrier_receipt(name: str, request: Request) -> Response:
         "body": base64.b64encode(raw).decode(),
         "form": form,
     }
-    accept_request(services.redis, services.publisher, name, queued)
+    await run_in_threadpool(accept_request, services.redis, services.publisher, name, queued)
     return PlainTextResponse("OK")
