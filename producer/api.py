@@ -7,9 +7,10 @@ another's work (a campaign's validation, a Redis round trip):
   Redis or costs CPU (validation, encoding, JSON of a large body) happens there, through the
   desks (`producer.desk.MessageDesk`, `producer.otp.OtpDesk`), which are synchronous.
 - An `async def` endpoint or dependency is an exception named in `ASYNC_ALLOWED`, with its
-  reason: it may await the request body and hand work to the thread pool (`run_in_threadpool`,
-  one bounded step per call, as `POST /sms/batch` does 2,000 recipients at a time), and do
-  nothing else that blocks or takes long.
+  reason: it may await the request body and hand work to a thread (`run_in_threadpool`, one
+  bounded step per call, as `POST /sms/batch` does 2,000 recipients at a time; or the intake
+  thread that writes single sends in groups, `producer.intake`), and do nothing else that
+  blocks or takes long.
 
 `tests/unit/test_api_routes.py` walks the app's routes and their dependencies and fails for
 any `async def` that is not on the list. docs/api.md has the same rule for readers.
@@ -37,6 +38,9 @@ ASYNC_ALLOWED: dict[str, str] = {
         "as require, the charge and refund via run_in_threadpool"
     ),
     "fastapi.security.http.HTTPBearer.__call__": "FastAPI's own: reads a header",
+    "producer.routes.sms.send": (
+        "the hot path: awaits the body, then the intake thread does all the rest"
+    ),
     "producer.routes.batch.create_batch": (
         "awaits the body, then each bounded ingest step via run_in_threadpool"
     ),

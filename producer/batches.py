@@ -17,7 +17,7 @@ from typing import Any, cast
 import pydantic
 
 from producer.quiet_hours import QuietHours, release_time
-from producer.schemas import BatchRequest, SendRequest
+from producer.schemas import BatchRequest, Recipient, SendRequest
 from producer.submission import accept_messages
 from producer.validation import build_message
 from worker.batch_progress import count_batch, watch
@@ -57,25 +57,36 @@ def render(template: str, variables: Mapping[str, Any]) -> str:
 def expand(
     request: BatchRequest, items: Sequence[Any] | None = None
 ) -> Iterator[dict[str, Any] | ValidationError]:
-    """One send body per message or recipient of `items` (validated list items of the request;
-    by default its own list), or the error that makes that recipient invalid."""
+    """One send body per message or recipient of `items` (validated list items of the request,
+    or the errors of invalid ones; by default its own list), or the error that makes that
+    recipient invalid."""
     fields = request.model_dump(by_alias=True, exclude={"messages", "recipients"})
     common = {k: v for k, v in fields.items() if k in _COMMON and v is not None}
-    if request.messages is not None:
-        for message in request.messages if items is None else items:
-            yield {**common, **message}
-        return
-    for recipient in (request.recipients or []) if items is None else items:
-        to, variables = (
-            (recipient, {}) if isinstance(recipient, str) else (recipient.to, recipient.vars)
-        )
-        try:
-            content = render(request.content or "", {"to": to, **variables})
-        except ValidationError as exc:
-            yield exc
-            continue
-        client_ref = None if isinstance(recipient, str) else recipient.client_ref
-        yield {**common, "to": to, "content": content, "client_ref": client_ref}
+    listed: Sequence[Any] = (
+        (request.messages or request.recipients or []) if items is None else items
+    )
+    for item in listed:
+        if isinstance(item, ValidationError):
+            yield item
+        elif request.messages is not None:
+            yield {**common, **item}
+        else:
+            yield _recipient_body(request, common, item)
+
+
+def _recipient_body(
+    request: BatchRequest, common: dict[str, Any], recipient: str | Recipient
+) -> dict[str, Any] | ValidationError:
+    """The send body of one templated recipient, or why it has none."""
+    to, variables = (
+        (recipient, {}) if isinstance(recipient, str) else (recipient.to, recipient.vars)
+    )
+    try:
+        content = render(request.content or "", {"to": to, **variables})
+    except ValidationError as exc:
+        return exc
+    client_ref = None if isinstance(recipient, str) else recipient.client_ref
+    return {**common, "to": to, "content": content, "client_ref": client_ref}
 
 
 @dataclass

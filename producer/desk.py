@@ -13,6 +13,7 @@ that a 100,000-recipient batch holds neither a thread nor the interpreter for lo
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any, cast
 
 import pydantic
@@ -26,12 +27,13 @@ from producer.batches import (
     record_batch,
 )
 from producer.body import parse_json_body, parse_model
-from producer.gate import Gate
+from producer.gate import Gate, GuardedWrite
 from producer.idempotency import Idempotency
+from producer.idempotency import idempotency_key as idempotency_key_of
 from producer.listing import Filters, list_messages
 from producer.quiet_hours import QuietHours
 from producer.schemas import MAX_BATCH, BatchRequest, Recipient, SendRequest
-from producer.submission import accept_messages, stage_messages
+from producer.submission import Job, accept_messages, stage_messages
 from producer.validation import build_message, check_receipt_url
 from producer.views import message_view
 from worker.contract import MessageStatus
@@ -44,10 +46,7 @@ from worker.settings import Settings
 from worker.store import Message, Store, key_messages_key, message_key
 
 BATCH_STEP = 2_000  # recipients validated and stored per step of a batch
-_ITEM_MODELS: dict[str, pydantic.TypeAdapter[Any]] = {
-    "messages": pydantic.TypeAdapter(dict[str, object]),
-    "recipients": pydantic.TypeAdapter(cast(Any, str | Recipient)),
-}
+_LISTS = ("messages", "recipients")  # the two shapes of a batch
 
 
 def accepted_reply(message: Message, summary: Summary) -> dict[str, Any]:
@@ -60,6 +59,14 @@ def accepted_reply(message: Message, summary: Summary) -> dict[str, Any]:
         "segments": summary.segments,
         "characters": summary.characters,
     }
+
+
+@dataclass(frozen=True, slots=True)
+class PendingSend:
+    """A validated single send, ready to be written (`MessageDesk.commit_sends`)."""
+
+    write: GuardedWrite
+    later: list[Job]  # tasks to publish once written (a broker other than the store's Redis)
 
 
 class MessageDesk:
@@ -92,21 +99,53 @@ class MessageDesk:
         With `caller` (the API), the key's revocation, rate, daily quota and the
         Idempotency-Key (`idempotency`: its name and the request body) are checked in the same
         atomic step that writes the message; a repeat returns the first answer."""
-        message, summary = build_message(body, self.settings, key_id=key_id)
-        reply = accepted_reply(message, summary)
         if caller is None or self.gate is None:
+            message, summary = build_message(body, self.settings, key_id=key_id)
             accept_messages(self.store, self.publisher, [message])
-            return reply
+            return accepted_reply(message, summary)
+        outcome = self.commit_sends([self.prepare_send(body, caller, idempotency)])[0]
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    def prepare_send(
+        self, body: SendRequest, caller: ApiKey, idempotency: tuple[str, bytes] | None = None
+    ) -> PendingSend:
+        """The first half of `send` for a key, no I/O: the validated message's guarded write."""
+        message, summary = build_message(body, self.settings, key_id=caller.id)
+        reply = accepted_reply(message, summary)
         pipe = self.store.redis.pipeline(transaction=False)
         later = stage_messages(pipe, self.store, self.publisher, [message])
         writes = [args for args, _options in pipe.command_stack]
         pipe.reset()
-        first = self.gate.write(caller, writes, messages=1, idempotency=idempotency, reply=reply)
-        if first is not None:
-            return first
+        return PendingSend(GuardedWrite(caller, writes, 1, reply, idempotency), later)
+
+    def commit_sends(self, sends: list[PendingSend]) -> list[dict[str, Any] | Exception]:
+        """The second half: every pending send written in one round trip (each admitted on its
+        own); for each, its answer or the error that refused it."""
+        if self.gate is None:
+            raise RuntimeError("guarded sends need a gate")
+        outcomes = self.gate.write_many([s.write for s in sends])
+        later = [job for s, o in zip(sends, outcomes, strict=True) if o is None for job in s.later]
         if later:
             self.publisher.publish_many(later)
-        return reply
+        return [s.write.reply if o is None else o for s, o in zip(sends, outcomes, strict=True)]
+
+    def prepare_request(
+        self, raw: bytes, caller: ApiKey, idempotency_key: str | None
+    ) -> PendingSend:
+        """`prepare_send` of a raw `POST /sms/send` body. Refused input (4xx) still counts
+        toward the key's rate (and a key over its rate hears 429 first)."""
+        try:
+            body = parse_model(SendRequest, parse_json_body(raw, self.settings.max_body_bytes))
+            idempotency = None if idempotency_key is None else (idempotency_key, raw)
+            if idempotency_key is not None:
+                idempotency_key_of(caller.id, idempotency_key)  # 422 for a bad header first
+            return self.prepare_send(body, caller, idempotency)
+        except ValidationError:
+            if self.gate is not None:
+                self.gate.admit(caller)
+            raise
 
     # -- many messages -------------------------------------------------------------------------
     def send_many(
@@ -186,7 +225,7 @@ def parse_batch(data: Any) -> tuple[BatchRequest, str, list[Any]]:
     """The batch's own fields (validated, its list left empty), the list's name and items."""
     if not isinstance(data, dict):
         raise ValidationError("the body must be a JSON object", code="invalid")
-    name = next((n for n in _ITEM_MODELS if isinstance(data.get(n), list)), "")
+    name = next((n for n in _LISTS if isinstance(data.get(n), list)), "")
     items: list[Any] = data[name] if name else []
     request = parse_model(BatchRequest, {**data, name: []} if name else data)
     if len(items) > MAX_BATCH:
@@ -201,16 +240,24 @@ def parse_batch(data: Any) -> tuple[BatchRequest, str, list[Any]]:
 
 def validated_items(name: str, items: list[Any], offset: int) -> list[Any]:
     """The list items, each validated; an invalid one becomes the ValidationError naming it
-    (the recipient is rejected, the batch goes on)."""
-    model = _ITEM_MODELS[name]
+    (that recipient is rejected, the batch goes on)."""
     checked: list[Any] = []
     for index, item in enumerate(items, start=offset):
-        try:
-            checked.append(model.validate_python(item))
-        except pydantic.ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in (name, index, *first["loc"]))
-            checked.append(ValidationError(f"{where}: {first['msg']}", field=where))
+        if name == "recipients" and isinstance(item, str):
+            checked.append(item)
+        elif not isinstance(item, dict):
+            shape = "a number or an object" if name == "recipients" else "an object"
+            where = f"{name}.{index}"
+            checked.append(ValidationError(f"{where}: must be {shape}", field=where))
+        elif name == "messages":
+            checked.append(item)  # validated as a send body when expanded
+        else:
+            try:
+                checked.append(Recipient.model_validate(item))
+            except pydantic.ValidationError as exc:
+                first = exc.errors()[0]
+                where = ".".join(str(p) for p in (name, index, *first["loc"]))
+                checked.append(ValidationError(f"{where}: {first['msg']}", field=where))
     return checked
 
 

@@ -15,6 +15,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from producer.auth import ForbiddenError, UnauthorizedError
 from producer.responses import JsonResponse
+from producer.routes import allowed_methods
 from worker.errors import ConflictError, NotFoundError, RateLimitedError, ValidationError
 from worker.quotas import RevokedKeyError
 
@@ -176,11 +177,15 @@ def install(app: FastAPI) -> None:
 
 
 def wrong_method(request: Request, headers: dict[str, str]) -> JsonResponse:
-    """405 naming the methods the path takes (and `Allow`, which Starlette computed)."""
-    allowed = [m.strip() for m in headers.get("Allow", "").split(",") if m.strip() != "HEAD"]
-    path = request.url.path
-    message = f"{request.method} is not allowed on {path}: use {' or '.join(allowed)}"
-    return error_response(405, "method_not_allowed", message, headers=headers)
+    """405 naming every method the path takes, in the message and in `Allow` (Starlette's own
+    `Allow` names the first matching route's only)."""
+    path = request.scope["path"]
+    allowed = allowed_methods(request.app.routes, path) or headers.get("Allow", "").split(", ")
+    named = [m for m in allowed if m != "HEAD"]
+    message = f"{request.method} is not allowed on {path}: use {' or '.join(named)}"
+    return error_response(
+        405, "method_not_allowed", message, headers={**headers, "Allow": ", ".join(allowed)}
+    )
 
 
 class TrailingSlash:

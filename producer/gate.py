@@ -7,7 +7,8 @@ within that time. Revocation is never cached: the first thing every keyed call d
 a script that refuses a revoked key, then takes the call from the key's limits —
 `worker.quotas`' charge alone (`admit`), or for `POST /sms/send` the guarded write below, which
 also stores and queues the message. A revoked key is refused from its next call on, and a send
-with a cached key costs one round trip: check, charge, Idempotency-Key and writes together.
+with a cached key costs one round trip: check, charge, Idempotency-Key and writes together
+(`write_many`: the sends of many calls share one pipelined round trip, `producer.intake`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -22,6 +24,7 @@ import redis
 
 from producer.auth import UnauthorizedError
 from producer.idempotency import TTL_SECONDS, idempotency_key, replay
+from worker.errors import SmsqError
 from worker.keys import ApiKey, KeyStore, key_record
 from worker.quotas import (
     CHARGE_FUNCTION,
@@ -95,7 +98,8 @@ class Gate:
         self.ttl = ttl
         self.clock = clock
         self._found: dict[str, tuple[ApiKey, float]] = {}
-        self._write = client.register_script(GUARDED_WRITE)
+        self.redis = client
+        self._sha: str | None = None  # of GUARDED_WRITE, loaded on first use
 
     def cached(self, token: str) -> ApiKey | None:
         """The key for `token` if this process looked it up less than `ttl` ago (no I/O)."""
@@ -122,37 +126,74 @@ class Gate:
     def refund(self, charge: Charge) -> None:
         self.quotas.refund(charge)
 
-    def write(
-        self,
-        key: ApiKey,
-        writes: Sequence[Sequence[Any]],
-        *,
-        messages: int,
-        idempotency: tuple[str, bytes] | None = None,
-        reply: dict[str, Any] | None = None,
-    ) -> dict[str, Any] | None:
-        """Admit the call and apply `writes` (commands as redis-py stages them: name, key,
-        arguments) in one atomic step. With `idempotency` (the Idempotency-Key and the body),
-        `reply` is kept for repeats; a repeat gets the first reply back instead (returned), or
-        a ConflictError for another body. None: written."""
+    def write_many(self, calls: Sequence[GuardedWrite]) -> list[dict[str, Any] | Exception | None]:
+        """Run each guarded write (`GuardedWrite`), all in one pipelined round trip; for each,
+        in order: None (written), the first reply of a repeated Idempotency-Key, or the error
+        that refused it (limits, revoked key, Idempotency-Key conflict)."""
         now = time.time()
-        cost = messages if key.daily else 0
+        prepared = [self._script_call(call, now) for call in calls]
+        answers = self._run(prepared)
+        return [_outcome(call, answer, now) for call, answer in zip(calls, answers, strict=True)]
+
+    def _script_call(self, call: GuardedWrite, now: float) -> list[Any]:
+        """KEYS and ARGV of the script for one call, as one EVALSHA argument list."""
+        key = call.key
+        cost = call.messages if key.daily else 0
         record, idem_key = "", _NO_IDEMPOTENCY
-        digest = ""
-        if idempotency is not None:
-            name, body = idempotency
+        if call.idempotency is not None:
+            name, _body = call.idempotency
             idem_key = idempotency_key(key.id, name)
-            digest = hashlib.sha256(body).hexdigest()
-            record = orjson.dumps({"body": digest, "reply": reply}).decode()
+            record = orjson.dumps({"body": call.digest, "reply": call.reply}).decode()
         keys = [
             key_record(key.id), rate_key(key.id), daily_key(key.id, int(now // DAY_SECONDS)),
-            idem_key, *(str(command[1]) for command in writes),
+            idem_key, *(str(command[1]) for command in call.writes),
         ]  # fmt: skip
         args: list[Any] = [*charge_args(key, cost), record, TTL_SECONDS]
-        for command in writes:
+        for command in call.writes:
             args += [command[0], len(command) - 2, *command[2:]]
-        verdict, detail = self._write(keys=keys, args=args)
-        if int(verdict) == IDEMPOTENT_REPLAY:
-            return replay(detail, digest)
-        check_verdict(key, cost, int(verdict), int(detail), now)
-        return None
+        return [len(keys), *keys, *args]
+
+    def _run(self, prepared: list[list[Any]], *, again: bool = True) -> list[Any]:
+        """EVALSHA each call in one pipeline (loading the script once more if Redis lost it:
+        a restart); errors come back as values."""
+        if self._sha is None:
+            self._sha = str(self.redis.script_load(GUARDED_WRITE))
+        pipe = self.redis.pipeline(transaction=False)
+        for arguments in prepared:
+            pipe.evalsha(self._sha, *arguments)
+        answers = list(pipe.execute(raise_on_error=False))
+        if again and any(isinstance(a, redis.exceptions.NoScriptError) for a in answers):
+            self._sha = None
+            return self._run(prepared, again=False)  # Redis restarted: it lost its scripts
+        return answers
+
+
+@dataclass(frozen=True, slots=True)
+class GuardedWrite:
+    """One call's writes (commands as redis-py stages them: name, key, arguments), to apply
+    only if the key is live and its limits allow `messages` more. With `idempotency` (the
+    Idempotency-Key and the request body), `reply` is kept for repeats of the call."""
+
+    key: ApiKey
+    writes: Sequence[Sequence[Any]]
+    messages: int
+    reply: dict[str, Any]
+    idempotency: tuple[str, bytes] | None = None
+
+    @property
+    def digest(self) -> str:
+        return hashlib.sha256(self.idempotency[1]).hexdigest() if self.idempotency else ""
+
+
+def _outcome(call: GuardedWrite, answer: Any, now: float) -> dict[str, Any] | Exception | None:
+    if isinstance(answer, Exception):
+        return answer
+    verdict, detail = int(answer[0]), answer[1]
+    try:
+        if verdict == IDEMPOTENT_REPLAY:
+            return replay(detail, call.digest)
+        cost = call.messages if call.key.daily else 0
+        check_verdict(call.key, cost, verdict, int(detail), now)
+    except SmsqError as exc:
+        return exc
+    return None

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
 from typing import Any, cast
 
 import orjson
@@ -36,32 +35,12 @@ def replay(stored: str | bytes, digest: str) -> dict[str, Any]:
 
 
 class Idempotency:
-    """Claim a key before doing the work; remember the reply after."""
+    """Claim a key before doing the work (`begin`); remember the reply after (`finish`), or
+    free the key when the work failed (`abandon`). A single send does all three in its one
+    round trip instead (`producer.gate`)."""
 
     def __init__(self, client: redis.Redis) -> None:
         self.redis = client
-
-    def run(
-        self,
-        key_id: str,
-        name: str | None,
-        body: bytes,
-        work: Callable[[], dict[str, Any]],
-    ) -> dict[str, Any]:
-        """The reply of `work()`, run at most once per key and body: without a key it just
-        runs; with one, a repeat gets the first reply, and a failure frees the key again."""
-        if name is None:
-            return work()
-        first = self.begin(key_id, name, body)
-        if first is not None:
-            return first
-        try:
-            reply = work()
-        except BaseException:
-            self.abandon(key_id, name)
-            raise
-        self.finish(key_id, name, body, reply)
-        return reply
 
     def begin(self, key_id: str, name: str, body: bytes) -> dict[str, Any] | None:
         """None if this request should run; the stored reply if it already ran."""

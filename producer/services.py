@@ -4,8 +4,9 @@ Key dependencies, one per kind of route (`producer.auth` says which scope is whi
 authenticates the bearer key (cached for seconds, `producer.gate`), checks its scope, then
 admits the call: a revoked key is refused (401), and the call is taken from the key's rate
 (429 with `Retry-After`). `POST /sms/send` leaves the admission to its own write (one round
-trip for both); `/otp/send` also takes its message from the daily quota here, and gives it
-back when the call then fails with a client error; a batch charges its recipients once parsed.
+trip for both; it calls these functions itself, being the hot path); `/otp/send` also takes
+its message from the daily quota here, and gives it back when the call then fails with a
+client error; a batch charges its recipients once parsed.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from producer.desk import MessageDesk
 from producer.errors import UnsupportedMediaTypeError
 from producer.gate import Gate
 from producer.idempotency import Idempotency
+from producer.intake import Intake
 from worker.carriers.registry import CARRIER_NAMES, configured_names
 from worker.celery_app import create_app as create_celery_app
 from worker.errors import SmsqError
@@ -48,12 +50,14 @@ class Services:
     quotas: Quotas = field(init=False)  # per-key limits, on the same Redis
     gate: Gate = field(init=False)  # key lookups (cached), admission, guarded writes
     desk: MessageDesk = field(init=False)  # send, batch, cancel, status, list
+    intake: Intake = field(init=False)  # the thread that writes single sends in groups
     carrier_names: frozenset[str] = field(init=False)  # accepted in /carriers/{name}/dlr
 
     def __post_init__(self) -> None:
         self.quotas = Quotas(self.redis)
         self.gate = Gate(self.redis, self.keys, self.quotas)
         self.desk = MessageDesk(self.settings, self.store, self.publisher, self.gate)
+        self.intake = Intake(self.desk)
         # The built-in names plus every carrier of SMSQ_CARRIERS_FILE (e.g. "kannel-eu").
         self.carrier_names = frozenset(CARRIER_NAMES) | frozenset(configured_names(self.settings))
 
@@ -114,17 +118,15 @@ async def caller(request: Request, services: Services) -> ApiKey:
     return key
 
 
-def require(scope: str, *, admit: bool = True) -> Callable[..., Awaitable[ApiKey]]:
-    """A dependency giving the caller's key once it passed auth, scope and (with `admit`)
-    revocation and rate."""
+def require(scope: str) -> Callable[..., Awaitable[ApiKey]]:
+    """A dependency giving the caller's key once it passed auth, scope, revocation and rate."""
 
     async def key_dependency(
         request: Request, services: ServicesDep, _bearer: Bearer = None
     ) -> ApiKey:
         key = await caller(request, services)
         check_scope(key, scope)
-        if admit:
-            await run_in_threadpool(services.gate.admit, key)
+        await run_in_threadpool(services.gate.admit, key)
         return key
 
     return key_dependency
@@ -151,8 +153,6 @@ def require_one_message(scope: str) -> Callable[..., AsyncIterator[ApiKey]]:
 
 
 SendKey = Annotated[ApiKey, Depends(require("send"))]  # DELETE /sms/*, POST /sms/batch
-# POST /sms/send: admitted (revocation, rate, quota) in the same round trip as its write.
-SendMessageKey = Annotated[ApiKey, Depends(require("send", admit=False))]
 ReadKey = Annotated[ApiKey, Depends(require("read"))]  # GET /sms*
 OtpKey = Annotated[ApiKey, Depends(require("otp"))]  # POST /otp/verify, GET /otp/{id}
 OtpSendKey = Annotated[ApiKey, Depends(require_one_message("otp"))]  # POST /otp/send
