@@ -55,8 +55,7 @@ def stage_messages(
     """Queue on `pipe` the writes that store `messages` and queue (or schedule) their send
     tasks; returns the tasks to publish once the pipeline ran (a broker other than the store's
     Redis: see `accept_messages`)."""
-    for message in messages:
-        store.add_create(pipe, message, "accepted")
+    store.add_create_many(pipe, messages, "accepted")
     later: list[Job] = []
     for due, (task, args, queue) in send_jobs(messages, chunk):
         if due is not None:

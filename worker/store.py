@@ -96,12 +96,26 @@ class Store:
         pipe.execute()
 
     def add_create(self, pipe: redis.client.Pipeline, message: Message, event: str) -> None:
-        """Queue the writes that create `message` on a pipeline (batched ingest)."""
-        pipe.hset(message_key(message.id), mapping=_fields(message.to_hash()))
-        pipe.rpush(events_key(message.id), _event(event, status=str(message.status)))
-        due = message.send_at or message.created_at or now_ms()
-        pipe.zadd(SUBMIT_WATCH_KEY, {message.id: due})
-        pipe.zadd(key_messages_key(message.key_id), {message.id: 0})
+        """Queue the writes that create `message` on a pipeline."""
+        self.add_create_many(pipe, [message], event)
+
+    def add_create_many(
+        self, pipe: redis.client.Pipeline, messages: Sequence[Message], event: str
+    ) -> None:
+        """Queue the writes that create `messages` (batched ingest): each one's hash and first
+        event, then their watch and per-key index entries in one command each."""
+        if not messages:
+            return
+        for message in messages:
+            pipe.hset(message_key(message.id), mapping=_fields(message.to_hash()))
+            pipe.rpush(events_key(message.id), _event(event, status=str(message.status)))
+        now = now_ms()
+        pipe.zadd(SUBMIT_WATCH_KEY, {m.id: m.send_at or m.created_at or now for m in messages})
+        index: dict[str, dict[str, int]] = {}
+        for message in messages:
+            index.setdefault(message.key_id, {})[message.id] = 0
+        for key_id, ids in index.items():
+            pipe.zadd(key_messages_key(key_id), cast(dict[Any, Any], ids))
 
     def load(self, message_id: str) -> Message | None:
         data = cast(dict[str, str], self.redis.hgetall(message_key(message_id)))
