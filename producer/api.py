@@ -18,6 +18,8 @@ any `async def` that is not on the list. docs/api.md has the same rule for reade
 
 from __future__ import annotations
 
+import sys
+
 from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 
@@ -57,6 +59,12 @@ ASYNC_ALLOWED: dict[str, str] = {
 }
 
 
+# How long a thread may hold the interpreter lock while another waits for it (Python's default
+# is 5 ms): while a batch step runs Python in the thread pool, the event loop gets the lock back
+# within this time, on each of the few times a request needs it.
+SWITCH_INTERVAL_SECONDS = 0.001
+
+
 def create_app(settings: Settings | None = None, services: Services | None = None) -> FastAPI:
     """The API with its services built from `settings` (the environment by default).
 
@@ -68,6 +76,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         description="Send SMS and OTP codes at volume, with signed delivery receipts.",
         default_response_class=JsonResponse,
     )
+    sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
     app.state.services = services or build_services(settings or get_settings())
     errors.install(app)
     app.include_router(batch.router)
