@@ -48,6 +48,8 @@ class Intake:
         return await future
 
     def _ensure_running(self) -> None:
+        if self._thread is not None:
+            return
         with self._lock:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="smsq-intake", daemon=True)
@@ -58,10 +60,8 @@ class Intake:
             try:
                 group = [self._queue.get(timeout=IDLE_SECONDS)]
             except queue.Empty:
-                with self._lock:
-                    if self._queue.empty():
-                        self._thread = None
-                        return
+                if self._retire():
+                    return
                 continue
             while len(group) < MAX_GROUP:
                 try:
@@ -69,6 +69,19 @@ class Intake:
                 except queue.Empty:
                     break
             _answer(group, self._handle(group))
+
+    def _retire(self) -> bool:
+        """Stop being the intake thread after an idle spell; False if a send came meanwhile
+        and nobody else took over (then this thread goes on)."""
+        with self._lock:
+            self._thread = None
+        if self._queue.empty():
+            return True  # a send that comes now finds no thread and starts one
+        with self._lock:
+            if self._thread is not None:
+                return True  # a send started another thread meanwhile
+            self._thread = threading.current_thread()
+            return False
 
     def _handle(self, group: list[_Item]) -> list[dict[str, Any] | BaseException]:
         """Each send's answer or error, in order."""

@@ -221,6 +221,24 @@ class TestIntake:
         assert sorted(stored) == sorted({answers[0]["id"], answers[5]["id"]})
 
 
+    def test_the_thread_stops_when_idle_and_starts_again(
+        self, services: Services, key: CreatedKey, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """After an idle spell the intake thread ends; the next send starts a new one."""
+        monkeypatch.setattr("producer.intake.IDLE_SECONDS", 0.01)
+        intake = Intake(services.desk)
+        caller = services.gate.lookup(key.api_key)
+        body = orjson.dumps({"to": TO, "content": "hi"})
+        first = asyncio.run(intake.send(caller, body, None))
+        thread = intake._thread
+        assert thread is not None
+        thread.join(5)
+        assert not thread.is_alive()
+        assert intake._thread is None
+        second = asyncio.run(intake.send(caller, body, None))
+        assert first["id"] != second["id"]
+
+
 class TestBatchSteps:
     def test_a_large_batch_is_accepted_in_bounded_steps(
         self, services: Services, key: CreatedKey
