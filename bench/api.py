@@ -2,10 +2,11 @@
 
 `python -m bench api [--seconds 10] [--connections 32] [--recipients 100000] [--only 1,2]`
 
-Starts its own Redis (AOF on) and the API under uvicorn, as `smsq up` runs it (no workers:
-only the API is measured; accepted messages wait in their queues).
+Starts its own Redis (AOF on) and the API (`python -m producer.api`: uvicorn, one or more
+processes on one port; no Celery workers: only the API is measured, accepted messages wait in
+their queues).
 
-1. Throughput, with one API process and then with two (`uvicorn --workers 2`): `wrk` with
+1. Throughput, with one API process and then with two (`--processes 2`): `wrk` with
    `--connections` connections for `--seconds` against `GET /healthz`, then against
    `POST /sms/send` with the seed body (no receipt). Prints requests/s and the ratio of the two
    (the framework's own speed is the baseline; target ≥ 0.6).
@@ -83,10 +84,7 @@ def api_process(redis_url: str, workers: int, tmp: Path) -> Iterator[str]:
     metrics.mkdir()
     env = {**ENV, "SMSQ_REDIS_URL": redis_url, "PROMETHEUS_MULTIPROC_DIR": str(metrics)}
     with processes(env) as group:
-        group.start(
-            "-m", "uvicorn", "producer.api:create_app", "--factory", "--port", str(port),
-            "--workers", str(workers), "--log-level", "warning", "--no-access-log",
-        )  # fmt: skip
+        group.start("-m", "producer.api", "--port", str(port), "--processes", str(workers))
         url = f"http://127.0.0.1:{port}"
         wait_http(f"{url}/healthz")
         if workers > 1:

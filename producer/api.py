@@ -18,10 +18,14 @@ any `async def` that is not on the list. docs/api.md has the same rule for reade
 
 from __future__ import annotations
 
+import argparse
+import socket
 import sys
 
+import uvicorn
 from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
+from uvicorn.supervisors import Multiprocess
 
 from producer import errors
 from producer.responses import JsonResponse
@@ -87,3 +91,46 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.include_router(health.router)
     metrics.install(app)  # /metrics, logs, request and OTP counts (after the routes)
     return app
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    """The API's listening socket, bound as TCP (`IPPROTO_TCP`).
+
+    uvicorn's own `--workers` binds without naming the protocol (proto 0); asyncio then leaves
+    Nagle's algorithm on for every connection it accepts, and each keep-alive request waits
+    about 40 ms for a delayed ACK (measured: 710 requests/s at 32 connections, every one 45 ms).
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.set_inheritable(True)
+    return sock
+
+
+def serve(host: str, port: int, processes: int = 1, log_level: str = "warning") -> None:
+    """Run the API on `host:port` with `processes` uvicorn processes sharing the port
+    (`python -m producer.api --processes N`)."""
+    config = uvicorn.Config(
+        "producer.api:create_app", factory=True, host=host, port=port, workers=processes,
+        log_level=log_level, access_log=False, http="httptools", ws="none",
+    )  # fmt: skip
+    sock = listening_socket(host, port)
+    if processes > 1:
+        Multiprocess(config, sockets=[sock]).run()
+    else:
+        uvicorn.Server(config).run(sockets=[sock])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Run the smsq API (uvicorn) on one port.")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--processes", type=int, default=1, help="uvicorn worker processes")
+    parser.add_argument("--log-level", default="warning")
+    args = parser.parse_args()
+    serve(args.host, args.port, args.processes, args.log_level)
+
+
+if __name__ == "__main__":
+    main()

@@ -8,12 +8,15 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import redis
+from prometheus_client.parser import text_string_to_metric_families
 from typer.testing import CliRunner
 
 from producer import cli
@@ -37,26 +40,33 @@ def _up(url: str) -> bool:
         return False
 
 
-@pytest.fixture
-def api_url(redis_url: str) -> Iterator[str]:
-    """One API process under uvicorn, as `smsq up` and compose run it."""
+@contextmanager
+def running_api(redis_url: str, processes: int = 1, **env: str) -> Iterator[str]:
+    """The API (`python -m producer.api`) with `processes` uvicorn processes on one port."""
     port = free_port()
-    env = {
+    full_env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("SMSQ_")},
         "SMSQ_REDIS_URL": redis_url,
         "SMSQ_SECRET_KEY": SECRET,
         "SMSQ_LOG_LEVEL": "WARNING",
         "PYTHONPATH": str(REPO),
+        **env,
     }
-    command = [sys.executable, "-m", "uvicorn", "producer.api:create_app", "--factory",
-               "--port", str(port), "--log-level", "warning", "--no-access-log"]  # fmt: skip
-    process = subprocess.Popen(command, env=env, cwd=REPO, stdin=subprocess.DEVNULL)
+    command = [sys.executable, "-m", "producer.api", "--port", str(port),
+               "--processes", str(processes)]  # fmt: skip
+    process = subprocess.Popen(command, env=full_env, cwd=REPO, stdin=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_for(lambda: _up(url), 60, "the API process did not start")
         yield url
     finally:
         stop_process(process)
+
+
+@pytest.fixture
+def api_url(redis_url: str) -> Iterator[str]:
+    with running_api(redis_url) as url:
+        yield url
 
 
 class TestResponsiveDuringIngest:
@@ -94,6 +104,47 @@ class TestResponsiveDuringIngest:
         assert batch[0].status_code == 202, batch[0].text
         assert batch[0].json()["accepted"] == 20_000
         assert finished == ["otp", "batch"]
+
+
+class TestSeveralProcesses:
+    def test_two_processes_share_keys_limits_and_metrics(
+        self, redis_url: str, redis_client: redis.Redis, tmp_path: Path
+    ) -> None:
+        """Two API processes on one port: sends pass through both, /metrics adds both up,
+        and a revocation holds in both from the next call (no per-process cache of it)."""
+        key = KeyStore(redis_client).create("tenant")
+        headers = {"authorization": f"Bearer {key.api_key}"}
+        body = {"to": "+14155552671", "content": "hi"}
+        with running_api(redis_url, 2, PROMETHEUS_MULTIPROC_DIR=str(tmp_path)) as url:
+            sent = 0
+
+            def send_on_a_new_connection() -> bool:
+                nonlocal sent
+                with httpx.Client(headers=headers, timeout=30) as client:
+                    assert client.post(f"{url}/sms/send", json=body).status_code == 202
+                sent += 1
+                return len(list(tmp_path.glob("counter_*.db"))) == 2
+
+            # Each new connection goes to whichever process accepts it first: both, soon.
+            wait_for(send_on_a_new_connection, 60, "one process took every connection")
+            counted = _requests_counted(httpx.get(f"{url}/metrics", timeout=30).text)
+            assert counted == sent
+            KeyStore(redis_client).revoke(key.key.id)
+            for _ in range(10):
+                with httpx.Client(headers=headers, timeout=30) as client:
+                    assert client.post(f"{url}/sms/send", json=body).status_code == 401
+
+
+def _requests_counted(exposition: str) -> float:
+    """`smsq_http_requests_total` of POST /sms/send answered 202, over every process."""
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(exposition)
+        for sample in family.samples
+        if sample.name == "smsq_http_requests_total"
+        and sample.labels.get("route") == "/sms/send"
+        and sample.labels.get("status") == "202"
+    )
 
 
 class TestCancelPending:

@@ -220,7 +220,6 @@ class TestIntake:
         stored = services.redis.zrange(key_messages_key(key.key.id), 0, -1)
         assert sorted(stored) == sorted({answers[0]["id"], answers[5]["id"]})
 
-
     def test_the_thread_stops_when_idle_and_starts_again(
         self, services: Services, key: CreatedKey, monkeypatch: pytest.MonkeyPatch
     ) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import inspect
 import re
+import socket
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -14,7 +15,7 @@ from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 from starlette.routing import Mount, Route
 
-from producer.api import ASYNC_ALLOWED, create_app
+from producer.api import ASYNC_ALLOWED, create_app, listening_socket
 from producer.routes import all_routes
 from producer.services import Services
 from tests.unit.fake_services import fake_services, keyed_client
@@ -230,3 +231,15 @@ class TestOfflineDocs:
                 assert api.get(asset).status_code == 200, asset
             assert "cdn.jsdelivr" not in html
             assert "fonts.googleapis" not in html
+
+
+class TestListeningSocket:
+    def test_the_socket_says_tcp_so_connections_get_no_delay(self) -> None:
+        """Bound as IPPROTO_TCP: asyncio sets TCP_NODELAY on what it accepts (uvicorn's own
+        `--workers` socket says proto 0, and every keep-alive request waits ~40 ms)."""
+        sock = listening_socket("127.0.0.1", 0)
+        try:
+            assert sock.proto == socket.IPPROTO_TCP
+            assert sock.get_inheritable()
+        finally:
+            sock.close()
