@@ -21,10 +21,13 @@ from __future__ import annotations
 import argparse
 import socket
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import uvicorn
 from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
+from starlette.concurrency import run_in_threadpool
 from uvicorn.supervisors import Multiprocess
 
 from producer import errors
@@ -69,6 +72,15 @@ ASYNC_ALLOWED: dict[str, str] = {
 SWITCH_INTERVAL_SECONDS = 0.001
 
 
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """At shutdown, stop the batch helper process (if one was started)."""
+    yield
+    batches = app.state.services.batches
+    if batches is not None:
+        await run_in_threadpool(batches.close)
+
+
 def create_app(settings: Settings | None = None, services: Services | None = None) -> FastAPI:
     """The API with its services built from `settings` (the environment by default).
 
@@ -79,6 +91,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         version="0.1.0",
         description="Send SMS and OTP codes at volume, with signed delivery receipts.",
         default_response_class=JsonResponse,
+        lifespan=lifespan,
     )
     sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
     app.state.services = services or build_services(settings or get_settings())

@@ -21,6 +21,7 @@ from fastapi.security import HTTPAuthorizationCredentials
 from starlette.concurrency import run_in_threadpool
 
 from producer.auth import bearer_scheme, bearer_token, check_scope
+from producer.batch_process import BatchProcess
 from producer.desk import MessageDesk
 from producer.errors import UnsupportedMediaTypeError
 from producer.gate import Gate
@@ -47,6 +48,8 @@ class Services:
     keys: KeyStore
     publisher: CeleryPublisher
     idempotency: Idempotency
+    # Batches accepted in a helper process (an API built from settings); None: in threads.
+    batches: BatchProcess | None = None
     quotas: Quotas = field(init=False)  # per-key limits, on the same Redis
     gate: Gate = field(init=False)  # key lookups (cached), admission, guarded writes
     desk: MessageDesk = field(init=False)  # send, batch, cancel, status, list
@@ -79,6 +82,7 @@ def build_services(settings: Settings) -> Services:
             create_celery_app(settings), client, direct=publishes_directly(settings)
         ),
         idempotency=Idempotency(client),
+        batches=BatchProcess(settings),
     )
 
 

@@ -31,13 +31,20 @@ async def create_batch(
 ) -> Any:
     """Accept a campaign: 202 with the batch id, the accepted count and each rejected recipient.
 
-    Each step (parse; then 2,000 recipients at a time) runs in the thread pool and the loop
-    gets control back between steps. Once started, a batch is accepted whole, even if the
-    client goes away (as with a single send)."""
-    ingest = services.desk.accept_batch(raw, key.id, caller=key, idempotency=idempotency_key)
+    The API's helper process does the work (`producer.batch_process`), or without one the
+    thread pool, a step at a time (parse; then 2,000 recipients per step), the loop getting
+    control back between steps. Once started, a batch is accepted whole, even if the client
+    goes away (as with a single send)."""
     with anyio.CancelScope(shield=True):
-        while (reply := await run_in_threadpool(ingest.step)) is None:
-            pass
+        if services.batches is not None:
+            reply = await services.batches.accept(raw, key.id, key, idempotency_key)
+        else:
+            ingest = services.desk.accept_batch(
+                raw, key.id, caller=key, idempotency=idempotency_key
+            )
+            while (step := await run_in_threadpool(ingest.step)) is None:
+                pass
+            reply = step
     return JsonResponse(reply, status_code=202)
 
 
