@@ -16,7 +16,16 @@ import httpx
 import psutil
 import redis
 
+from worker.receipts.tokens import simulator_secret
+
 REPO = Path(__file__).resolve().parents[1]
+# Every child shares a server key (receipt tokens in the carriers' callback URLs are made and
+# checked with it) and the simulator's receipt secret (its signed batches of receipts).
+SERVER_KEY = "bench-server-key"
+CHILD_ENV = {
+    "SMSQ_SECRET_KEY": SERVER_KEY,
+    "SMSQ_CARRIER_RECEIPT_SECRET": simulator_secret(SERVER_KEY),
+}
 
 
 @dataclass
@@ -91,7 +100,7 @@ def role(command: list[str]) -> str:
 
 @contextmanager
 def processes(env: dict[str, str]) -> Iterator[Processes]:
-    group = Processes(env)
+    group = Processes({**CHILD_ENV, **env})
     try:
         yield group
     finally:

@@ -24,6 +24,7 @@ from worker.batch_progress import count_batch, watch
 from worker.clock import now_ms
 from worker.contract import MessageStatus
 from worker.errors import NotFoundError, ValidationError
+from worker.geo import GeoPermissions
 from worker.queueing import CeleryPublisher
 from worker.settings import Settings
 from worker.store import Message, Store
@@ -125,12 +126,13 @@ def _validated(
     key_id: str,
     batch_id: str,
     quiet: QuietHours | None = None,
+    geo: GeoPermissions | None = None,
 ) -> Message | dict[str, Any]:
     if isinstance(body, ValidationError):
         return _reject(index, None, body)
     try:
         parsed = SendRequest.model_validate({k: v for k, v in body.items() if v is not None})
-        message, _ = build_message(parsed, settings, key_id=key_id, batch_id=batch_id)
+        message, _ = build_message(parsed, settings, key_id=key_id, batch_id=batch_id, geo=geo)
     except pydantic.ValidationError as exc:
         first = exc.errors()[0]
         field_name = ".".join(str(p) for p in first["loc"]) or None
@@ -151,14 +153,16 @@ def ingest(
     key_id: str,
     batch_id: str,
     quiet: QuietHours | None = None,
+    geo: GeoPermissions | None = None,
     result: IngestResult | None = None,
 ) -> IngestResult:
     """Validate each body, then store and publish the valid ones in pipelined chunks; with
     `result`, the bodies continue an ingest (their indexes follow its earlier ones)."""
     result = result or IngestResult(batch_id)
     chunk: list[Message] = []
+    geo = geo or GeoPermissions.for_key((), settings)  # the deployment's, built once
     for index, body in enumerate(bodies, start=len(result.accepted) + len(result.rejected)):
-        outcome = _validated(index, body, settings, key_id, result.batch_id, quiet)
+        outcome = _validated(index, body, settings, key_id, result.batch_id, quiet, geo)
         if isinstance(outcome, Message):
             result.held += outcome.status == MessageStatus.SCHEDULED and outcome.send_at is not None
             chunk.append(outcome)

@@ -1,4 +1,7 @@
-"""CLI commands that talk to a running smsq API: `smsq send`, `smsq batch send|status`."""
+"""CLI commands that talk to a running smsq API: `smsq send`, `smsq batch send|status`.
+
+They call the API given (`--api-url`, `--key` / `SMSQ_API_KEY`), else the running `smsq up`'s,
+with its development key (`producer.instance`)."""
 
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ import orjson
 import typer
 from rich.progress import Progress
 
+from producer.instance import api_access
 from worker.settings import get_settings
 
 CSV_CHUNK = 1000
@@ -22,17 +26,18 @@ batch_app = typer.Typer(
     help="Campaigns: send a CSV, follow and inspect batches.", no_args_is_help=True
 )
 
-ApiUrl = Annotated[
-    str | None, typer.Option("--api-url", help="Default: SMSQ_PUBLIC_URL / the API's own address")
-]
+ApiUrl = Annotated[str | None, typer.Option("--api-url", help="Default: the running smsq up's API")]
 ApiKey = Annotated[
-    str, typer.Option("--key", envvar="SMSQ_API_KEY", help="API key (or SMSQ_API_KEY)")
+    str | None,
+    typer.Option("--key", help="Default: SMSQ_API_KEY, else the running smsq up's dev key"),
 ]
 
 
-def _client(api_url: str | None, key: str) -> httpx.Client:
-    base = (api_url or get_settings().effective_public_url).rstrip("/")
-    return httpx.Client(base_url=base, headers={"authorization": f"Bearer {key}"}, timeout=60)
+def _client(api_url: str | None, key: str | None) -> httpx.Client:
+    settings = get_settings()
+    url, key = api_access(settings, api_url, key or settings.api_key.get_secret_value() or None)
+    headers = {"authorization": f"Bearer {key}"}
+    return httpx.Client(base_url=url.rstrip("/"), headers=headers, timeout=60)
 
 
 def _check(response: httpx.Response) -> dict[str, Any]:
@@ -51,21 +56,29 @@ def _check(response: httpx.Response) -> dict[str, Any]:
 
 
 def send(
-    to: Annotated[str, typer.Option("--to")],
-    content: Annotated[str, typer.Option("--content")],
-    key: ApiKey,
-    sender: Annotated[str | None, typer.Option("--from")] = None,
-    priority: Annotated[str, typer.Option()] = "normal",
-    coding: Annotated[str, typer.Option()] = "auto",
-    send_at: Annotated[str | None, typer.Option("--send-at")] = None,
+    to: Annotated[str, typer.Argument(help="The recipient, E.164 (+14155552671)")],
+    text: Annotated[str, typer.Argument(help="The message text")],
+    sender: Annotated[str | None, typer.Option("--from", help="Sender id or number")] = None,
+    dlr_url: Annotated[
+        str | None, typer.Option("--dlr-url", help="Where receipts go (asks for them)")
+    ] = None,
+    dlr_level: Annotated[
+        int | None, typer.Option("--dlr-level", help="1 carrier, 2 handset, 3 both")
+    ] = None,
+    dlr_method: Annotated[str | None, typer.Option("--dlr-method", help="POST or GET")] = None,
+    priority: Annotated[str, typer.Option(help="otp, normal or bulk")] = "normal",
+    coding: Annotated[str, typer.Option(help="auto, GSM7, UCS2")] = "auto",
+    send_at: Annotated[str | None, typer.Option("--send-at", help="ISO 8601")] = None,
+    key: ApiKey = None,
     api_url: ApiUrl = None,
 ) -> None:
     """Send one message through the API; prints its id, encoding and segments."""
-    body: dict[str, Any] = {"to": to, "content": content, "priority": priority, "coding": coding}
-    if sender is not None:
-        body["from"] = sender
-    if send_at is not None:
-        body["send_at"] = send_at
+    body: dict[str, Any] = {"to": to, "content": text, "priority": priority, "coding": coding}
+    options = {"from": sender, "send_at": send_at, "dlr-url": dlr_url, "dlr-level": dlr_level,
+               "dlr-method": dlr_method}  # fmt: skip
+    body |= {name: value for name, value in options.items() if value is not None}
+    if dlr_url is not None:
+        body["dlr"] = True
     with _client(api_url, key) as client:
         reply = _check(client.post("/sms/send", json=body))
     typer.echo(orjson.dumps(reply).decode())
@@ -99,10 +112,10 @@ def batch_send(
         Path, typer.Argument(exists=True, dir_okay=False, help="CSV with a `to` column")
     ],
     template: Annotated[str, typer.Option("--template", help="Text with {column} variables")],
-    key: ApiKey,
     sender: Annotated[str | None, typer.Option("--from")] = None,
     priority: Annotated[str, typer.Option()] = "bulk",
     follow: Annotated[bool, typer.Option("--follow", help="Show delivery progress")] = False,
+    key: ApiKey = None,
     api_url: ApiUrl = None,
 ) -> None:
     """Send a templated campaign from a CSV, in chunks, with a progress bar."""
@@ -143,7 +156,7 @@ def _follow(client: httpx.Client, progress: Progress, batch_id: str, accepted: i
 
 
 @batch_app.command("status")
-def batch_status(batch_id: str, key: ApiKey, api_url: ApiUrl = None) -> None:
+def batch_status(batch_id: str, key: ApiKey = None, api_url: ApiUrl = None) -> None:
     """Print a batch's live counters."""
     with _client(api_url, key) as client:
         typer.echo(

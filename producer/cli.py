@@ -1,4 +1,9 @@
-"""The `smsq` command line: run the system, manage keys, preview encodings, run the simulator."""
+"""The `smsq` command line: run the system, manage keys, preview encodings, run the simulator.
+
+Commands that talk to a running system find it as `producer.instance` says (the data
+directory's `smsq up`, or `SMSQ_REDIS_URL`); expected failures (nothing running, API or Redis
+unreachable, bad input) are one line on stderr and a non-zero exit, never a traceback.
+"""
 
 from __future__ import annotations
 
@@ -8,35 +13,72 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Annotated, Any
 
+import httpx
 import redis
 import typer
+from typer.core import TyperGroup
 
-from producer import campaigns
+from producer import campaigns, devkey
 from producer.desk import MessageDesk
+from producer.instance import DataDir, NoInstanceError, client_settings
 from producer.library import Producer
+from producer.logfiles import Follower, last_lines, log_files
 from producer.preview import preview
-from producer.up import resolve_redis_url
+from producer.up import UpOptions
 from producer.up import up as run_up
 from worker.celery_app import create_app as create_celery_app
+from worker.errors import ValidationError
+from worker.geo import check_countries
 from worker.keys import ALL_SCOPES, KeyStore, parse_duration, parse_rate
 from worker.logs import configure as configure_logs
 from worker.queueing import CeleryPublisher, publishes_directly
 from worker.quotas import Quotas
-from worker.redis_urls import connect, redacted, store_client
+from worker.redis_urls import connect, redacted
 from worker.settings import Settings, get_settings
 from worker.simulator import carrier_sim
 from worker.store import Store
 
 DEFAULT_SCOPES = ",".join(ALL_SCOPES)
+COUNTRIES_HELP = "Where it may send: US,GB,… or * for all (default: SMSQ_ALLOWED_COUNTRIES)"
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    """Print `smsq: message` on stderr; the Exit to raise."""
+    typer.echo(f"smsq: {message}", err=True)
+    return typer.Exit(code)
+
+
+class SmsqGroup(TyperGroup):
+    """Every command runs inside: expected failures become one line and an exit code."""
+
+    def invoke(self, ctx: Any) -> Any:  # typer.Context: typer vendors click
+        try:
+            return super().invoke(ctx)
+        except NoInstanceError as exc:
+            raise fail(str(exc)) from None
+        except httpx.TransportError as exc:
+            raise fail(f"cannot reach the API{_where(exc)}: {type(exc).__name__} {exc}") from None
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise fail(f"Redis does not answer: {exc}") from None
+        except ValidationError as exc:
+            raise fail(f"invalid {exc.field or 'input'}: {exc.message}", 2) from None
+
+
+def _where(exc: httpx.TransportError) -> str:
+    try:
+        return f" at {exc.request.url.copy_with(path='/', query=None)}"
+    except RuntimeError:  # no request attached
+        return ""
+
 
 app = typer.Typer(
     name="smsq",
     help="smsq: send SMS and OTP codes at volume.",
     no_args_is_help=True,
     add_completion=False,
+    cls=SmsqGroup,
 )
 keys_app = typer.Typer(
     help="Create, list, limit and revoke API keys; rotate their signing secrets.",
@@ -49,22 +91,70 @@ app.command("send")(campaigns.send)
 app.add_typer(campaigns.batch_app, name="batch")
 
 
-def _redis() -> redis.Redis:
-    settings = get_settings()
+def _settings() -> Settings:
+    """The settings of a command that talks to the running system (`producer.instance`)."""
+    return client_settings(get_settings())
+
+
+def _redis(settings: Settings | None = None) -> redis.Redis:
+    settings = settings or _settings()
+    assert settings.redis_url is not None  # client_settings names a Redis or raises
     return connect(
-        resolve_redis_url(settings),
-        sentinel_service=settings.redis_sentinel_service,
-        decode_responses=True,
+        settings.redis_url, sentinel_service=settings.redis_sentinel_service, decode_responses=True
     )
 
 
 @app.command("up")
 def up_command(
-    concurrency: Annotated[int, typer.Option(help="Threads per worker process")] = 32,
+    port: Annotated[int | None, typer.Option(help="API port (default SMSQ_API_PORT)")] = None,
+    processes: Annotated[
+        int | None,
+        typer.Option(min=1, help="Worker processes per lane but otp (SMSQ_LANE_PROCESSES)"),
+    ] = None,
+    concurrency: Annotated[
+        int | None, typer.Option(min=1, help="Threads per worker (SMSQ_WORKER_CONCURRENCY)")
+    ] = None,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Also show the children's logs here")
+    ] = False,
 ) -> None:
     """Run the whole system: API, workers, scheduler, carrier simulator, embedded Redis."""
     configure_logs("WARNING")
-    raise typer.Exit(run_up(get_settings(), concurrency))
+    settings = get_settings()
+    if port is not None:
+        settings = settings.model_copy(update={"api_port": port})
+    raise typer.Exit(run_up(settings, UpOptions(concurrency, processes, verbose)))
+
+
+@app.command("logs")
+def logs_command(
+    child: Annotated[
+        str | None, typer.Argument(help="api, worker-dlr, scheduler…; default: every child")
+    ] = None,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep showing new lines")] = False,
+    lines: Annotated[int, typer.Option("--lines", "-n", help="Last lines of each (-1: all)")] = 100,
+) -> None:
+    """Show the logs of `smsq up`'s children (kept under the data dir, `<child>.log`)."""
+    logs = DataDir.of(get_settings()).logs
+    try:
+        paths = log_files(logs, child)
+    except FileNotFoundError as exc:
+        raise fail(str(exc)) from None
+    follower = Follower(logs, child)
+    follower.poll()  # from here on, follow
+    for path in paths:
+        name = path.name.removesuffix(".log")
+        for line in last_lines(path, lines):
+            typer.echo(line if child else f"{name} | {line}")
+    try:
+        while follow:
+            for name, line in follower.poll():
+                typer.echo(line if child else f"{name} | {line}")
+            time.sleep(0.25)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        follower.close()
 
 
 def _seconds(name: str, text: str) -> Any:
@@ -112,11 +202,9 @@ def scheduler_command(
 
 def start_batch_watcher(settings: Settings) -> threading.Event:
     """Run the batch progress / completion callbacks in a thread; set the event to stop it."""
-    from worker.batch_progress import BatchWatcher, run_watcher
-    from worker.callbacks import CallbackSender
+    from worker.batch_progress import build_watcher, run_watcher
 
-    client = store_client(settings, decode_responses=True)
-    watcher = BatchWatcher(client, KeyStore(client), CallbackSender.from_settings(settings))
+    watcher = build_watcher(settings)
     stopping = threading.Event()
     threading.Thread(
         target=run_watcher, args=(watcher, stopping, uuid.uuid4().hex), daemon=True
@@ -133,12 +221,15 @@ def keys_create(
     ] = None,
     burst: Annotated[int, typer.Option(help="Calls at once above the rate (default 1 s)")] = 0,
     daily: Annotated[int, typer.Option(help="Messages per UTC day (a batch: its recipients)")] = 0,
+    countries: Annotated[str, typer.Option(help=COUNTRIES_HELP)] = "",
 ) -> None:
     """Create a key; prints it once (only its hash is stored) and its receipt-signing secret."""
     scopes = tuple(s.strip() for s in scope.split(",") if s.strip())
     try:
         per_second = parse_rate(rate) if rate is not None else 0.0
-        created = KeyStore(_redis()).create(name, scopes, rate=per_second, burst=burst, daily=daily)
+        created = KeyStore(_redis()).create(
+            name, scopes, rate=per_second, burst=burst, daily=daily, countries=countries.split(",")
+        )
     except ValueError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(2) from None
@@ -146,6 +237,18 @@ def keys_create(
     typer.echo(f"API key         {created.api_key}")
     typer.echo(f"webhook secret  {created.webhook_secret}")
     typer.echo("The API key is shown once; store it now.")
+
+
+@keys_app.command("rotate")
+def keys_rotate() -> None:
+    """Replace the development key of the data directory (the one `smsq up` prints and the
+    CLI uses): a new key and secret, the old key revoked at once."""
+    settings = _settings()
+    dev = devkey.rotate(KeyStore(_redis(settings)), DataDir.of(settings))
+    typer.echo(f"key id          {dev.id}")
+    typer.echo(f"API key         {dev.api_key}")
+    typer.echo(f"webhook secret  {dev.secret}")
+    typer.echo("The previous development key is revoked; smsq up prints this one from now on.")
 
 
 @keys_app.command("list")
@@ -161,9 +264,10 @@ def keys_list() -> None:
         live = [s for s in key.signing if s.is_live(now)]
         retiring = [s.expires_at for s in live if s.expires_at is not None]
         secrets = f"{len(live)}" + (f" (old ends {_iso(min(retiring))})" if retiring else "")
+        countries = ",".join(key.countries) or "default"
         typer.echo(
             f"{key.id}  {key.name:<24} {state:<8} scopes={','.join(key.scopes):<13} "
-            f"rate={rate:<8} daily={daily:<12} secrets={secrets}"
+            f"rate={rate:<8} daily={daily:<12} secrets={secrets}  countries={countries}"
         )
 
 
@@ -179,14 +283,14 @@ def keys_revoke(
     ] = False,
 ) -> None:
     """Revoke a key at once (its queued and scheduled messages still go, unless cancelled)."""
-    client = _redis()
+    settings = _settings()
+    client = _redis(settings)
     if not KeyStore(client).revoke(key_id):
         typer.echo(f"no key {key_id}", err=True)
         raise typer.Exit(1)
     typer.echo(f"revoked {key_id}")
     if cancel_pending:
         # After the revocation: no new message of the key can be accepted meanwhile.
-        settings = get_settings()
         celery = create_celery_app(settings)
         try:
             publisher = CeleryPublisher(celery, client, direct=publishes_directly(settings))
@@ -202,11 +306,16 @@ def keys_limits(
     rate: Annotated[str | None, typer.Option(help="10/s, 600/m, 5000/h; 0 = none")] = None,
     burst: Annotated[int | None, typer.Option(help="Calls at once above the rate")] = None,
     daily: Annotated[int | None, typer.Option(help="Messages per UTC day; 0 = none")] = None,
+    countries: Annotated[str | None, typer.Option(help=COUNTRIES_HELP + "; '' = default")] = None,
 ) -> None:
-    """Change a key's rate, burst or daily quota (takes effect on its next call)."""
+    """Change a key's rate, burst, daily quota or countries (takes effect on its next call)."""
     try:
         per_second = None if rate is None else (0.0 if rate.strip() == "0" else parse_rate(rate))
-        found = KeyStore(_redis()).set_limits(key_id, rate=per_second, burst=burst, daily=daily)
+        regions = None if countries is None else check_countries(countries.split(","))
+        store = KeyStore(_redis())
+        found = store.set_limits(key_id, rate=per_second, burst=burst, daily=daily)
+        if found and regions is not None:
+            found = store.set_countries(key_id, regions)
     except ValueError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(2) from None
@@ -251,14 +360,13 @@ def status_command(
     """Queue depths, scheduler backlog, workers seen, carriers and breakers, at a glance."""
     from producer.status import gather, render
 
-    settings = get_settings()
-    url = resolve_redis_url(settings)
-    client = _redis()
+    settings = _settings()
+    client = _redis(settings)
     try:
-        report = gather(settings.model_copy(update={"redis_url": url}), client, timeout)
+        report = gather(settings, client, timeout)
     except redis.RedisError as exc:
-        typer.echo(f"Redis at {redacted(url)} does not answer: {exc}", err=True)
-        raise typer.Exit(1) from None
+        url = redacted(settings.effective_redis_url)
+        raise fail(f"Redis at {url} does not answer: {exc}") from None
     finally:
         client.close()
     typer.echo(render(report))
@@ -274,7 +382,9 @@ def dlr_replay(
     since: Annotated[str | None, typer.Option(help="Dead-lettered from (ISO 8601)")] = None,
     until: Annotated[str | None, typer.Option(help="Dead-lettered before (ISO 8601)")] = None,
 ) -> None:
-    """Send receipts again: the given messages' or those dead-lettered in a time range."""
+    """Send receipts again: the given messages' or those dead-lettered in a time range.
+
+    Exit 1 when nothing was replayed, or some named message had no receipt to send."""
     from worker.celery_app import create_app
     from worker.queueing import CeleryPublisher, publishes_directly
     from worker.receipts import dead_letters, replay
@@ -283,14 +393,24 @@ def dlr_replay(
     if not targets and since is None and until is None:
         typer.echo("name message ids, or a time range with --since / --until", err=True)
         raise typer.Exit(2)
-    settings, store = get_settings(), Store(_redis())
-    chosen = list(targets or [])
+    settings = _settings()
+    store = Store(_redis(settings))
+    named = list(targets or [])
+    chosen = list(named)
     if since is not None or until is not None:
         chosen += dead_letters(store, _epoch_ms(since) or 0, _epoch_ms(until))
     publisher = CeleryPublisher(
         create_app(settings), store.redis, direct=publishes_directly(settings)
     )
-    typer.echo(f"replaying {replay(store, publisher, chosen)} receipt(s)")
+    queued = {target: replay(store, publisher, [target]) for target in chosen}
+    missing = [target for target in named if not queued[target]]
+    for target in missing:
+        typer.echo(f"smsq: nothing to replay for {target} (no such message or receipt)", err=True)
+    if not any(queued.values()):
+        raise fail("nothing replayed")
+    typer.echo(f"replaying {sum(queued.values())} receipt(s)")
+    if missing:
+        raise typer.Exit(1)
 
 
 def _epoch_ms(text: str | None) -> int | None:
@@ -311,38 +431,29 @@ def main() -> None:
     app()
 
 
-# -- OTP (#7): `smsq otp send` / `smsq otp verify`, through the producer library ---------------
+# -- OTP: `smsq otp send` / `smsq otp verify`, through the producer library --------------------
 otp_app = typer.Typer(help="Send and check OTP codes (on the store).", no_args_is_help=True)
 app.add_typer(otp_app, name="otp")
 KeyIdOption = Annotated[str, typer.Option("--key-id", help="The key id codes are recorded under")]
 
 
-def _otp_call(key_id: str, call: Callable[[Producer], Mapping[str, object]]) -> None:
-    """Run one library call with the settings a running `smsq up` noted (Redis URL, server
-    key); print its JSON, or the error with a non-zero exit."""
-    from pydantic import SecretStr
-
-    from worker.errors import NotFoundError, RateLimitedError, ValidationError
+def _otp_call(
+    key_id: str, call: Callable[[Producer], Mapping[str, object]]
+) -> Mapping[str, object]:
+    """Run one library call on the running system (`Producer()` finds it); print its JSON, or
+    the error with a non-zero exit (2: invalid input, 3: refused by a limit)."""
+    from worker.errors import NotFoundError, RateLimitedError
     from worker.otp.codes import OtpUnavailableError
 
-    settings = get_settings()
-    update: dict[str, object] = {"redis_url": resolve_redis_url(settings)}
-    noted_key = Path(settings.data_dir) / "secret_key"
-    if not settings.secret_key.get_secret_value() and noted_key.exists():
-        update["secret_key"] = SecretStr(noted_key.read_text().strip())
     try:
-        with Producer(settings=settings.model_copy(update=update), key_id=key_id) as producer:
+        with Producer(key_id=key_id) as producer:
             result = call(producer)
-    except ValidationError as exc:
-        typer.echo(f"invalid {exc.field or 'input'}: {exc.message}", err=True)
-        raise typer.Exit(2) from None
     except RateLimitedError as exc:
-        typer.echo(f"refused: {exc} (retry after {exc.retry_after:.0f} s)", err=True)
-        raise typer.Exit(3) from None
+        raise fail(f"refused: {exc} (retry after {exc.retry_after:.0f} s)", 3) from None
     except (OtpUnavailableError, NotFoundError) as exc:
-        typer.echo(str(exc), err=True)
-        raise typer.Exit(1) from None
+        raise fail(str(exc)) from None
     typer.echo(json.dumps(dict(result)))
+    return result
 
 
 @otp_app.command("send")
@@ -376,34 +487,36 @@ def otp_verify_command(
     purpose: Annotated[str, typer.Option(help="The purpose the code was sent for")] = "default",
     key_id: KeyIdOption = "cli",
 ) -> None:
-    """Check a code; prints {"valid", "status", "attempts_remaining"}."""
+    """Check a code; prints {"valid", "status", "attempts_remaining"}; exit 1 unless valid,
+    so `smsq otp verify "$code" --id "$id" && login` is safe."""
     from producer.otp import verdict_json
 
-    _otp_call(
+    verdict = _otp_call(
         key_id, lambda p: verdict_json(p.otp_verify(code, id=challenge_id, to=to, purpose=purpose))
     )
+    if verdict.get("valid") is not True:
+        raise typer.Exit(1)
 
 
-# -- Carriers (#5): `smsq carriers check` ------------------------------------------------------
+# -- Carriers: `smsq carriers check` -----------------------------------------------------------
 carriers_app = typer.Typer(help="Check the carrier configuration.", no_args_is_help=True)
 app.add_typer(carriers_app, name="carriers")
 
 
 @carriers_app.command("check")
 def carriers_check_command() -> None:
-    """Validate SMSQ_CARRIERS_FILE (or SMSQ_CARRIER*) and probe each carrier (sends no SMS).
+    """Validate SMSQ_CARRIERS_FILE (or SMSQ_CARRIER*, the running smsq up's simulator by
+    default) and probe each carrier (sends no SMS).
 
     Exit 0: all reachable; 1: some carrier is not; 2: the configuration is invalid.
     """
-    import httpx
-
     from worker.carriers.health import check
 
-    settings = get_settings()
+    settings = _settings()
     timeout = httpx.Timeout(settings.carrier_read_timeout, connect=settings.carrier_connect_timeout)
     try:
         with httpx.Client(timeout=timeout) as client:
-            healthy, lines = check(settings, client, _redis())
+            healthy, lines = check(settings, client, _redis(settings))
     except ValueError as exc:
         typer.echo(f"invalid carrier configuration: {exc}", err=True)
         raise typer.Exit(2) from None

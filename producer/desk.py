@@ -42,6 +42,7 @@ from producer.views import message_view
 from worker.contract import MessageStatus
 from worker.encoding import Summary
 from worker.errors import ConflictError, NotFoundError, ValidationError
+from worker.geo import GeoPermissions
 from worker.keys import ApiKey
 from worker.queueing import CeleryPublisher
 from worker.quotas import Charge
@@ -119,7 +120,8 @@ class MessageDesk:
         self, body: SendRequest, caller: ApiKey, idempotency: tuple[str, bytes] | None = None
     ) -> PendingSend:
         """The first half of `send` for a key, no I/O: the validated message's guarded write."""
-        message, summary = build_message(body, self.settings, key_id=caller.id)
+        geo = GeoPermissions.for_key(caller.countries, self.settings)
+        message, summary = build_message(body, self.settings, key_id=caller.id, geo=geo)
         reply = accepted_reply(message, summary)
         pipe = self.store.redis.pipeline(transaction=False)
         later = stage_messages(pipe, self.store, self.publisher, [message])
@@ -384,13 +386,15 @@ class BatchIngest:
             self._abandon(charge)
             raise
         result = self.result = IngestResult(batch_id)
+        countries = self.caller.countries if self.caller is not None else ()
+        geo = GeoPermissions.for_key(countries, settings)
         try:
             for start in range(0, len(items), BATCH_STEP):
                 yield None
                 chunk = validated_items(name, items[start : start + BATCH_STEP], start)
                 ingest(
                     self.desk.store, self.desk.publisher, settings, expand(request, chunk),
-                    key_id=self.key_id, batch_id=batch_id, quiet=quiet, result=result,
+                    key_id=self.key_id, batch_id=batch_id, quiet=quiet, geo=geo, result=result,
                 )  # fmt: skip
         except BaseException:
             self._abandon(None)  # the client may try again (what was stored stays stored)

@@ -165,7 +165,7 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(RateLimitedError)
     async def rate_limited(_: Request, exc: RateLimitedError) -> JsonResponse:
         retry_after = str(max(1, int(exc.retry_after + 0.999)))
-        return error_response(429, "rate_limited", str(exc), headers={"retry-after": retry_after})
+        return error_response(429, exc.code, str(exc), headers={"retry-after": retry_after})
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JsonResponse:

@@ -1,10 +1,13 @@
 """The Python producer library: smsq from Python without the HTTP API.
 
 Same validation, same store, same queues as the API; it talks to Redis directly, so it needs
-the same settings as the API (`SMSQ_REDIS_URL`, `SMSQ_SECRET_KEY`, …). Messages and codes are
-recorded under `key_id` (the API key id whose limits and views they belong to).
+the same settings as the API. `Producer()` finds them as the CLI does (`producer.instance`):
+the running `smsq up` of the data directory (its Redis, server key and receipt allow-list),
+unless settings or arguments say otherwise (`SMSQ_REDIS_URL`, `SMSQ_SECRET_KEY`, …); with
+neither, NoInstanceError. Messages and codes are recorded under `key_id` (the API key id whose
+limits and views they belong to).
 
-    with Producer(redis_url="redis://127.0.0.1:6379/0") as producer:
+    with Producer() as producer:
         sent = producer.otp_send("+14155552671", purpose="login")
         producer.otp_verify("123456", id=sent.id).valid
 """
@@ -19,6 +22,7 @@ from typing import Any
 from producer.batches import IngestResult
 from producer.body import parse_model
 from producer.desk import MessageDesk
+from producer.instance import client_settings
 from producer.otp import (
     DEFAULT_PURPOSE,
     DEFAULT_TEMPLATE,
@@ -53,6 +57,7 @@ class Producer:
         settings = settings or get_settings()
         if redis_url is not None:
             settings = settings.model_copy(update={"redis_url": redis_url})
+        settings = client_settings(settings)  # the running smsq up fills what is not given
         self.settings = settings
         self.key_id = key_id
         self.redis = store_client(

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -24,6 +24,7 @@ from producer.validation import build_message, normalize_number
 from worker.clock import iso_ms, now_ms
 from worker.contract import MessageStatus, Queue
 from worker.errors import NotFoundError, ValidationError
+from worker.geo import GeoPermissions
 from worker.otp.challenges import (
     NOT_FOUND,
     Challenge,
@@ -134,14 +135,16 @@ class OtpDesk:
         self.challenges = ChallengeStore(client)
         self.gate = SendGate(client)
 
-    def send(self, body: OtpSendRequest, key_id: str) -> OtpSent:
-        """Send a new code, superseding the active one for (key, number, purpose)."""
+    def send(self, body: OtpSendRequest, key_id: str, countries: Sequence[str] = ()) -> OtpSent:
+        """Send a new code, superseding the active one for (key, number, purpose); `countries`
+        is the key's own geo permissions (empty: the deployment's)."""
         keys = code_keys(self.settings)  # 503 before anything else without a server key
-        message, region = self._build_message(body, key_id)
+        geo = GeoPermissions.for_key(countries, self.settings)
+        message, region = self._build_message(body, key_id, geo)
         now = self.clock()
         challenge_id = new_message_id()
         self.gate.admit(
-            send_limits(self.settings, to=message.to, region=region, key_id=key_id),
+            send_limits(self.settings, to=message.to, region=region, key_id=key_id, now=now),
             challenge_id,
             now,
             cooldown_key=cooldown_key(key_id, body.purpose, message.to),
@@ -182,10 +185,14 @@ class OtpDesk:
         )
         return OtpSent(challenge_id, message.to, iso_ms(expires_at) or "", "pending", message.id)
 
-    def _build_message(self, body: OtpSendRequest, key_id: str) -> tuple[Message, str]:
+    def _build_message(
+        self, body: OtpSendRequest, key_id: str, geo: GeoPermissions
+    ) -> tuple[Message, str]:
         """The OTP message, validated like any other (text rendered with a stand-in code), and
         the destination's region."""
-        region = check_destination(normalize_number(body.to), self.settings)
+        to = normalize_number(body.to)
+        geo.check(to)  # the key's countries first: a refusal names the country
+        region = check_destination(to, self.settings)
         if PLACEHOLDER not in body.template:
             raise ValidationError(
                 "template must contain {code}", field="template", code="missing_placeholder"
@@ -208,7 +215,7 @@ class OtpDesk:
             }
         )
         try:
-            message, _ = build_message(request, self.settings, key_id=key_id, otp=True)
+            message, _ = build_message(request, self.settings, key_id=key_id, otp=True, geo=geo)
         except ValidationError as exc:
             field = "template" if exc.field == "content" else exc.field
             raise ValidationError(exc.message, field=field, code=exc.code) from None

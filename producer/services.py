@@ -27,12 +27,14 @@ from producer.errors import UnsupportedMediaTypeError
 from producer.gate import Gate
 from producer.idempotency import Idempotency
 from producer.intake import Intake
-from worker.carriers.registry import CARRIER_NAMES, configured_names
+from worker.carriers.config import load_carriers
 from worker.celery_app import create_app as create_celery_app
 from worker.errors import SmsqError
 from worker.keys import ApiKey, KeyStore
 from worker.queueing import CeleryPublisher, publishes_directly
 from worker.quotas import Quotas
+from worker.ratelimit import SourceLimiter
+from worker.receipts.tokens import CallbackAuth
 from worker.redis_urls import store_client
 from worker.settings import Settings
 from worker.store import Store
@@ -54,15 +56,23 @@ class Services:
     gate: Gate = field(init=False)  # key lookups (cached), admission, guarded writes
     desk: MessageDesk = field(init=False)  # send, batch, cancel, status, list
     intake: Intake = field(init=False)  # the thread that writes single sends in groups
-    carrier_names: frozenset[str] = field(init=False)  # accepted in /carriers/{name}/dlr
+    # /carriers/{name}/dlr: the configured carriers' checks, and the per-source rate limit.
+    callback_auth: CallbackAuth = field(init=False)
+    receipt_limiter: SourceLimiter | None = field(init=False)
 
     def __post_init__(self) -> None:
         self.quotas = Quotas(self.redis)
         self.gate = Gate(self.redis, self.keys, self.quotas)
         self.desk = MessageDesk(self.settings, self.store, self.publisher, self.gate)
         self.intake = Intake(self.desk)
-        # The built-in names plus every carrier of SMSQ_CARRIERS_FILE (e.g. "kannel-eu").
-        self.carrier_names = frozenset(CARRIER_NAMES) | frozenset(configured_names(self.settings))
+        settings = self.settings
+        self.callback_auth = CallbackAuth(
+            load_carriers(settings),
+            settings.secret_key.get_secret_value(),
+            settings.effective_public_url,
+        )
+        rate, burst = settings.carrier_receipts_rate, settings.carrier_receipts_burst
+        self.receipt_limiter = SourceLimiter(rate, burst) if rate else None
 
 
 def build_services(settings: Settings) -> Services:

@@ -13,8 +13,9 @@ from worker.clock import now_ms
 from worker.contract import MessageStatus
 from worker.encoding import Summary, is_gsm7, normalize_coding, summarize
 from worker.errors import UnsafeUrlError, ValidationError
+from worker.geo import GeoPermissions
 from worker.settings import Settings
-from worker.ssrf import check_url, parse_networks
+from worker.ssrf import check_url, parse_denied, parse_networks
 from worker.store import Message, new_message_id
 
 MAX_SCHEDULE_AHEAD_MS = 365 * 24 * 3600 * 1000
@@ -102,7 +103,8 @@ def parse_send_at(raw: str, now: int) -> int:
 def check_receipt_url(url: str, settings: Settings, field: str = "dlr-url") -> str:
     """The normalised URL if receipts may go there; 422 naming the field with the reason."""
     try:
-        return check_url(url, allow_private=parse_networks(settings.dlr_allow_private)).url
+        allowed = parse_networks(settings.dlr_allow_private)
+        return check_url(url, allow_private=allowed, deny=parse_denied(settings.dlr_deny)).url
     except UnsafeUrlError as exc:
         raise ValidationError(exc.message, field=field, code="unsafe_url") from None
 
@@ -124,10 +126,20 @@ def wants_receipts(body: SendRequest) -> bool:
 
 
 def build_message(
-    body: SendRequest, settings: Settings, *, key_id: str, batch_id: str = "", otp: bool = False
+    body: SendRequest,
+    settings: Settings,
+    *,
+    key_id: str,
+    batch_id: str = "",
+    otp: bool = False,
+    geo: GeoPermissions | None = None,
 ) -> tuple[Message, Summary]:
-    """Validate everything about a send request; return the message to store and its summary."""
+    """Validate everything about a send request; return the message to store and its summary.
+
+    `geo`: the calling key's geo permissions (default: the deployment's allowed countries).
+    """
     to = normalize_number(body.to)
+    (geo or GeoPermissions.for_key((), settings)).check(to)
     sender = check_sender(body.from_ if body.from_ is not None else settings.default_from)
     dlr = wants_receipts(body)
     if dlr and not body.dlr_url:

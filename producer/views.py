@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from worker.clock import iso_ms
+from worker.clock import iso_ms, now_ms
+from worker.receipts.endpoints import endpoint_for
 from worker.store import Store
+from worker.store.receipts import EndpointHealth, read_health
 
 OTP_MASK = "<otp code hidden>"
 
@@ -54,14 +56,9 @@ def message_view(store: Store, fields: dict[str, str]) -> dict[str, Any]:
     total = int(fields.get("segments") or 0)
     segments = store.segments(fields["id"], total)
     events = [{**event, "at": iso_ms(int(event["at"]))} for event in store.events(fields["id"])]
+    health = _endpoint_health(store, fields)
     receipts = {
-        str(level): {
-            "state": fields.get(f"rcpt:{level}:state"),
-            "attempts": int(fields.get(f"rcpt:{level}:attempts") or 0),
-            "seq": _int(fields.get(f"rcpt:{level}:seq")),
-            "next_attempt_at": iso_ms(_int(fields.get(f"rcpt:{level}:not_before")) or None),
-            "history": receipt_history(events, level),
-        }
+        str(level): receipt_view(fields, level, health, receipt_history(events, level))
         for level in (1, 2)
         if fields.get(f"rcpt:{level}:state")
     }
@@ -87,15 +84,64 @@ def message_view(store: Store, fields: dict[str, str]) -> dict[str, Any]:
     }
 
 
+def receipt_view(
+    fields: dict[str, str], level: int, health: EndpointHealth, history: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """One receipt level: where it stands, and while it waits, why."""
+    p = f"rcpt:{level}:"
+    state = fields.get(p + "state")
+    not_before = _int(fields.get(p + "not_before")) or None
+    view = {
+        "state": state,
+        "attempts": int(fields.get(p + "attempts") or 0),
+        "seq": _int(fields.get(p + "seq")),
+        "next_attempt_at": iso_ms(not_before),
+        "why": fields.get(p + "why") or None,
+        "waiting": None,
+        "history": history,
+    }
+    if state in ("open", "sending", "waiting"):
+        view["waiting"] = _waiting(state, fields.get(p + "why"), not_before, health)
+    return view
+
+
+def _waiting(
+    state: str | None, why: str | None, not_before: int | None, health: EndpointHealth
+) -> str:
+    """Why a receipt that is not done waits, in a sentence."""
+    now = now_ms()
+    if state == "waiting":
+        return "waiting for the level-1 receipt of this message"
+    if health.backoff_until > now:
+        return (
+            f"endpoint backing off until {iso_ms(health.backoff_until)}: {health.reason} "
+            f"({health.failures} failures in a row)"
+        )
+    if state == "sending":
+        return "being sent"
+    if not_before and not_before > now:
+        return f"next attempt at {iso_ms(not_before)}: {why or 'the last attempt failed'}"
+    return "queued for its endpoint"
+
+
+def _endpoint_health(store: Store, fields: dict[str, str]) -> EndpointHealth:
+    if not fields.get("dlr_url"):
+        return EndpointHealth()
+    endpoint = endpoint_for(fields.get("key_id", ""), fields["dlr_url"])
+    return read_health(store.redis, endpoint.id)
+
+
 def receipt_history(events: list[dict[str, Any]], level: int) -> list[dict[str, Any]]:
     """Every delivery attempt of one receipt level, in order: when, what came of it (`sent`,
-    `gone`, the error's name), the HTTP status and how long it took; then replays."""
+    `retry`, `gone`, `dead`), the HTTP status, what went wrong and how long it took; then
+    replays."""
     return [
         {
             "attempt": event.get("attempt"),
             "at": event["at"],
             "result": event["event"].removeprefix("receipt_"),
             "status_code": event.get("status_code"),
+            "error": event.get("why"),
             "ms": event.get("ms"),
         }
         for event in events

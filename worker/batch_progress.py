@@ -4,8 +4,10 @@ Counters are derived from the batch's messages' own states (one pipelined read p
 messages). A watched batch (`smsq:batches:watch`, scored by its next check) gets a signed
 `batch.progress` event when its counters changed since the last one, at most every
 `PROGRESS_INTERVAL_MS`, and one `batch.completed` event when every message is final.
-Callbacks go through the same SSRF guard and Standard Webhooks signing as receipts; a failed
-callback is tried again at the next check (completion keeps being retried for a day).
+The watcher only decides what to say: the event waits in the batch's hash and travels through
+the receipt engine (`worker.receipts`) in the queue of its endpoint, like a receipt, with the
+same SSRF guard, signing, deadline and per-endpoint isolation; an event not delivered by the
+next check is routed again (completion keeps being retried for a day).
 """
 
 from __future__ import annotations
@@ -19,11 +21,16 @@ from typing import Any, cast
 import orjson
 import redis
 
-from worker.callbacks import CallbackSender
+from worker.celery_app import create_app
 from worker.clock import iso_ms, now_ms
 from worker.contract import FINAL_STATUSES, MessageStatus
-from worker.errors import WebhookError
-from worker.keys import KeyStore
+from worker.queueing import CeleryPublisher, publishes_directly
+from worker.receipts.config import EngineConfig
+from worker.receipts.routing import ReceiptRouter
+from worker.redis_urls import store_client
+from worker.settings import Settings
+from worker.store.keys import batch_key
+from worker.store.receipts import ReceiptStore
 
 log = logging.getLogger(__name__)
 
@@ -31,10 +38,6 @@ WATCH_KEY = "smsq:batches:watch"
 PROGRESS_INTERVAL_MS = 10_000
 GIVE_UP_AFTER_MS = 24 * 3600 * 1000
 CHUNK = 1000
-
-
-def batch_key(batch_id: str) -> str:
-    return f"smsq:batch:{batch_id}"
 
 
 def _ids(client: redis.Redis, batch_id: str) -> Iterator[list[str]]:
@@ -86,12 +89,12 @@ def watch(client: redis.Redis | redis.client.Pipeline, batch_id: str, due_ms: in
 
 
 class BatchWatcher:
-    """Posts progress and completion events for watched batches; `tick` does one pass."""
+    """Decides progress and completion events for watched batches; `tick` does one pass."""
 
-    def __init__(self, client: redis.Redis, keys: KeyStore, sender: CallbackSender) -> None:
+    def __init__(self, client: redis.Redis, receipts: ReceiptStore, router: ReceiptRouter) -> None:
         self.redis = client
-        self.keys = keys
-        self.sender = sender
+        self.receipts = receipts
+        self.router = router
 
     def tick(self, now: int | None = None) -> int:
         now = now or now_ms()
@@ -108,29 +111,35 @@ class BatchWatcher:
             return
         counters = count_batch(self.redis, batch_id, fields)
         signature = orjson.dumps(counters).decode()
-        kind = "batch.completed" if counters["done"] else "batch.progress"
-        if signature != fields.get("callback_sent") and self._post(fields, kind, counters):
-            self.redis.hset(batch_key(batch_id), "callback_sent", signature)
+        if signature == fields.get("callback_sent"):
             if counters["done"]:
                 self.redis.zrem(WATCH_KEY, batch_id)
                 return
+        else:
+            self._announce(batch_id, fields, counters, signature)
         self.redis.zadd(WATCH_KEY, {batch_id: now + PROGRESS_INTERVAL_MS})
 
-    def _post(self, fields: dict[str, str], kind: str, counters: dict[str, Any]) -> bool:
-        secrets = self.keys.signing_secrets(fields.get("key_id", ""))
-        if not secrets:
-            return False
-        sequence = int(self.redis.hincrby(batch_key(counters["id"]), "callback_seq", 1))
-        event = f"evt_batch_{counters['id']}_{'done' if counters['done'] else sequence}"
-        payload = {"type": kind, "event_id": event, "batch": counters}
-        try:
-            self.sender.send(
-                fields["callback_url"], "POST", payload, event_id=event, secrets=secrets
-            )
-        except WebhookError as exc:
-            log.info("batch callback failed (%s); next check retries", type(exc).__name__)
-            return False
-        return True
+    def _announce(
+        self, batch_id: str, fields: dict[str, str], counters: dict[str, Any], signature: str
+    ) -> None:
+        """Make the event pending (unless it already is) and route it to its endpoint."""
+        if fields.get("cb:event_sig") != signature:
+            kind = "batch.completed" if counters["done"] else "batch.progress"
+            sequence = int(self.redis.hincrby(batch_key(batch_id), "callback_seq", 1))
+            event = f"evt_batch_{batch_id}_{'done' if counters['done'] else sequence}"
+            body = {"type": kind, "event_id": event, "batch": counters}
+            self.receipts.put_batch_event(batch_id, event, body, signature)
+        self.router.route_event(batch_id, fields["callback_url"], fields.get("key_id", ""))
+
+
+def build_watcher(settings: Settings) -> BatchWatcher:
+    """The batch watcher of `smsq scheduler`, on the configured Redis."""
+    client = store_client(settings, decode_responses=True)
+    publisher = CeleryPublisher(create_app(settings), client, direct=publishes_directly(settings))
+    receipts = ReceiptStore(client)
+    return BatchWatcher(
+        client, receipts, ReceiptRouter(receipts, publisher, EngineConfig.from_settings(settings))
+    )
 
 
 LOCK_KEY = "smsq:batches:watch:lock"
@@ -149,5 +158,4 @@ def run_watcher(watcher: BatchWatcher, stopping: threading.Event, token: str) ->
                 log.warning("batch watcher: redis unavailable (%s)", type(exc).__name__)
             stopping.wait(1.0)
     finally:
-        watcher.sender.close()
         watcher.redis.close()

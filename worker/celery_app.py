@@ -10,7 +10,14 @@ from __future__ import annotations
 
 from celery import Celery
 
-from worker.contract import HANDLE_CARRIER_RECEIPT, POST_RECEIPT, SEND_MANY, SEND_SMS, Queue
+from worker.contract import (
+    DRAIN_RECEIPTS,
+    HANDLE_CARRIER_RECEIPT,
+    POST_RECEIPT,
+    SEND_MANY,
+    SEND_SMS,
+    Queue,
+)
 from worker.redis_urls import broker_for
 from worker.settings import Settings, get_settings
 
@@ -59,6 +66,7 @@ def create_app(settings: Settings | None = None, *, with_tasks: bool = False) ->
             SEND_SMS: {"queue": Queue.NORMAL.value},
             SEND_MANY: {"queue": Queue.NORMAL.value},
             POST_RECEIPT: {"queue": Queue.DLR.value},
+            DRAIN_RECEIPTS: {"queue": Queue.DLR.value},
             HANDLE_CARRIER_RECEIPT: {"queue": Queue.CARRIER_DLR.value},
         },
     )

@@ -14,8 +14,11 @@ CONTRACT_VERSION = 1
 SEND_SMS = "sms.send"
 # A chunk of message ids of one lane, sent one after another (batch ingest, #9).
 SEND_MANY = "sms.send_many"
+# Put a client receipt in its endpoint's queue (opened, released, retried, replayed,
+# reconciled); the receipt engine delivers it (worker.receipts).
 POST_RECEIPT = "sms.dlr.post"
-FLUSH_RECEIPTS = "sms.dlr.flush"  # one POST of `dlr-batch` receipts to one dlr-url
+# Wake the receipt engine for one endpoint: it drains the endpoint's queue (worker.receipts).
+DRAIN_RECEIPTS = "sms.dlr.drain"
 HANDLE_CARRIER_RECEIPT = "sms.carrier_dlr"
 
 
@@ -78,6 +81,7 @@ class SegmentStatus(StrEnum):
 
     PENDING = "pending"
     SUBMITTING = "submitting"
+    SENT = "sent"  # handed to a gateway (Kannel); the answer of the SMSC behind it pending
     ACCEPTED = "accepted"
     REJECTED = "rejected"
     FAILED = "failed"
@@ -90,6 +94,41 @@ class SegmentStatus(StrEnum):
 TERMINAL_SEGMENT_STATUSES = frozenset(
     {SegmentStatus.DELIVERED, SegmentStatus.UNDELIVERED, SegmentStatus.EXPIRED}
 )
+# Segments the carrier took (a receipt's `segments.accepted` counts them) ...
+SEGMENTS_TAKEN = frozenset(
+    {
+        SegmentStatus.ACCEPTED,
+        SegmentStatus.DELIVERED,
+        SegmentStatus.UNDELIVERED,
+        SegmentStatus.EXPIRED,
+    }
+)
+# ... and segments that did not, or did not reach the handset (`segments.failed`).
+SEGMENTS_FAILED = frozenset(
+    {
+        SegmentStatus.REJECTED,
+        SegmentStatus.FAILED,
+        SegmentStatus.UNKNOWN,
+        SegmentStatus.UNDELIVERED,
+        SegmentStatus.EXPIRED,
+    }
+)
+
+
+class ReceiptState(StrEnum):
+    """Where one client receipt (one message, one level) stands."""
+
+    OPEN = "open"  # due (now, or at its next attempt); in its endpoint's queue
+    SENDING = "sending"  # an attempt holds it until its lease ends
+    WAITING = "waiting"  # a level 2 waiting for the level 1 of the same message
+    SENT = "sent"  # the client answered 2xx
+    GONE = "gone"  # the client answered 410: never again
+    DEAD = "dead"  # out of attempts: dead-lettered, replayable
+
+
+RECEIPT_DONE = frozenset({ReceiptState.SENT, ReceiptState.GONE, ReceiptState.DEAD})
+# Receipt statuses that carry no error.
+RECEIPT_OK_STATUSES = frozenset({MessageStatus.ACCEPTED, MessageStatus.DELIVERED})
 
 
 # SMPP / Jasmin-style words carried as `message_status` in receipts.

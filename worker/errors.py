@@ -78,11 +78,13 @@ class ConflictError(SmsqError):
 
 
 class RateLimitedError(SmsqError):
-    """A quota is exhausted; try again after `retry_after` seconds."""
+    """A quota is exhausted; try again after `retry_after` seconds. `code` is the API's
+    error code (`destination_under_attack` when a shared OTP ceiling refuses)."""
 
-    def __init__(self, message: str, *, retry_after: float) -> None:
+    def __init__(self, message: str, *, retry_after: float, code: str = "rate_limited") -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        self.code = code
 
 
 class CarrierError(SmsqError):

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import logging
+import math
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, cast, runtime_checkable
 
 import orjson
 import redis
@@ -16,10 +17,12 @@ from worker.clock import now_ms
 from worker.contract import HANDLE_CARRIER_RECEIPT, POST_RECEIPT, Queue
 from worker.errors import ValidationError
 from worker.queueing import CeleryPublisher, Publisher
+from worker.receipts.tokens import WRONG_SEGMENT, bound_ref, segment_ref
+from worker.settings import Settings, get_settings
 from worker.store import Store
 
 if TYPE_CHECKING:
-    from worker.receipt_batches import ReceiptBatches
+    from worker.receipts.routing import ReceiptRouter
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +32,9 @@ UNKNOWN_RECEIPTS_KEPT = 10_000
 # crashing between BRPOP and recording the delivery) is queued again by the reconciler.
 INBOX_KEY = "smsq:inbox"  # hash: entry -> JSON [carrier name, request as queued]
 INBOX_WATCH_KEY = "smsq:watch:inbox"  # sorted set: entry -> when it is due to be applied
+# Receipts parked per minute (hash: minute -> count), to hold all parked receipts under a cap.
+PARKED_COUNTS_KEY = "smsq:cid-parked:counts"
+PARKING_FULL = "parking_full"
 
 
 def accept_request(
@@ -66,6 +72,19 @@ class InboundOutcome:
     invalid: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class Parking:
+    """How long a receipt for a carrier id not (yet) stored waits for it, and how many such
+    receipts may wait in all (counted over the last `seconds`, whether applied since or not)."""
+
+    seconds: int = 600
+    limit: int = 100_000
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Parking:
+        return cls(settings.carrier_receipts_park_seconds, settings.carrier_receipts_park_max)
+
+
 @runtime_checkable
 class BatchPublisher(Protocol):
     """A publisher that can publish several jobs in one round trip (`CeleryPublisher`)."""
@@ -79,17 +98,22 @@ class ReceiptIntake:
     A request with many receipts (carriers that batch them) costs a fixed number of round
     trips, not some per receipt: one MGET finds every carrier id, one pipeline of the
     `apply_receipt` script applies the known ones (in order, as if one after another), one
-    publishes the client receipts they opened; unknown ids add one pipeline to park them and
-    one to record those still unknown.
+    publishes the client receipts they opened; unknown ids add one round trip to count them
+    against the parking cap, one pipeline to park them and one to record those still unknown.
     """
 
     def __init__(
-        self, store: Store, publisher: Publisher, receipts: ReceiptBatches | None = None
+        self,
+        store: Store,
+        publisher: Publisher,
+        receipts: ReceiptRouter | None = None,
+        parking: Parking | None = None,
     ) -> None:
         self.store = store
         self.publisher = publisher
-        # `dlr-batch` receipts go straight into their batch (no `sms.dlr.post` task each).
+        # Opened receipts go straight into their endpoint's queue (no `sms.dlr.post` task).
         self.receipts = receipts
+        self.parking = parking or Parking.from_settings(get_settings())
 
     def handle(
         self, carrier: Carrier, request: InboundRequest, *, record_unknown: bool = True
@@ -97,14 +121,17 @@ class ReceiptIntake:
         """Apply every receipt of one inbound request.
 
         With `record_unknown` False, unknown carrier ids are only counted: the caller will try
-        again shortly, since a fast receipt can overtake the storing of its carrier id.
+        again shortly, since a fast receipt can overtake the storing of its carrier id. A
+        request that came with a segment's token changes that segment only.
         """
         try:
             receipts = carrier.parse_receipts(request)
         except ValidationError as exc:
             self._record_unknown(carrier.name, [("invalid", exc.message)])
             return InboundOutcome(invalid=True)
-        results = self.apply_all(carrier.name, receipts, record_unknown=record_unknown)
+        results = self.apply_all(
+            carrier.name, receipts, record_unknown=record_unknown, ref=bound_ref(request)
+        )
         applied = sum(1 for result in results if result)
         unknown = sum(1 for result in results if result is None)
         return InboundOutcome(applied, len(results) - applied - unknown, unknown)
@@ -116,38 +143,64 @@ class ReceiptIntake:
         return self.apply_all(carrier_name, [receipt], record_unknown=record_unknown)[0]
 
     def apply_all(
-        self, carrier_name: str, receipts: Sequence[CarrierReceipt], *, record_unknown: bool = True
+        self,
+        carrier_name: str,
+        receipts: Sequence[CarrierReceipt],
+        *,
+        record_unknown: bool = True,
+        ref: str | None = None,
     ) -> list[bool | None]:
         """Apply receipts in order; for each, True if it changed a segment, False if not, None
         if its carrier id is unknown.
 
-        With `record_unknown`, a receipt for an id we do not know is also parked: the id may
-        still be stored (a run that died after the carrier took the segment is resent with the
-        same client reference, and the carrier answers with the same id); it is applied then.
+        With `record_unknown`, a receipt for an id we do not know is also parked (for
+        `Parking.seconds`, while fewer than `Parking.limit` are): the id may still be stored
+        (a receipt can overtake the storing of its id; a run that died after the carrier took
+        the segment is resent with the same client reference, and the carrier answers with the
+        same id); it is applied then. With `ref` (the segment a token vouched for), a receipt
+        whose carrier id belongs to another segment is refused (False), now or when parked.
         """
         if not receipts:
             return []
-        fields = [parked(receipt) for receipt in receipts]
+        fields = [parked(receipt, carrier_name, ref) for receipt in receipts]
         ids = [receipt.carrier_id for receipt in receipts]
         found = self.store.segments_for_carrier_ids(carrier_name, ids)
         missing = [i for i, segment in enumerate(found) if segment is None]
         if missing and record_unknown:
-            again = self.store.park_receipts(carrier_name, [(ids[i], fields[i]) for i in missing])
-            for i, segment in zip(missing, again, strict=True):
+            room = self._parking_room(carrier_name, len(missing))
+            again = self.store.park_receipts(
+                carrier_name,
+                [(ids[i], fields[i]) for i in missing[:room]],
+                ttl=self.parking.seconds,
+            )
+            for i, segment in zip(missing, again, strict=False):
                 found[i] = segment
             self._record_unknown(
                 carrier_name,
                 [(ids[i], str(receipts[i].status)) for i in missing if found[i] is None],
             )
         known = [(i, segment) for i, segment in enumerate(found) if segment is not None]
+        foreign: list[int] = []
+        if ref is not None:
+            foreign = [i for i, (m, seq) in known if segment_ref(m, seq) != ref]
+            if foreign:
+                _refuse(carrier_name, WRONG_SEGMENT, len(foreign))
+                known = [(i, (m, seq)) for i, (m, seq) in known if segment_ref(m, seq) == ref]
         changed = self.apply_many([(m, seq, fields[i]) for i, (m, seq) in known])
         results: list[bool | None] = [None] * len(receipts)
+        for i in foreign:
+            results[i] = False
         for (i, _), result in zip(known, changed, strict=True):
             results[i] = result
         return results
 
     def apply_to(self, message_id: str, seq: int, receipt: Mapping[str, str | None]) -> bool:
-        """Apply a receipt (`parked` fields) to a known segment; True if it changed it."""
+        """Apply a receipt (`parked` fields) to a known segment; True if it changed it. One
+        parked under a token for another segment is refused (False)."""
+        ref = receipt.get("ref")
+        if ref is not None and ref != segment_ref(message_id, seq):
+            _refuse(receipt.get("carrier") or "-", WRONG_SEGMENT, 1)
+            return False
         return self.apply_many([(message_id, seq, receipt)])[0]
 
     def apply_many(
@@ -167,13 +220,14 @@ class ReceiptIntake:
         # The store opened the level-2 receipt in the same atomic step that made the message
         # final, so a crash here loses nothing: the reconciler republishes an open receipt.
         opened = [
-            (message_id, result.receipt_level)
+            (message_id, level)
             for (message_id, _, _), result in zip(receipts, results, strict=True)
-            if result.receipt_level
+            for level in result.receipt_levels
         ]
         if self.receipts is not None:
-            opened = self.receipts.enqueue_many(opened)
-        self._publish([(POST_RECEIPT, [m, level], Queue.DLR) for m, level in opened])
+            self.receipts.route(opened)
+        else:
+            self._publish([(POST_RECEIPT, [m, level], Queue.DLR) for m, level in opened])
         return [result.segment_changed for result in results]
 
     def _publish(self, jobs: Sequence[tuple[str, Sequence[Any], str]]) -> None:
@@ -182,6 +236,31 @@ class ReceiptIntake:
             return
         for task, args, queue in jobs:
             self.publisher.publish(task, args, queue)
+
+    def _parking_room(self, carrier_name: str, wanted: int) -> int:
+        """How many of `wanted` receipts may be parked now: all, unless that would take the
+        receipts parked within the last `Parking.seconds` past `Parking.limit` (then the rest
+        are refused and counted). Per-minute counts in one hash, so one key holds the tally."""
+        minute = now_ms() // 60_000
+        oldest = minute - math.ceil(self.parking.seconds / 60)  # a parked receipt lives so long
+        pipe = self.store.redis.pipeline(transaction=False)
+        pipe.hincrby(PARKED_COUNTS_KEY, str(minute), wanted)
+        pipe.expire(PARKED_COUNTS_KEY, self.parking.seconds + 60)
+        pipe.hgetall(PARKED_COUNTS_KEY)
+        counts = cast(dict[str, str], pipe.execute()[2])
+        stale = [m for m in counts if int(m) < oldest]
+        total = sum(int(n) for m, n in counts.items() if int(m) >= oldest)
+        room = max(0, wanted - max(0, total - self.parking.limit))
+        if stale or room < wanted:
+            pipe = self.store.redis.pipeline(transaction=False)
+            if stale:
+                pipe.hdel(PARKED_COUNTS_KEY, *stale)
+            if room < wanted:
+                pipe.hincrby(PARKED_COUNTS_KEY, str(minute), room - wanted)
+            pipe.execute()
+        if room < wanted:
+            _refuse(carrier_name, PARKING_FULL, wanted - room)
+        return room
 
     def _record_unknown(self, carrier_name: str, entries: Sequence[tuple[str, str]]) -> None:
         """Record (carrier id, detail) pairs we could not apply, newest first, in one pipeline."""
@@ -201,10 +280,27 @@ class ReceiptIntake:
         )
 
 
-def parked(receipt: CarrierReceipt) -> dict[str, str | None]:
-    """The fields of a receipt that outlive its request (kept while its carrier id is unknown)."""
-    return {
+def parked(
+    receipt: CarrierReceipt, carrier_name: str = "", ref: str | None = None
+) -> dict[str, str | None]:
+    """The fields of a receipt that outlive its request (kept while its carrier id is unknown),
+    with the segment its request's token vouched for, if any."""
+    fields = {
         "status": str(receipt.status),
         "error_code": receipt.error_code,
         "error_message": receipt.error_message,
     }
+    if ref is not None:
+        fields.update(ref=ref, carrier=carrier_name)
+    return fields
+
+
+def _refuse(carrier_name: str, reason: str, count: int) -> None:
+    """Count receipts refused at intake (`smsq_carrier_receipts_refused_total`)."""
+    from worker import metrics  # here: metrics imports the scheduler, which imports this
+
+    metrics.CARRIER_RECEIPTS_REFUSED.labels(carrier_name, reason).inc(count)
+    log.warning(
+        "carrier receipts refused",
+        extra={"carrier": carrier_name, "reason": reason, "receipts": count},
+    )

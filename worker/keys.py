@@ -7,8 +7,10 @@ end (the overlap window); until then receipts carry one signature per secret, so
 that still holds the old secret keeps verifying while it switches.
 
 Keys:  smsq:key:{key_id}  hash {id, name, created_at, scopes, secrets, revoked, rate, burst,
-                                daily}; `secrets` is space-separated `whsec_…` tokens, each
-                                with `|{expires_at_ms}` once it is being retired
+                                daily, countries}; `secrets` is space-separated `whsec_…`
+                                tokens, each with `|{expires_at_ms}` once it is being retired;
+                                `countries` the key's geo permissions (`US,GB`, `*`; empty:
+                                the deployment's, worker.geo)
        smsq:keyhash:{sha256}  -> key_id
        smsq:keys  set of key ids
 """
@@ -27,6 +29,7 @@ from typing import Any, cast
 import redis
 
 from worker.clock import now_ms
+from worker.geo import check_countries
 
 ALL_SCOPES = ("send", "otp", "read")
 KEYS_SET = "smsq:keys"
@@ -109,6 +112,7 @@ class ApiKey:
     rate: float = 0.0  # requests per second over every call of the key; 0 = unlimited
     burst: int = 0  # requests allowed at once above the rate; 0 = one second's worth
     daily: int = 0  # messages per UTC day; 0 = unlimited
+    countries: tuple[str, ...] = ()  # where it may send (`*` = anywhere); () = the deployment's
 
     @property
     def secrets(self) -> tuple[str, ...]:
@@ -147,17 +151,19 @@ class KeyStore:
         rate: float = 0.0,
         burst: int = 0,
         daily: int = 0,
+        countries: Sequence[str] = (),
     ) -> CreatedKey:
-        """A new key; ValueError for unknown scopes or negative limits."""
+        """A new key; ValueError for unknown scopes or countries, or negative limits."""
         if rate < 0 or burst < 0 or daily < 0:
             raise ValueError("rate, burst and daily must be >= 0")
         checked = check_scopes(scopes)
+        regions = check_countries(countries)
         key_id = secrets.token_hex(8)
         api_key = "smsq_" + secrets.token_urlsafe(32)
         secret = new_webhook_secret()
         record = ApiKey(
             key_id, name, checked, (SigningSecret(secret),), now_ms(),
-            rate=rate, burst=burst, daily=daily,
+            rate=rate, burst=burst, daily=daily, countries=regions,
         )  # fmt: skip
         pipe = self.redis.pipeline(transaction=True)
         pipe.hset(
@@ -172,6 +178,7 @@ class KeyStore:
                 "rate": repr(rate),
                 "burst": str(burst),
                 "daily": str(daily),
+                "countries": ",".join(regions),
             },
         )
         pipe.set(f"smsq:keyhash:{key_hash(api_key)}", key_id)
@@ -193,6 +200,7 @@ class KeyStore:
             rate=float(data.get("rate") or 0),
             burst=int(data.get("burst") or 0),
             daily=int(data.get("daily") or 0),
+            countries=tuple(c for c in data.get("countries", "").split(",") if c),
         )
 
     def authenticate(self, api_key: str) -> ApiKey | None:
@@ -229,6 +237,15 @@ class KeyStore:
         }
         if changed:
             self.redis.hset(key_record(key_id), mapping=changed)
+        return True
+
+    def set_countries(self, key_id: str, countries: Sequence[str]) -> bool:
+        """Replace a key's geo permissions (empty: back to the deployment's); ValueError for
+        unknown countries, False if there is no such key."""
+        regions = check_countries(countries)
+        if not self.redis.exists(key_record(key_id)):
+            return False
+        self.redis.hset(key_record(key_id), "countries", ",".join(regions))
         return True
 
     def rotate_secret(self, key_id: str, overlap_seconds: int) -> str | None:

@@ -80,9 +80,16 @@ CARRIER_RECEIPTS_APPLIED = Counter(
     "Carrier receipts by what they did: applied, unchanged (duplicate or stale), unknown id.",
     ["carrier", "outcome"],
 )
+CARRIER_RECEIPTS_REFUSED = Counter(
+    "smsq_carrier_receipts_refused",
+    "Carrier receipt requests (or receipts) refused, by reason: unknown_carrier, rate_limited, "
+    "missing_token, bad_token, bad_signature, no_server_key, too_many_receipts, wrong_segment, "
+    "parking_full.",
+    ["carrier", "reason"],
+)
 RECEIPT_ATTEMPTS = Counter(
     "smsq_receipt_attempts",
-    "Client receipt (dlr-url) deliveries by result: sent, retry, gone, dead, parked, skipped.",
+    "Client receipt (dlr-url) delivery attempts by result: sent, retry, gone, dead.",
     ["result"],
 )
 TASKS = Counter("smsq_tasks", "Celery tasks run, by task and final state.", ["task", "state"])
@@ -178,8 +185,6 @@ def count_task(task: str, args: tuple[Any, ...], retval: Any, state: str | None,
         from worker.runtime import runtime  # the task built it already
 
         MESSAGES.labels(retval, lane, runtime().carrier.name).inc()
-    elif task == "sms.dlr.post":
-        RECEIPT_ATTEMPTS.labels(retval).inc()
     elif task == "sms.carrier_dlr" and args:
         for part in retval.split():
             outcome, _, count = part.partition("=")

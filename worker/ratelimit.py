@@ -11,12 +11,20 @@ arrival time (TAT) of the next request. A request at `now` may go at
 long and the requests leave evenly spaced, without polling or a thundering herd. A longer wait
 reserves nothing: the caller defers the work (through the durable scheduler) instead of holding
 a worker slot.
+
+`SourceLimiter` is the same GCRA kept in one process's memory, per source (a client address):
+the API's guard of `/carriers/{name}/dlr`, which must cost no Redis round trip and leave no key
+for a request it refuses.
 """
 
 from __future__ import annotations
 
 import math
+import threading
+import time
 import uuid
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import redis
@@ -110,3 +118,41 @@ class ConcurrencyLimiter:
     def in_use(self) -> int:
         """Slots held now (leases not yet run out included)."""
         return int(self._client.zcard(self.key))
+
+
+class SourceLimiter:
+    """At most `rate` requests per second per source with bursts of `burst`, in this process.
+
+    GCRA as above, one theoretical arrival time per source; the `max_sources` most recently
+    seen are remembered (a source forgotten starts again with a full burst).
+    """
+
+    def __init__(
+        self,
+        rate: float,
+        burst: int = 1,
+        *,
+        max_sources: int = 65_536,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if rate <= 0 or burst < 1 or max_sources < 1:
+            raise ValueError("rate must be > 0, burst >= 1 and max_sources >= 1")
+        self._interval = 1.0 / rate
+        self._tolerance = burst * self._interval
+        self._max_sources = max_sources
+        self._clock = clock
+        self._tats: OrderedDict[str, float] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def wait(self, source: str) -> float:
+        """0.0 and the request counted when `source` may go now; else seconds until it may."""
+        with self._lock:
+            now = self._clock()
+            tat = max(self._tats.get(source, now), now) + self._interval
+            if tat - now > self._tolerance:
+                return tat - now - self._tolerance
+            self._tats[source] = tat
+            self._tats.move_to_end(source)
+            if len(self._tats) > self._max_sources:
+                self._tats.popitem(last=False)
+            return 0.0

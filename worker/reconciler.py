@@ -12,6 +12,10 @@ costs what is overdue, never a scan of every message.
   the carrier honours it, else the submission fails with `unknown_outcome` (never a blind
   resend). Then the send task is published again; it is idempotent. A lane whose queue is
   longer than `backlog` still holds the task, so its messages are looked at again later.
+  A submission waiting only for segments `sent` (a gateway queued them, the SMSC's answer
+  comes as a receipt) is not republished: it is looked at again `ack_deadline` after its
+  oldest such segment was submitted, and then each segment still `sent` becomes `unknown`
+  (error `no_smsc_answer`, counted), which fails the submission and sends its receipt.
 - `watch:delivery`: an accepted message with no terminal receipt `receipt_deadline` after
   acceptance. Each segment still `accepted` gets a synthetic `expired` (error `no_receipt`),
   which makes the message final and sends its level-2 receipt.
@@ -52,6 +56,7 @@ from worker.store import (
     DELIVERY_WATCH_KEY,
     RECEIPT_WATCH_KEY,
     SUBMIT_WATCH_KEY,
+    SegmentState,
     Store,
     message_key,
 )
@@ -71,6 +76,7 @@ class ReconcilerConfig:
     grace: float = 60.0  # overdue by this much before anything is done
     claim_lease: float = 60.0  # a segment claim older than this belongs to a dead run
     receipt_deadline: float = 48 * 3600.0  # accepted this long without a terminal receipt
+    ack_deadline: float = 3600.0  # `sent` this long without the SMSC's answer
     backlog: int = 100  # a lane with more queued tasks than this still holds its tasks
     batch: int = 500  # items per watch list per pass
     unacked_after: float = 300.0  # a task taken and not acknowledged this long is put back
@@ -81,7 +87,7 @@ class ReconcilerConfig:
         # A request may wait for a pooled connection, connect, write and read, each up to its
         # timeout (worker.runtime); a claim twice as old as that belongs to a dead run.
         request = settings.carrier_connect_timeout + 3 * settings.carrier_read_timeout
-        return cls(claim_lease=max(5.0, 2 * request))
+        return cls(claim_lease=max(5.0, 2 * request), ack_deadline=settings.reconcile_ack_deadline)
 
 
 @dataclass(slots=True)
@@ -92,6 +98,14 @@ class Pass:
 
     def add(self, action: str) -> None:
         self.counts[action] = self.counts.get(action, 0) + 1
+
+
+def _awaiting_ack(segments: list[SegmentState]) -> bool:
+    """Only segments `sent` (their SMSC's answer to come as a receipt) keep the submission
+    open: no send task can move it on."""
+    open_states = {SegmentStatus.PENDING, SegmentStatus.SUBMITTING, SegmentStatus.UNKNOWN}
+    states = {state.status for state in segments}
+    return SegmentStatus.SENT in states and not states & open_states
 
 
 def _unfinished(fields: dict[str, str]) -> bool:
@@ -140,7 +154,7 @@ class Reconciler:
             done.add(self._delivery(message_id, now))
         for entry in self._due(INBOX_WATCH_KEY, now - grace_ms):
             done.add(self._inbound(entry, now))
-        if any(action not in ("busy", "in_flight") for action in done.counts):
+        if any(action not in ("busy", "in_flight", "awaiting_ack") for action in done.counts):
             log.info("reconciler pass: %s", done.counts)
         return done
 
@@ -168,7 +182,10 @@ class Reconciler:
             return "dropped"
         stale = 0
         if fields["status"] == MessageStatus.SUBMITTING:
-            stale = self._expire_claims(message_id, int(fields.get("segments") or 0), now)
+            segments = self.store.segments(message_id, int(fields.get("segments") or 0))
+            stale = self._expire_claims(message_id, segments, now)
+            if not stale and _awaiting_ack(segments):
+                return self._awaiting_ack(message_id, segments, now)
         lane = lane_for(fields.get("priority", ""))
         if not stale and self._backlogged(lane):
             self.store.expect_progress(message_id, now)  # its task is likely still queued
@@ -179,11 +196,11 @@ class Reconciler:
         self.store.count("republished_send")
         return "republished_send"
 
-    def _expire_claims(self, message_id: str, total: int, now: int) -> int:
+    def _expire_claims(self, message_id: str, segments: list[SegmentState], now: int) -> int:
         """Turn claims older than the lease into `unknown` outcomes; returns how many."""
         before = now - self._ms(self.config.claim_lease)
         stale = 0
-        for state in self.store.segments(message_id, total):
+        for state in segments:
             if state.status != SegmentStatus.SUBMITTING:
                 continue
             if self.store.mark_unknown(
@@ -192,6 +209,27 @@ class Reconciler:
             ):  # fmt: skip
                 stale += 1
         return stale
+
+    def _awaiting_ack(self, message_id: str, segments: list[SegmentState], now: int) -> str:
+        """Segments `sent`, the SMSC's answer still to come: wait until `ack_deadline` after
+        the oldest was submitted; then each still `sent` becomes `unknown`, which fails the
+        submission (`no_smsc_answer`) and opens its receipt."""
+        sent = [state for state in segments if state.status == SegmentStatus.SENT]
+        due = min(state.submitted_at or now for state in sent) + self._ms(self.config.ack_deadline)
+        if now < due:
+            # The pass looks at what is `grace` overdue: come back exactly at the deadline.
+            self.redis.zadd(SUBMIT_WATCH_KEY, {message_id: due - self._ms(self.config.grace)})
+            return "awaiting_ack"
+        reason = f"no answer from the SMSC within {self.config.ack_deadline:g} s"
+        for state in sent:
+            result = self.store.apply_receipt(
+                message_id, state.seq, SegmentStatus.UNKNOWN, "no_smsc_answer", reason
+            )
+            for level in result.receipt_levels:
+                self.publisher.publish(POST_RECEIPT, [message_id, level], Queue.DLR)
+        self.store.count("no_smsc_answer", len(sent))
+        self.store.add_event(message_id, "no_smsc_answer", segments=len(sent))
+        return "no_smsc_answer"
 
     def _backlogged(self, queue: str) -> bool:
         if queue not in self._busy:
@@ -218,8 +256,8 @@ class Reconciler:
             result = self.store.apply_receipt(
                 message_id, state.seq, SegmentStatus.EXPIRED, "no_receipt", reason
             )
-            if result.receipt_level:
-                self.publisher.publish(POST_RECEIPT, [message_id, result.receipt_level], Queue.DLR)
+            for level in result.receipt_levels:
+                self.publisher.publish(POST_RECEIPT, [message_id, level], Queue.DLR)
         if self.store.fields(message_id).get("status") in FINAL_STATUSES:
             self.store.count("synthetic_expired")
             self.store.add_event(message_id, "synthetic_expiry")

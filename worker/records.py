@@ -161,6 +161,15 @@ class AggregateResult:
     message_status: str
     became_final: bool
     receipt_level: int = 0  # the client receipt it opened (the caller enqueues it), 0 if none
+    # The client receipt it opened by finishing the submission (a `sent` segment's SMSC
+    # answered: level 1, or 2 for a final outcome with level 2 only), 0 if none.
+    submission_receipt_level: int = 0
+
+    @property
+    def receipt_levels(self) -> tuple[int, ...]:
+        """Every client receipt it opened, level 1 first (the caller enqueues each)."""
+        levels = (self.submission_receipt_level, self.receipt_level)
+        return tuple(level for level in levels if level)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,4 @@
-"""Per-process resources of a worker: settings, Redis, store, carrier, receipt sender, publisher.
+"""Per-process resources of a worker: settings, Redis, store, carrier, receipt router, publisher.
 
 Built lazily on first use inside the process that uses them (never at import, and again after
 a fork), one of each per process: one `httpx.Client` for carriers with explicit timeouts, which
@@ -15,7 +15,6 @@ from typing import Any
 import httpx
 import redis
 
-from worker.callbacks import CallbackSender
 from worker.carriers.base import Carrier
 from worker.carriers.registry import build_carrier
 from worker.celery_app import create_app
@@ -23,9 +22,15 @@ from worker.http_clients import PerThreadClient
 from worker.keys import KeyStore
 from worker.metrics import measured
 from worker.queueing import CeleryPublisher, publishes_directly
+from worker.receipts.client import ReceiptClient
+from worker.receipts.config import EngineConfig
+from worker.receipts.engine import ReceiptEngine
+from worker.receipts.routing import ReceiptRouter
 from worker.redis_urls import connect_blocking
 from worker.settings import Settings, get_settings
+from worker.ssrf import parse_denied, parse_networks
 from worker.store import Store
+from worker.store.receipts import ReceiptStore
 
 
 @dataclass
@@ -37,15 +42,15 @@ class Runtime:
     store: Store
     keys: KeyStore
     carrier: Carrier
-    callbacks: CallbackSender
     publisher: CeleryPublisher
+    receipts: ReceiptStore
+    router: ReceiptRouter
     http: httpx.Client
     # Parts built from the above once per process by `worker.tasks` (name -> part).
     parts: dict[str, Any] = field(default_factory=dict)
 
     def close(self) -> None:
         self.http.close()
-        self.callbacks.close()
         self.redis.close()
 
 
@@ -73,19 +78,34 @@ def build_runtime(settings: Settings) -> Runtime:
     )
     # One small keep-alive pool per worker thread (worker.http_clients): no shared pool to scan.
     http = PerThreadClient(timeout=timeout)
-    callbacks = CallbackSender.from_settings(settings)
+    publisher = CeleryPublisher(create_app(settings), client, direct=publishes_directly(settings))
+    receipts = ReceiptStore(client)
     return Runtime(
         settings=settings,
         redis=client,
         store=Store(client),
         keys=KeyStore(client),
         carrier=measured(build_carrier(settings, http, client)),  # worker.metrics
-        callbacks=callbacks,
-        publisher=CeleryPublisher(
-            create_app(settings), client, direct=publishes_directly(settings)
-        ),
+        publisher=publisher,
+        receipts=receipts,
+        router=ReceiptRouter(receipts, publisher, EngineConfig.from_settings(settings)),
         http=http,
     )
+
+
+def build_receipt_engine(rt: Runtime) -> ReceiptEngine:
+    """The receipt engine of a `dlr` worker process, started (`worker.receipts.engine`)."""
+    config = EngineConfig.from_settings(rt.settings)
+    client = ReceiptClient(
+        allow_private=parse_networks(rt.settings.dlr_allow_private),
+        deny=parse_denied(rt.settings.dlr_deny),
+        deadline=config.deadline,
+        connect_timeout=config.connect_timeout,
+        pool_size=config.endpoint_concurrency,
+    )
+    engine = ReceiptEngine(rt.receipts, rt.keys, rt.router, client, config)
+    engine.start()
+    return engine
 
 
 _lock = threading.Lock()

@@ -12,21 +12,32 @@ from dataclasses import dataclass
 import redis
 from redis.commands.core import Script
 
-# Message states after which nothing changes (mirrors contract.FINAL_STATUSES).
-_FINAL = (
-    "local FINAL = {rejected=1, delivered=1, undelivered=1, expired=1, failed=1, cancelled=1}\n"
-)
+from worker.store.lua_scripts import prelude, read
 
-# Open the client receipt of a level once: its state, and a place on the receipt watch list.
-_OPEN = """
-local function open_receipt(msg, watch, level, now)
+# The contract's state names (FINAL, ...), rendered from its enums.
+_FINAL = prelude()
+
+# Open the client receipt of a level once: its state, its content fixed now (the snapshot
+# every attempt sends), and a place on the receipt watch list.
+_OPEN = (
+    read("snapshot")
+    + """
+local function open_receipt(msg, seg, watch, level, now)
   if redis.call('HSETNX', msg, 'rcpt:' .. level .. ':state', 'open') == 1 then
+    redis.call('HSET', msg, 'rcpt:' .. level .. ':snap', receipt_snapshot(msg, seg, level))
     redis.call('ZADD', watch, now, redis.call('HGET', msg, 'id') .. ':' .. level)
     return level
   end
   return 0
 end
 """
+)
+
+
+def _as_function(name: str, script: str) -> str:
+    """A script as a local Lua function of another one (`KEYS`/`ARGV` passed as arguments)."""
+    return f"local function {name}(KEYS, ARGV)\n{script}\nend\n"
+
 
 # KEYS: msg, events, submit watch, delivery watch. ARGV: to, event, now, allowed from...
 TRANSITION = (
@@ -80,9 +91,11 @@ redis.call('HSET', KEYS[1], f, 'pending', ARGV[1] .. ':error_code', ARGV[2],
 return 1
 """
 
-# KEYS: segments, carrier index, parked receipts of that carrier id. The carrier took the
-# segment: indexed, and accepted unless a receipt (or another run) already moved it on (a
-# segment never goes backwards). Returns {1 if accepted now, receipts parked for it}.
+# KEYS: segments, carrier index, parked receipts of that carrier id. ARGV: seq, carrier id,
+# carrier, `{id}:{seq}`, index TTL, state (`accepted`; `sent` when only a gateway took it and
+# the SMSC's answer comes as a receipt). The carrier took the segment: indexed, and in that
+# state unless a receipt (or another run) already moved it on (a segment never goes
+# backwards). Returns {1 if recorded now, receipts parked for it}.
 RECORD_ACCEPTED = """
 local seq = ARGV[1]
 redis.call('SET', KEYS[2], ARGV[4], 'EX', tonumber(ARGV[5]))
@@ -90,7 +103,7 @@ local parked = redis.call('LRANGE', KEYS[3], 0, -1)
 if #parked > 0 then redis.call('DEL', KEYS[3]) end
 local s = redis.call('HGET', KEYS[1], seq .. ':status')
 if s and s ~= 'pending' and s ~= 'submitting' and s ~= 'unknown' then return {0, parked} end
-redis.call('HSET', KEYS[1], seq .. ':status', 'accepted', seq .. ':carrier_id', ARGV[2],
+redis.call('HSET', KEYS[1], seq .. ':status', ARGV[6], seq .. ':carrier_id', ARGV[2],
            seq .. ':carrier', ARGV[3], seq .. ':error_code', '', seq .. ':error_message', '')
 return {1, parked}
 """
@@ -122,8 +135,9 @@ return 1
 
 # KEYS: msg, segments, events, submit watch, delivery watch, receipt watch.
 # The submission outcome over all segments (rejected > failed > accepted; nil while any is
-# open), set once; the first caller also opens the level-1 receipt (or, for a final outcome
-# with level 2 only, the level-2 one). Returns {outcome, opened level or 0}.
+# open: pending, submitting, or sent and awaiting the SMSC's answer), set once; the first
+# caller also opens the level-1 receipt (or, for a final outcome with level 2 only, the
+# level-2 one). Returns {outcome, opened level or 0}.
 FINISH_SUBMISSION = (
     _FINAL
     + _OPEN
@@ -134,7 +148,7 @@ for seq = 1, total do
   local s = redis.call('HGET', KEYS[2], seq .. ':status')
   if s == 'rejected' then outcome = 'rejected'
   elseif (s == 'failed' or s == 'unknown') and outcome ~= 'rejected' then outcome = 'failed'
-  elseif s == nil or s == false or s == 'pending' or s == 'submitting' then return false
+  elseif not s or s == 'pending' or s == 'submitting' or s == 'sent' then return false
   end
 end
 local opened = 0
@@ -151,26 +165,32 @@ if redis.call('HSETNX', KEYS[1], 'submit_outcome', outcome) == 1 then
   end
   if redis.call('HGET', KEYS[1], 'dlr') == '1' then
     local level = redis.call('HGET', KEYS[1], 'dlr_level') or '1'
-    if level == '1' or level == '3' then opened = open_receipt(KEYS[1], KEYS[6], 1, now)
-    elseif FINAL[outcome] then opened = open_receipt(KEYS[1], KEYS[6], 2, now) end
+    if level == '1' or level == '3' then opened = open_receipt(KEYS[1], KEYS[2], KEYS[6], 1, now)
+    elseif FINAL[outcome] then opened = open_receipt(KEYS[1], KEYS[2], KEYS[6], 2, now) end
   end
 end
 return {redis.call('HGET', KEYS[1], 'submit_outcome'), opened}
 """
 )
 
-# KEYS: msg, segments, events, delivery watch, receipt watch. A carrier receipt for one
-# segment; the message becomes final once, and then opens its level-2 receipt if wanted.
-# Returns {segment changed, message status, became final, opened level or 0}.
+# KEYS: msg, segments, events, delivery watch, receipt watch, submit watch. ARGV: seq, state,
+# error code, error message, now. A carrier receipt for one segment; the message becomes final
+# once, and then opens its level-2 receipt if wanted. A segment `sent` (its SMSC's answer
+# pending) takes any receipt — an acceptance, a refusal, or a terminal one, which implies the
+# SMSC took it — and then the submission may finish (FINISH_SUBMISSION, opening level 1); only
+# a `sent` segment becomes `unknown` (the reconciler's verdict when no answer came in time).
+# Returns {segment changed, message status, became final, opened level or 0, level opened
+# by finishing the submission or 0}.
 APPLY_RECEIPT = (
     _FINAL
     + _OPEN
+    + _as_function("finish_submission", FINISH_SUBMISSION)
     + """
 local seq, new = ARGV[1], ARGV[2]
 local f = seq .. ':status'
 local cur = redis.call('HGET', KEYS[2], f) or 'pending'
 local changed = 0
-if not FINAL[cur] then
+if cur == 'sent' or (not FINAL[cur] and new ~= 'unknown') then
   if new == 'accepted' then
     if cur ~= 'accepted' then
       redis.call('HSET', KEYS[2], f, 'accepted'); changed = 1
@@ -181,36 +201,51 @@ if not FINAL[cur] then
     changed = 1
   end
 end
+local was = redis.call('HGET', KEYS[1], 'status')
+local submitted = 0
+if changed == 1 and cur == 'sent' then
+  local total = redis.call('HGET', KEYS[1], 'segments') or '0'
+  local r = finish_submission({KEYS[1], KEYS[2], KEYS[3], KEYS[6], KEYS[4], KEYS[5]},
+                              {total, ARGV[5]})
+  if r then submitted = r[2] end
+end
 local mstatus = redis.call('HGET', KEYS[1], 'status')
-if changed == 0 or FINAL[mstatus] then return {changed, mstatus, 0, 0} end
+if changed == 0 or FINAL[mstatus] then
+  local ended = (FINAL[mstatus] and not FINAL[was]) and 1 or 0
+  return {changed, mstatus, ended, 0, submitted}
+end
 local total = tonumber(redis.call('HGET', KEYS[1], 'segments') or '0')
-local undelivered, expired = false, false
+local rejected, undelivered, expired = false, false, false
 for i = 1, total do
   local s = redis.call('HGET', KEYS[2], i .. ':status')
-  if s == 'undelivered' or s == 'rejected' or s == 'failed' then undelivered = true
+  if s == 'rejected' then rejected = true
+  elseif s == 'undelivered' or s == 'failed' then undelivered = true
   elseif s == 'expired' then expired = true
-  elseif s ~= 'delivered' then return {changed, mstatus, 0, 0}
+  elseif s ~= 'delivered' then return {changed, mstatus, 0, 0, submitted}
   end
 end
 local final = 'delivered'
-if undelivered then final = 'undelivered' elseif expired then final = 'expired' end
+if rejected then final = 'rejected'
+elseif undelivered then final = 'undelivered'
+elseif expired then final = 'expired' end
 redis.call('HSET', KEYS[1], 'status', final, 'done_at', ARGV[5], 'updated_at', ARGV[5])
 redis.call('ZREM', KEYS[4], redis.call('HGET', KEYS[1], 'id'))
 redis.call('RPUSH', KEYS[3], cjson.encode({at = tonumber(ARGV[5]), event = final}))
 local opened = 0
 local level = redis.call('HGET', KEYS[1], 'dlr_level') or '1'
 if redis.call('HGET', KEYS[1], 'dlr') == '1' and (level == '2' or level == '3') then
-  opened = open_receipt(KEYS[1], KEYS[5], 2, ARGV[5])
+  opened = open_receipt(KEYS[1], KEYS[2], KEYS[5], 2, ARGV[5])
 end
-return {changed, final, 1, opened}
+return {changed, final, 1, opened, submitted}
 """
 )
 
-# KEYS: msg, receipt watch. ARGV: level, now.
+# KEYS: msg, segments, receipt watch. ARGV: level, now.
 OPEN_RECEIPT = (
-    _OPEN
+    _FINAL
+    + _OPEN
     + """
-return open_receipt(KEYS[1], KEYS[2], ARGV[1], ARGV[2]) ~= 0 and 1 or 0
+return open_receipt(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2]) ~= 0 and 1 or 0
 """
 )
 
@@ -284,11 +319,7 @@ return 1
 
 
 # Cheaper sends (#9): the steps of a send that always run together, in one round trip each.
-# They run the scripts above unchanged, as local functions (`KEYS`/`ARGV` passed as arguments).
-def _as_function(name: str, script: str) -> str:
-    return f"local function {name}(KEYS, ARGV)\n{script}\nend\n"
-
-
+# They run the scripts above unchanged, as local functions (`_as_function`).
 # KEYS: msg, events, submit watch, delivery watch. ARGV: now, the `submitting` event, reference
 # modulus, counter TTL, counter key prefix (the key is `{prefix}{to}`, read from the message:
 # smsq runs on one Redis, never a cluster). The start of a send: {'final' | 'expired', message}
@@ -317,7 +348,7 @@ return {'started', h}
 )
 
 # KEYS: msg, segments, events, submit watch, delivery watch, receipt watch, carrier index,
-# parked receipts. ARGV: total, now, seq, carrier id, carrier, `{id}:{seq}`, index TTL.
+# parked receipts. ARGV: total, now, seq, carrier id, carrier, `{id}:{seq}`, index TTL, state.
 # RECORD_ACCEPTED of the last segment, then FINISH_SUBMISSION, atomically; not finished when
 # receipts were parked for the id (the caller applies them first, then finishes).
 # Returns {accepted now, parked receipts} or {accepted now, parked, finish's answer or nil}.
@@ -326,7 +357,7 @@ ACCEPT_AND_FINISH = (
     + _as_function("finish_submission", FINISH_SUBMISSION)
     + """
 local r = record_accepted({KEYS[2], KEYS[7], KEYS[8]},
-                          {ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]})
+                          {ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8]})
 if #r[2] > 0 then return r end
 return {r[1], r[2], finish_submission(KEYS, {ARGV[1], ARGV[2]})}
 """

@@ -5,6 +5,10 @@ after, so a redelivered or retried task skips what was already submitted; the ca
 `message_id:seq` as its client reference. What happens next (a receipt, a retry later) is
 handed to the `Publisher`; nothing here knows Celery.
 
+A carrier that only queued the segment at a gateway (Kannel's 202, `Accepted.awaiting_ack`)
+leaves it `sent`: the submission finishes when the SMSC's answer comes back as a receipt
+(`Store.apply_receipt`), not here.
+
 When a request left and no answer came back (a read timeout), the segment's outcome is
 `unknown` and counted. It is sent again, with the same client reference, only when the carrier
 honours client references (`carriers.base.honours_client_ref`: a repeat gets the first answer and no
@@ -42,10 +46,12 @@ from worker.errors import (
 from worker.inbound import ReceiptIntake
 from worker.otp.content import message_text
 from worker.queueing import Publisher
+from worker.receipts.tokens import segment_receipt_url
 from worker.store import Begun, Finished, Message, Store
+from worker.store.receipts import Routing
 
 if TYPE_CHECKING:
-    from worker.receipt_batches import ReceiptBatches
+    from worker.receipts.routing import ReceiptRouter
 
 log = logging.getLogger(__name__)
 
@@ -98,13 +104,13 @@ class Sender:
         carrier: Carrier,
         publisher: Publisher,
         public_url: str,
-        receipts: ReceiptBatches | None = None,
+        receipts: ReceiptRouter | None = None,
     ):
         self.store = store
         self.carrier = carrier
         self.publisher = publisher
         self.receipt_url = f"{public_url}/carriers/{carrier.name}/dlr"
-        # `dlr-batch` receipts go straight into their batch (no `sms.dlr.post` task each).
+        # Opened receipts go straight into their endpoint's queue (no `sms.dlr.post` task).
         self.receipts = receipts
 
     def send(self, message_id: str) -> SendOutcome:
@@ -257,7 +263,7 @@ class Sender:
             data_coding=segment.data_coding,
             text=segment.text,
             full_text=encoded.text,
-            receipt_url=self.receipt_url,
+            receipt_url=segment_receipt_url(self.receipt_url, message.id, segment.seq),
             # Always: the handset outcome drives the message state and GET /sms/{id},
             # whether or not the client asked for receipts.
             want_receipt=True,
@@ -267,9 +273,13 @@ class Sender:
         """Store the carrier id; apply receipts that came for it before it was stored (a
         resend after a run died answered with the first id)."""
         carrier = accepted.carrier or self.carrier.name
-        _, parked = self.store.accept_segment(message.id, seq, carrier, accepted.carrier_id)
+        _, parked = self.store.accept_segment(
+            message.id, seq, carrier, accepted.carrier_id, sent=accepted.awaiting_ack
+        )
         for receipt in parked:
-            ReceiptIntake(self.store, self.publisher).apply_to(message.id, seq, receipt)
+            ReceiptIntake(self.store, self.publisher, self.receipts).apply_to(
+                message.id, seq, receipt
+            )
 
     def _accepted_last(
         self, message: Message, seq: int, total: int, accepted: Accepted
@@ -278,10 +288,12 @@ class Sender:
         were parked for the carrier id: they are applied first and `_finish` follows."""
         carrier = accepted.carrier or self.carrier.name
         _, parked, finished = self.store.accept_and_finish(
-            message.id, seq, carrier, accepted.carrier_id, total
+            message.id, seq, carrier, accepted.carrier_id, total, sent=accepted.awaiting_ack
         )
         for receipt in parked:
-            ReceiptIntake(self.store, self.publisher).apply_to(message.id, seq, receipt)
+            ReceiptIntake(self.store, self.publisher, self.receipts).apply_to(
+                message.id, seq, receipt
+            )
         return finished
 
     def _unknown(self, message: Message, seq: int, exc: CarrierUnknownOutcomeError) -> None:
@@ -360,10 +372,11 @@ class Sender:
         return SendOutcome(status=finished.outcome, submitted=submitted)
 
     def _publish_receipt(self, message: Message, level: int) -> None:
-        receipts = self.receipts if message.dlr_batch else None
-        if receipts is not None and receipts.enqueue(message.id, level, message):
+        if self.receipts is None:
+            self.publisher.publish(POST_RECEIPT, [message.id, level], Queue.DLR)
             return
-        self.publisher.publish(POST_RECEIPT, [message.id, level], Queue.DLR)
+        where = Routing(message.dlr_url, message.dlr_method, message.dlr_batch, message.key_id)
+        self.receipts.route([(message.id, level)], routing={message.id: where})
 
     def _queue_receipts(self, message: Message, outcome: str, *, final: bool) -> None:
         """Level 1 reports the submission; a final failure also answers a level-2-only request."""

@@ -67,6 +67,14 @@ def set_lane_priority(queues: object, nice: Callable[[int], int] = os.nice) -> i
     return increment
 
 
+@signals.worker_shutting_down.connect
+def stop_receipts(**_: Any) -> None:
+    """A warm shutdown: the receipt engine finishes its rounds and hands its endpoints back."""
+    from worker.tasks import stop_receipt_engine  # only workers have one
+
+    stop_receipt_engine()
+
+
 @signals.setup_logging.connect
 def configure_logging(loglevel: str | int | None = None, **_: Any) -> None:
     logs.configure(loglevel or "WARNING")

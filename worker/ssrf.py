@@ -8,6 +8,10 @@ Two layers (engineering.md §4.1):
   `Host` header, TLS SNI and certificate verification stay on the hostname. The second
   resolution a DNS-rebinding attacker hopes for never happens.
 
+"Public" is an allow-list (`worker.addresses`). `allow_private` admits networks that are not
+public (development: `SMSQ_DLR_ALLOW_PRIVATE`); `deny` refuses `host:port` endpoints even there
+(`SMSQ_DLR_DENY`: `smsq up` lists its own API, simulator and Redis), at both layers.
+
 Defence in depth still applies: run receipt workers in an egress-restricted network.
 """
 
@@ -22,41 +26,21 @@ from typing import Any
 
 import httpx
 
+from worker.addresses import IPAddress, IPNetwork, embedded_ipv4, public_refusal
 from worker.errors import UnsafeUrlError, WebhookUnavailableError
 
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+__all__ = [
+    "Endpoint", "IPAddress", "IPNetwork", "ParsedUrl", "PinnedTransport", "Resolver",
+    "check_address", "check_url", "direct_transport", "loopback_endpoints", "parse_denied",
+    "parse_networks", "refusal_reason", "resolve_safe",
+]  # fmt: skip
+
 # `socket.getaddrinfo` fits; tests pass a fake taking `(host, port)`.
 Resolver = Callable[[str, int], Sequence[tuple[Any, ...]]]
 
 MAX_URL_LENGTH = 2048
 DEFAULT_PORTS = {"http": 80, "https": 443}
 
-_net = ipaddress.ip_network
-# Named so refusals say why. Checked before `is_global`, which in Python 3.11 calls 6to4 and
-# NAT64 "global" although they carry an IPv4 address (possibly 127.0.0.1) inside.
-_REFUSED: tuple[tuple[IPNetwork, str], ...] = (
-    (_net("0.0.0.0/8"), "'this network' (0.0.0.0/8)"),
-    (_net("127.0.0.0/8"), "loopback"),
-    (_net("10.0.0.0/8"), "private"),
-    (_net("172.16.0.0/12"), "private"),
-    (_net("192.168.0.0/16"), "private"),
-    (_net("100.64.0.0/10"), "carrier-grade NAT"),
-    (_net("169.254.0.0/16"), "link-local (cloud metadata)"),
-    (_net("224.0.0.0/4"), "multicast"),
-    (_net("255.255.255.255/32"), "broadcast"),
-    (_net("240.0.0.0/4"), "reserved"),
-    (_net("::/128"), "unspecified"),
-    (_net("::1/128"), "loopback"),
-    (_net("::ffff:0:0/96"), "IPv4-mapped"),
-    (_net("64:ff9b::/96"), "NAT64"),
-    (_net("64:ff9b:1::/48"), "NAT64"),
-    (_net("2002::/16"), "6to4"),
-    (_net("2001::/32"), "Teredo"),
-    (_net("fc00::/7"), "unique-local"),
-    (_net("fe80::/10"), "link-local"),
-    (_net("ff00::/8"), "multicast"),
-)
 # WHATWG URL parsers read a host whose last label is a number (`2130706433`, `0x7f.1`, `127.1`)
 # as an IPv4 address; resolvers often agree. We refuse the ambiguity instead of guessing.
 _NUMERIC_LABEL = re.compile(r"^(?:0x[0-9a-f]*|[0-9]+)$")
@@ -80,6 +64,52 @@ def parse_networks(cidrs: Iterable[str]) -> tuple[IPNetwork, ...]:
     return tuple(ipaddress.ip_network(cidr.strip(), strict=False) for cidr in cidrs)
 
 
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """A `host:port` receipts never go to, allow-listed network or not (`SMSQ_DLR_DENY`)."""
+
+    text: str  # as configured, for refusals
+    port: int
+    network: IPNetwork | None = None  # an address or CIDR entry
+    name: str = ""  # a DNS-name entry (lower-case, no trailing dot)
+
+    def matches_address(self, address: IPAddress, port: int) -> bool:
+        """The address (or the IPv4 address it carries, e.g. `::ffff:127.0.0.1`) at `port`."""
+        if port != self.port or self.network is None:
+            return False
+        return any(a in self.network for a in (address, *embedded_ipv4(address)))
+
+    def matches_name(self, host: str, port: int) -> bool:
+        return port == self.port and bool(self.name) and host.lower().rstrip(".") == self.name
+
+
+def parse_denied(entries: Iterable[str]) -> tuple[Endpoint, ...]:
+    """`SMSQ_DLR_DENY` entries: `IP:PORT`, `CIDR:PORT`, `[IPv6]:PORT`, `[IPv6/len]:PORT` or
+    `name:PORT`; ValueError naming a malformed one."""
+    endpoints = []
+    for entry in (e.strip() for e in entries):
+        host, colon, port_text = entry.rpartition(":")
+        if not colon or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+            raise ValueError(f"{entry!r} is not host:port (e.g. 127.0.0.1:8025, [::1]:8025)")
+        if ":" in host and not (host.startswith("[") and host.endswith("]")):
+            raise ValueError(f"{entry!r}: write an IPv6 address in brackets, [::1]:8025")
+        host = host.removeprefix("[").removesuffix("]")
+        try:
+            network = ipaddress.ip_network(host, strict=False)
+        except ValueError:
+            if not host or ":" in host or "/" in host:
+                raise ValueError(f"{entry!r}: {host!r} is no address, network or name") from None
+            endpoints.append(Endpoint(entry, int(port_text), name=host.lower().rstrip(".")))
+        else:
+            endpoints.append(Endpoint(entry, int(port_text), network=network))
+    return tuple(endpoints)
+
+
+def loopback_endpoints(ports: Iterable[int]) -> list[str]:
+    """`SMSQ_DLR_DENY` entries for services listening on this machine's loopback at `ports`."""
+    return [f"{host}:{port}" for port in ports for host in ("127.0.0.0/8", "[::1]", "localhost")]
+
+
 def _is_allowed(address: IPAddress, allow_private: Sequence[IPNetwork]) -> bool:
     candidates: list[IPAddress] = [address]
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
@@ -88,26 +118,50 @@ def _is_allowed(address: IPAddress, allow_private: Sequence[IPNetwork]) -> bool:
     return any(candidate in network for candidate in candidates for network in allow_private)
 
 
-def refusal_reason(address: IPAddress, allow_private: Sequence[IPNetwork] = ()) -> str | None:
-    """Why `address` may not be called, or None when it is public or allowlisted."""
+def _denied(endpoint: Endpoint) -> str:
+    return f"refused by SMSQ_DLR_DENY ({endpoint.text}, e.g. one of smsq's own services)"
+
+
+def refusal_reason(
+    address: IPAddress,
+    allow_private: Sequence[IPNetwork] = (),
+    *,
+    port: int | None = None,
+    deny: Sequence[Endpoint] = (),
+) -> str | None:
+    """Why `address` (at `port`, if given) may not be called, or None when it is public or
+    allowlisted and not denied."""
+    if port is not None:
+        denied = next((e for e in deny if e.matches_address(address, port)), None)
+        if denied is not None:
+            return _denied(denied)
     if _is_allowed(address, allow_private):
         return None
-    for network, kind in _REFUSED:
-        if address in network:
-            return f"a {kind} address"
-    if not address.is_global:
-        return "not a publicly routable address"
-    return None
+    return public_refusal(address)
 
 
 def check_address(
-    address: IPAddress, allow_private: Sequence[IPNetwork] = (), host: str = ""
+    address: IPAddress,
+    allow_private: Sequence[IPNetwork] = (),
+    host: str = "",
+    *,
+    port: int | None = None,
+    deny: Sequence[Endpoint] = (),
 ) -> None:
-    """Raise `UnsafeUrlError` unless `address` is public or inside an allowlisted network."""
-    reason = refusal_reason(address, allow_private)
+    """Raise `UnsafeUrlError` unless `address` is public or inside an allowlisted network (and,
+    with `port`, not a denied endpoint)."""
+    reason = refusal_reason(address, allow_private, port=port, deny=deny)
     if reason is not None:
         subject = f"{host} resolves to {address}" if host and host != str(address) else str(address)
+        if port is not None:
+            subject += f" (port {port})"
         raise UnsafeUrlError(f"{subject}, {reason}, which receipts may not be sent to")
+
+
+def _check_name_denied(host: str, port: int, deny: Sequence[Endpoint]) -> None:
+    denied = next((e for e in deny if e.matches_name(host, port)), None)
+    if denied is not None:
+        raise UnsafeUrlError(f"{host} (port {port}) is {_denied(denied)}")
 
 
 def _check_hostname(host: str) -> None:
@@ -122,7 +176,9 @@ def _check_hostname(host: str) -> None:
         )
 
 
-def _check_host(host: str, allow_private: Sequence[IPNetwork]) -> IPAddress | None:
+def _check_host(
+    host: str, port: int, allow_private: Sequence[IPNetwork], deny: Sequence[Endpoint]
+) -> IPAddress | None:
     if not host:
         raise UnsafeUrlError("URL has no host")
     if "%" in host:
@@ -131,12 +187,15 @@ def _check_host(host: str, allow_private: Sequence[IPNetwork]) -> IPAddress | No
         ip = ipaddress.ip_address(host)
     except ValueError:
         _check_hostname(host)
+        _check_name_denied(host, port, deny)
         return None
-    check_address(ip, allow_private)
+    check_address(ip, allow_private, port=port, deny=deny)
     return ip
 
 
-def check_url(url: str, *, allow_private: Sequence[IPNetwork] = ()) -> ParsedUrl:
+def check_url(
+    url: str, *, allow_private: Sequence[IPNetwork] = (), deny: Sequence[Endpoint] = ()
+) -> ParsedUrl:
     """Check a receipt URL's shape (and its address, for IP literals) without any I/O."""
     if len(url) > MAX_URL_LENGTH:
         raise UnsafeUrlError(f"URL is longer than {MAX_URL_LENGTH} characters")
@@ -155,7 +214,7 @@ def check_url(url: str, *, allow_private: Sequence[IPNetwork] = ()) -> ParsedUrl
     port = parsed.port if parsed.port is not None else DEFAULT_PORTS[parsed.scheme]
     if not 1 <= port <= 65535:
         raise UnsafeUrlError(f"URL port {port} is outside 1-65535")
-    ip = _check_host(host, allow_private)
+    ip = _check_host(host, port, allow_private, deny)
     normalised = str(parsed.copy_with(fragment=None))
     if len(normalised) > MAX_URL_LENGTH:
         raise UnsafeUrlError(f"URL is longer than {MAX_URL_LENGTH} characters once normalised")
@@ -168,8 +227,11 @@ def resolve_safe(
     *,
     allow_private: Sequence[IPNetwork] = (),
     resolver: Resolver = socket.getaddrinfo,
+    deny: Sequence[Endpoint] = (),
 ) -> list[IPAddress]:
-    """Resolve `host` once (A and AAAA) and return its addresses; refuse if any is not public."""
+    """Resolve `host` once (A and AAAA) and return its addresses; refuse if any is not public
+    (or is a denied endpoint at `port`)."""
+    _check_name_denied(host, port, deny)
     try:
         answers = resolver(host, port)
     except (OSError, UnicodeError) as exc:
@@ -186,7 +248,7 @@ def resolve_safe(
         raise WebhookUnavailableError(f"{host} has no IPv4 or IPv6 address")
     for address in addresses:
         # Any bad answer refuses the host: a resolver may hand out the answers in any order.
-        check_address(address, allow_private, host)
+        check_address(address, allow_private, host, port=port, deny=deny)
     return addresses
 
 
@@ -212,10 +274,12 @@ class PinnedTransport(httpx.BaseTransport):
         *,
         allow_private: Sequence[IPNetwork] = (),
         resolver: Resolver = socket.getaddrinfo,
+        deny: Sequence[Endpoint] = (),
     ) -> None:
         self._inner = inner if inner is not None else direct_transport()
         self._allow_private = tuple(allow_private)
         self._resolver = resolver
+        self._deny = tuple(deny)
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         url = request.url
@@ -224,8 +288,9 @@ class PinnedTransport(httpx.BaseTransport):
         host = url.raw_host.decode("ascii")
         port = url.port if url.port is not None else DEFAULT_PORTS[url.scheme]
         pinned = resolve_safe(
-            host, port, allow_private=self._allow_private, resolver=self._resolver
-        )[0]
+            host, port, allow_private=self._allow_private, resolver=self._resolver,
+            deny=self._deny,
+        )[0]  # fmt: skip
         if "host" not in request.headers:
             request.headers["host"] = url.netloc.decode("ascii")
         request.url = url.copy_with(host=str(pinned))

@@ -20,7 +20,7 @@ from worker.carriers.base import Carrier, InboundRequest
 from worker.carriers.registry import carrier_for_name
 from worker.celery_app import MAX_COUNTDOWN_SECONDS, create_app
 from worker.contract import (
-    FLUSH_RECEIPTS,
+    DRAIN_RECEIPTS,
     HANDLE_CARRIER_RECEIPT,
     POST_RECEIPT,
     SEND_MANY,
@@ -29,14 +29,8 @@ from worker.contract import (
 from worker.inbound import ReceiptIntake
 from worker.inbound import done as inbox_done
 from worker.otp.resend import RESEND_OTP, Resender
-from worker.receipt_batches import (
-    BatchConfig,
-    BatchFlusher,
-    ReceiptBatches,
-    batching_deliverer,
-)
-from worker.receipts import ReceiptDeliverer
-from worker.runtime import Runtime, runtime
+from worker.receipts.engine import EngineStoppedError, ReceiptEngine
+from worker.runtime import Runtime, build_receipt_engine, runtime
 from worker.sending import Sender
 from worker.signals import configure_logging as _connects_signals  # noqa: F401 - logs, metrics
 
@@ -72,7 +66,7 @@ def send_many(message_ids: list[str]) -> str:
 def _sender() -> Sender:
     rt = runtime()
     return Sender(
-        rt.store, rt.carrier, rt.publisher, rt.settings.effective_public_url, receipts=_batches()
+        rt.store, rt.carrier, rt.publisher, rt.settings.effective_public_url, receipts=rt.router
     )
 
 
@@ -92,30 +86,33 @@ def _once(name: str, build: Callable[[Runtime], T]) -> T:
     return cast(T, part)
 
 
-def _batches() -> ReceiptBatches:
-    return _once(
-        "batches",
-        lambda rt: ReceiptBatches(rt.store, rt.publisher, BatchConfig.from_settings(rt.settings)),
-    )
-
-
 @app.task(name=POST_RECEIPT)
 def post_receipt(message_id: str, level: int) -> str:
-    """Deliver the level's receipt to the client's `dlr-url` (retries are scheduled durably)."""
-    return _receipts()[0].deliver(message_id, int(level)).result
+    """Put the level's receipt in its endpoint's queue (the receipt engine delivers it)."""
+    placed = runtime().router.route([(str(message_id), int(level))])
+    return "routed" if placed else "gone"
 
 
-@app.task(name=FLUSH_RECEIPTS)
-def flush_receipts(group: str) -> str:
-    """Send the `dlr-batch` receipts waiting for one dlr-url together (worker.receipt_batches)."""
-    return _receipts()[1].flush(group)
+@app.task(name=DRAIN_RECEIPTS)
+def drain_receipts(endpoint: str) -> str:
+    """Wake this process's receipt engine to drain one endpoint's queue; returns at once."""
+    try:
+        _engine().ring(str(endpoint))
+    except EngineStoppedError as exc:
+        raise Reject(exc, requeue=True) from exc  # another worker's engine takes it
+    return "ringing"
 
 
-def _receipts() -> tuple[ReceiptDeliverer, BatchFlusher]:
-    return _once(
-        "receipts",
-        lambda rt: batching_deliverer(rt.store, rt.keys, rt.callbacks, rt.publisher, rt.settings),
-    )
+def _engine() -> ReceiptEngine:
+    return _once("engine", build_receipt_engine)
+
+
+def stop_receipt_engine(timeout: float = 10.0) -> None:
+    """Let this process's receipt engine finish its rounds (worker shutdown)."""
+    rt = runtime()
+    engine = rt.parts.get("engine")
+    if isinstance(engine, ReceiptEngine):
+        engine.stop(timeout)
 
 
 @app.task(name=HANDLE_CARRIER_RECEIPT, bind=True, max_retries=UNKNOWN_RECEIPT_RETRIES)
@@ -128,7 +125,7 @@ def handle_carrier_receipt(
     carrier = _carrier(carrier_name)
     last_try = self.request.retries >= UNKNOWN_RECEIPT_RETRIES
     try:
-        outcome = ReceiptIntake(rt.store, rt.publisher, _batches()).handle(
+        outcome = ReceiptIntake(rt.store, rt.publisher, rt.router).handle(
             carrier, inbound_request(request), record_unknown=last_try
         )
     except (redis.ConnectionError, redis.TimeoutError) as exc:

@@ -32,7 +32,7 @@ def generate_secret() -> str:
     return SECRET_PREFIX + base64.b64encode(token_bytes(SECRET_BYTES)).decode("ascii")
 
 
-def _decode_secret(secret: str) -> bytes:
+def decode_secret(secret: str) -> bytes:
     raw = secret.removeprefix(SECRET_PREFIX)
     try:
         key = base64.b64decode(raw, validate=True)
@@ -56,7 +56,7 @@ def sign(secrets: Sequence[str], msg_id: str, timestamp: int, body: bytes) -> st
     content = f"{msg_id}.{int(timestamp)}.".encode() + body
     signatures = []
     for secret in secrets:
-        digest = hmac.new(_decode_secret(secret), content, hashlib.sha256).digest()
+        digest = hmac.new(decode_secret(secret), content, hashlib.sha256).digest()
         signatures.append("v1," + base64.b64encode(digest).decode("ascii"))
     return " ".join(signatures)
 

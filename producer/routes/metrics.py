@@ -1,4 +1,8 @@
-"""`/metrics` (Prometheus, no key) and what the API itself observes: logs, requests, OTP.
+"""`/metrics` (Prometheus; no API key, optionally a bearer token of its own) and what the API
+itself observes: logs, requests, OTP.
+
+With `SMSQ_METRICS_TOKEN` set, `/metrics` answers only `Authorization: Bearer <that token>`
+(compared in constant time) and 401 otherwise: the page shows carrier names and volumes.
 
 `install(app)` is the API's operations wiring, called once the routes are in: the `/metrics`
 route; JSON logs (`worker.logs`, uvicorn's lines too); a middleware counting requests by route
@@ -8,17 +12,19 @@ answer's `status`); and the 403 / 429 answers of keyed routes in the OpenAPI doc
 
 from __future__ import annotations
 
+import hmac
 import time
 from typing import Any
 
 import orjson
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.routing import APIRoute
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from producer.auth import UnauthorizedError
 from producer.services import ServicesDep
 from worker import logs, metrics
 
@@ -35,10 +41,21 @@ ERROR_BODY = {"application/json": {"schema": {"$ref": "#/components/schemas/Erro
     response_class=Response,
     responses={200: {"content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}}}},
 )
-async def metrics_endpoint(services: ServicesDep) -> Response:
+async def metrics_endpoint(request: Request, services: ServicesDep) -> Response:
     """Prometheus text format: every process's counters plus queue and scheduler gauges."""
+    token = services.settings.metrics_token.get_secret_value()
+    if token and not has_token(request.headers.get("authorization", ""), token):
+        raise UnauthorizedError("/metrics needs 'Authorization: Bearer <SMSQ_METRICS_TOKEN>'")
     body = await run_in_threadpool(metrics.exposition, services.redis)
     return Response(body, media_type=CONTENT_TYPE_LATEST)
+
+
+def has_token(header: str, token: str) -> bool:
+    """`Bearer <token>` in an Authorization header, compared in constant time."""
+    scheme, _, given = header.partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(
+        given.strip().encode(), token.encode()
+    )
 
 
 class RequestMetrics:

@@ -42,7 +42,7 @@ def send(request: Request, key: OtpSendKey, raw: JsonBody, services: ServicesDep
     """Send a code by SMS on the otp lane: 202 with the challenge id and its expiry."""
     body = parse_model(OtpSendRequest, parse_json_body(raw, services.settings.max_body_bytes))
     try:
-        sent = desk(request, services).send(body, key.id)
+        sent = desk(request, services).send(body, key.id, key.countries)
     except OtpUnavailableError as exc:
         return unavailable(exc)
     return JsonResponse(sent.as_json(), status_code=202)

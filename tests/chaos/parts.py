@@ -127,6 +127,9 @@ class Served:
             self._thread.join(10)
         self._server = self._thread = None
 
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
 
 @dataclass(frozen=True, slots=True)
 class Arrival:

@@ -8,7 +8,8 @@ message is final and every requested receipt taken, and counts.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -151,13 +152,19 @@ SCENARIOS = {
 }
 
 
+@contextmanager
+def started(system: ChaosSystem) -> Iterator[ChaosSystem]:
+    """The system started, and stopped at the end whatever fails (its start included)."""
+    try:
+        system.start()
+        yield system
+    finally:
+        system.stop()
+
+
 def run(scenario: Scenario, n: int, workdir: Path, timeout: float | None = None) -> ChaosResult:
     """Play `scenario` with `n` messages on a fresh system under `workdir`; count."""
-    system = ChaosSystem(workdir, scenario.layout)
-    system.start()
-    try:
+    with started(ChaosSystem(workdir, scenario.layout)) as system:
         scenario.play(system, n)
         system.wait_done(timeout or 60 + n / 20)
         return system.result(scenario.name)
-    finally:
-        system.stop()

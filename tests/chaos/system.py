@@ -37,7 +37,7 @@ RECEIPT_QUEUES = "dlr,carrier-dlr"
 # request can last longer: 1 s connect + 1 s read), a receipt lease is 2·1 + 2·1 + 2 = 6 s.
 TIMINGS = {
     "SMSQ_CARRIER_CONNECT_TIMEOUT": "1", "SMSQ_CARRIER_READ_TIMEOUT": "1",
-    "SMSQ_DLR_CONNECT_TIMEOUT": "1", "SMSQ_DLR_READ_TIMEOUT": "1",
+    "SMSQ_DLR_CONNECT_TIMEOUT": "1", "SMSQ_DLR_TIMEOUT": "2",
     "SMSQ_RECONCILE_INTERVAL": "0.5", "SMSQ_RECONCILE_GRACE": "5",
     "SMSQ_RECONCILE_CLAIM_LEASE": "4", "SMSQ_RECONCILE_RECEIPT_DEADLINE": "300",
     "SMSQ_RECONCILE_UNACKED_AFTER": "15",
@@ -53,6 +53,7 @@ class Layout:
     pool: str = "threads"  # or prefork, to have pool children to kill
     concurrency: int = 16
     env: dict[str, str] = field(default_factory=dict)  # settings over TIMINGS
+    start_timeout: float = 120.0  # for the simulator, then the API, to answer (a loaded machine)
 
 
 class ChaosSystem:
@@ -64,6 +65,8 @@ class ChaosSystem:
         ports = [free_port() for _ in range(4)]
         self.redis_port, self.sim_port, self.api_port, receiver_port = ports
         self.redis_server = EmbeddedRedis(workdir / "redis", port=self.redis_port)
+        self.client = redis.Redis.from_url(self.redis_server.url, decode_responses=True)  # lazy
+        self.store = Store(self.client)
         self.receiver = Receiver()
         self.receiver_server = Served(self.receiver.app(), receiver_port)
         self.receipt_url = f"http://127.0.0.1:{receiver_port}/r"
@@ -109,14 +112,14 @@ class ChaosSystem:
 
     # -- the parts ------------------------------------------------------------------------------
     def start(self) -> None:
+        """Start every part; if one fails, what did start runs on until `stop()` (`started`
+        calls it whatever happens)."""
         self.redis_server.start()
-        self.client = redis.Redis.from_url(self.redis_server.url, decode_responses=True)
-        self.store = Store(self.client)
         self.key_id = KeyStore(self.client).create("chaos").key.id
         self.receiver_server.start()
         self.start_smsq(with_sim=True)
-        wait_http(f"{self.sim_url}/stats", timeout=30)
-        wait_http(f"http://127.0.0.1:{self.api_port}/healthz", timeout=30)
+        wait_http(f"{self.sim_url}/stats", timeout=self.layout.start_timeout)
+        wait_http(f"http://127.0.0.1:{self.api_port}/healthz", timeout=self.layout.start_timeout)
 
     def start_smsq(self, *, with_sim: bool = False) -> None:
         """Every smsq process (and the simulator, the first time)."""
@@ -140,14 +143,28 @@ class ChaosSystem:
             part.kill()
 
     def stop(self) -> None:
+        """Stop every part that runs, however far `start()` got."""
         parts = [self.scheduler, *self.workers(), self.api, self.sim]
-        for part in parts:
-            part.terminate()
-        for part in parts:
-            part.wait(timeout=10)
-        self.receiver_server.stop()
-        self.client.close()
-        self.redis_server.stop()
+        try:
+            for part in parts:
+                part.terminate()
+            for part in parts:
+                part.wait(timeout=10)
+        finally:
+            try:
+                self.receiver_server.stop()
+                self.client.close()
+            finally:
+                self.redis_server.stop()
+
+    def running(self) -> list[str]:
+        """Names of the processes (and servers) of this run still running."""
+        parts = [self.scheduler, *self.workers(), self.api, self.sim]
+        names = [p.name for p in parts if p.process is not None and p.process.poll() is None]
+        redis_process = self.redis_server.process
+        if redis_process is not None and redis_process.poll() is None:
+            names.append("redis")
+        return names + ["receiver"] * self.receiver_server.running()
 
     def sim_stats(self) -> dict[str, Any]:
         return cast(dict[str, Any], httpx.get(f"{self.sim_url}/stats", timeout=30).json())

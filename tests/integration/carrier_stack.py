@@ -2,7 +2,8 @@
 environment (`SMSQ_CARRIER*`, `SMSQ_CARRIERS_FILE`), the carriers started by each test.
 
 Built from `tests.integration.stack`'s pieces; unlike `running_stack` it runs no simulator of
-its own and passes any extra `SMSQ_*` settings to the workers.
+its own and passes any extra `SMSQ_*` settings to the workers and the API (which accepts
+receipts for the carriers configured so, checked with the same server key).
 """
 
 from __future__ import annotations
@@ -16,7 +17,13 @@ import httpx
 import redis
 
 from producer.api import create_app
-from tests.integration.stack import run_scheduler, stop_process, wait_for, worker_process
+from tests.integration.stack import (
+    SECRET_KEY,
+    run_scheduler,
+    stop_process,
+    wait_for,
+    worker_process,
+)
 from tests.servers import serve_app
 from worker.celery_app import create_app as create_celery_app
 from worker.keys import KeyStore
@@ -73,14 +80,18 @@ def carrier_stack(
 ) -> Iterator[CarrierStack]:
     """Run the API, the scheduler and `workers` worker processes with `env` on top."""
     with ExitStack() as stack:
-        settings = Settings(redis_url=redis_url, dlr_allow_private=["127.0.0.0/8"])
+        common = {"SMSQ_SECRET_KEY": SECRET_KEY, **env}
+        settings = Settings.model_validate(
+            {name.removeprefix("SMSQ_").lower(): value for name, value in common.items()}
+            | {"redis_url": redis_url, "dlr_allow_private": ["127.0.0.0/8"]}
+        )
         api_url = stack.enter_context(serve_app(create_app(settings)))
         worker_env = {
             "SMSQ_REDIS_URL": redis_url,
             "SMSQ_PUBLIC_URL": api_url,
             "SMSQ_DLR_ALLOW_PRIVATE": "127.0.0.0/8",
             "SMSQ_WORKER_CONCURRENCY": str(concurrency),
-            **env,
+            **common,
         }
         for i in range(workers):
             process = worker_process(worker_env, concurrency=concurrency, name=f"cw{i}")

@@ -1,10 +1,14 @@
-"""A real Kannel for integration tests: bearerbox + smsbox + Kannel's own fake SMSC client.
+"""A real Kannel for integration tests: bearerbox + smsbox + an SMSC.
 
 Debian's `kannel` package has `bearerbox` and `smsbox`; `kannel-extras` has the test client
 `fakesmsc`, which connects to a `smsc = fake` connection in bearerbox and prints every message
 it is handed (`Got message N: <from to udh <udh> data <text>>`, url-encoded). Bearerbox's fake
 SMSC reports delivery (DLR type 1) for every message it hands over with a device-level
 `dlr-mask`, so receipts really come back through smsbox's `dlr-url`.
+
+fakesmsc only ever delivers. With `smpp_port`, bearerbox instead binds (`smsc = smpp`,
+transceiver) to an SMPP SMSC on that port, e.g. our stand-in (`tests.smpp.smsc`), which can
+refuse a `submit_sm` or report `EXPIRED`, `UNDELIV`, `REJECTD`.
 
 `.ci/run` installs the packages; where the binaries are absent, `KANNEL_MISSING` says why and
 the tests skip.
@@ -53,12 +57,7 @@ log-level = 1
 box-allow-ip = "127.0.0.1"
 dlr-storage = internal
 
-group = smsc
-smsc = fake
-smsc-id = fake
-port = {smsc}
-connect-allow-ip = "127.0.0.1"
-
+{smsc_group}
 group = smsbox
 bearerbox-host = 127.0.0.1
 bearerbox-port = {box}
@@ -74,6 +73,29 @@ max-messages = 1
 group = sms-service
 keyword = default
 text = "No service"
+"""
+
+FAKE_SMSC = """\
+group = smsc
+smsc = fake
+smsc-id = fake
+port = {port}
+connect-allow-ip = "127.0.0.1"
+"""
+
+SMPP_SMSC = """\
+group = smsc
+smsc = smpp
+smsc-id = smpp
+host = 127.0.0.1
+port = {port}
+transceiver-mode = true
+smsc-username = smsq
+smsc-password = smsc-secret
+system-type = ""
+interface-version = 34
+reconnect-delay = 1
+max-pending-submits = 10
 """
 
 _LINE = re.compile(r"Got message \d+: <(\S+) (\S+) (udh (\S+) data|data|text) ?(.*)>$")
@@ -122,14 +144,18 @@ def free_ports(count: int) -> list[int]:
 
 
 @contextmanager
-def running_kannel(directory: Path) -> Iterator[Kannel]:
-    """Start bearerbox, the fake SMSC client and smsbox; stop them (by pid) afterwards."""
+def running_kannel(directory: Path, *, smpp_port: int | None = None) -> Iterator[Kannel]:
+    """Start bearerbox, the SMSC (Kannel's fake SMSC client, or a bind to the SMPP SMSC on
+    `smpp_port`) and smsbox; stop them (by pid) afterwards, whatever fails."""
     if not (BEARERBOX and SMSBOX and FAKESMSC):
         raise RuntimeError(KANNEL_MISSING)
     admin, box, smsc, sendsms = free_ports(4)
     config = directory / "kannel.conf"
-    values = {"admin": admin, "box": box, "smsc": smsc, "sendsms": sendsms, "dir": directory}
-    config.write_text(CONFIG.format(username=USERNAME, password=PASSWORD, **values))
+    group = SMPP_SMSC.format(port=smpp_port) if smpp_port else FAKE_SMSC.format(port=smsc)
+    values = {"admin": admin, "box": box, "sendsms": sendsms, "dir": directory}
+    config.write_text(
+        CONFIG.format(username=USERNAME, password=PASSWORD, smsc_group=group, **values)
+    )
     output = directory / "fakesmsc.out"
     with ExitStack() as stack:
 
@@ -142,7 +168,10 @@ def running_kannel(directory: Path) -> Iterator[Kannel]:
 
         start([BEARERBOX, "-v", "2", str(config)], directory / "bearerbox.out")
         _wait_port(admin)
-        start([FAKESMSC, "-H", "127.0.0.1", "-r", str(smsc), "-m", "0", "1 2 text x"], output)
+        if smpp_port is None:
+            start([FAKESMSC, "-H", "127.0.0.1", "-r", str(smsc), "-m", "0", "1 2 text x"], output)
+        else:
+            output.touch()
         start([SMSBOX, "-v", "2", str(config)], directory / "smsbox.out")
         url = f"http://127.0.0.1:{sendsms}"
         _wait_sendsms(url)

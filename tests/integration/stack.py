@@ -7,6 +7,7 @@ scheduler runs in a thread. Everything talks to the session's Redis.
 
 from __future__ import annotations
 
+import base64
 import os
 import signal
 import subprocess
@@ -37,6 +38,8 @@ from worker.simulator import SimulatorConfig, create_simulator_app
 ALL_QUEUES = "otp,normal,bulk,dlr,carrier-dlr"
 REPO = Path(__file__).resolve().parents[2]
 SECRET_KEY = "integration-test-server-key"  # API and workers must share it (OTP codes)
+# What the simulator may sign its receipt requests with (`SimulatorConfig.receipt_secret`).
+RECEIPT_SECRET = "whsec_" + base64.b64encode(b"integration-test-receipt-secret!").decode()
 
 
 def worker_process(
@@ -158,6 +161,7 @@ def running_stack(
             carrier_url=sim_url,
             dlr_allow_private=["127.0.0.0/8"],
             secret_key=SECRET_KEY,
+            carrier_receipt_secret=RECEIPT_SECRET,
             broker_url=broker_url,
         )
         api_url = stack.enter_context(serve_app(create_app(settings)))

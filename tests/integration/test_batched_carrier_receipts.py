@@ -1,5 +1,6 @@
-"""Batched carrier receipts (#9) end to end: the simulator POSTs its receipts as JSON lists of up
-to 50, the API keeps each list as one inbound request, one task applies it."""
+"""Batched carrier receipts end to end: the simulator POSTs its receipts as signed JSON lists of up
+to 50 (receipts of many segments, vouched for by its `receipt_secret`), the API keeps each list
+as one inbound request, one task applies it."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.integration.stack import running_stack, wait_for
+from tests.integration.stack import RECEIPT_SECRET, running_stack, wait_for
 from tests.receiver import Receiver
 from worker.simulator import SimulatorConfig
 
@@ -22,7 +23,10 @@ def test_batched_receipts_deliver_every_message_and_each_client_receipt_once(
 ) -> None:
     """300 level-3 messages: all delivered, a level-1 and a level-2 receipt each, exactly once,
     from far fewer receipt requests than receipts."""
-    sim = SimulatorConfig(receipt_delay=0.2, receipt_batch=50, receipt_batch_window_ms=200)
+    sim = SimulatorConfig(
+        receipt_delay=0.2, receipt_batch=50, receipt_batch_window_ms=200,
+        receipt_secret=RECEIPT_SECRET,  # a signed list may hold receipts of many segments
+    )  # fmt: skip
     receiver = Receiver()
     with running_stack(redis_url, sim=sim, receiver=receiver) as stack:
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from bench import kannel
 from bench.e2e import run
+from tests.integration.kannel import KANNEL_MISSING
 
 pytestmark = pytest.mark.integration
 
@@ -23,3 +25,16 @@ class TestE2eHarness:
         ):
             assert name in rows, f"missing {name!r} in {sorted(rows)}"
         assert rows["e: scheduled messages"] == "2,000"
+
+
+class TestKannelHarness:
+    @pytest.mark.skipif(KANNEL_MISSING is not None, reason=KANNEL_MISSING or "")
+    def test_reports_kannel_alone_smsq_through_it_and_the_ratio(self) -> None:
+        """Both measurements run on one real Kannel at a tiny size (figures not asserted)."""
+        rows = dict(kannel.run(20))
+        for name in (
+            "kannel alone: messages/s (SMSC has all, every DLR back)",
+            "smsq via kannel: messages/s (every level-1 + level-2 receipt)",
+            "ratio smsq / kannel alone (target ≥ 0.5)",
+        ):
+            assert name in rows, f"missing {name!r} in {sorted(rows)}"

@@ -1,15 +1,22 @@
-"""The `kannel` adapter against a real Kannel (bearerbox + smsbox + its fake SMSC).
+"""The `kannel` adapter against a real Kannel (bearerbox + smsbox + an SMSC).
 
-Multipart GSM and UCS-2 messages must arrive intact at the fake SMSC (reassembled here from
-the UDH of each part), and the receipts Kannel fetches from our `dlr-url` must come back in
-and correlate, so that the messages end `delivered`.
+With Kannel's fake SMSC: multipart GSM and UCS-2 messages must arrive intact (reassembled here
+from the UDH of each part), and the receipts Kannel fetches from our `dlr-url` must come back
+in and correlate, so that the messages end `delivered`.
+
+With our SMPP SMSC stand-in behind Kannel (`smsc = smpp`): the SMSC's answer to `submit_sm`
+is the level-1 receipt (an acceptance, or a refusal as a final `rejected`), and its receipts'
+`stat:` (`EXPIRED`, `UNDELIV`, `REJECTD`, `DELIVRD`) the level-2 one, through Kannel's DLR
+types (8, 16, 1, 2, 34).
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -24,6 +31,10 @@ from tests.integration.kannel import (
     running_kannel,
 )
 from tests.integration.stack import wait_for
+from tests.receiver import Receiver
+from tests.servers import serve_app
+from tests.smpp.pdu import Status
+from tests.smpp.smsc import Outcome, RunningSmsc, by_last_digit, running_smsc
 from worker.carriers.base import SegmentSubmission
 from worker.carriers.kannel import KannelCarrier
 from worker.carriers.routing import is_carrier_side
@@ -39,13 +50,15 @@ UCS2_LONG = "Привет, мир! Emoji 😀 stay whole. " * 6  # surrogate pai
 SHORT = "Your code is 123456"
 
 
-@pytest.fixture(scope="module")
+# Class-scoped: each class's Kannel and smsq stack stop before the next class starts theirs
+# (the workers of two stacks on one Redis would take each other's tasks).
+@pytest.fixture(scope="class")
 def kannel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kannel]:
     with running_kannel(Path(tmp_path_factory.mktemp("kannel"))) as running:
         yield running
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="class")
 def stack(redis_server_url: str, kannel: Kannel) -> Iterator[CarrierStack]:
     env = {
         "SMSQ_CARRIER": "kannel",
@@ -118,6 +131,118 @@ class TestKannel:
             with pytest.raises(CarrierUnavailableError) as caught:
                 carrier.submit(segment())
         assert caught.value.code == "unreachable"
+
+
+# What the SMSC does, by the destination's last digit.
+SMSC_SCRIPT = by_last_digit(
+    {
+        "1": Outcome(submit_status=Status.RSUBMITFAIL),
+        "2": Outcome(stat="UNDELIV", err="034"),
+        "3": Outcome(stat="EXPIRED"),
+        "4": Outcome(stat="REJECTD", err="011"),
+    }
+)
+
+
+@pytest.fixture(scope="class")
+def smsc() -> Iterator[RunningSmsc]:
+    with running_smsc(SMSC_SCRIPT) as running:
+        yield running
+
+
+@pytest.fixture(scope="class")
+def smpp_stack(
+    redis_server_url: str, smsc: RunningSmsc, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[CarrierStack, str, Receiver]]:
+    """smsq → Kannel → the SMPP stand-in, and a receiver for the client's receipts."""
+    directory = Path(tmp_path_factory.mktemp("kannel-smpp"))
+    receiver = Receiver()
+    with ExitStack() as stack:
+        kannel = stack.enter_context(running_kannel(directory, smpp_port=smsc.port))
+        receiver_url = stack.enter_context(serve_app(receiver.app()))
+        env = {
+            "SMSQ_CARRIER": "kannel",
+            "SMSQ_CARRIER_URL": kannel.url,
+            "SMSQ_CARRIER_USERNAME": USERNAME,
+            "SMSQ_CARRIER_PASSWORD": PASSWORD,
+        }
+        running = stack.enter_context(carrier_stack(redis_server_url, env))
+        yield running, receiver_url, receiver
+
+
+ACCEPTED = ("accepted", "ESME_ROK")
+
+
+class TestKannelOverSmpp:
+    @pytest.mark.parametrize(
+        ("to", "final", "receipts"),
+        [
+            ("+4915110000010", "delivered", [ACCEPTED, ("delivered", "DELIVRD")]),
+            ("+4915110000011", "rejected", [("rejected", "REJECTD")]),
+            ("+4915110000012", "undelivered", [ACCEPTED, ("undelivered", "UNDELIV")]),
+            ("+4915110000013", "expired", [ACCEPTED, ("expired", "EXPIRED")]),
+            ("+4915110000014", "rejected", [ACCEPTED, ("rejected", "REJECTD")]),
+        ],
+        ids=["delivered", "submit-refused", "undeliv", "expired", "rejectd"],
+    )  # fmt: skip
+    def test_the_smscs_answers_become_the_receipts(
+        self,
+        smpp_stack: tuple[CarrierStack, str, Receiver],
+        to: str,
+        final: str,
+        receipts: list[tuple[str, str]],
+    ) -> None:
+        """Level 1 is the SMSC's answer to submit_sm (a refusal is a final level-1 `rejected`),
+        level 2 its receipt's `stat:`; the message ends in the same state."""
+        stack, receiver_url, receiver = smpp_stack
+        path = f"/r/{to[1:]}"
+        message_id = stack.send(
+            {
+                "to": to,
+                "content": SHORT,
+                "dlr": True,
+                "dlr-level": 3,
+                "dlr-url": receiver_url + path,
+            }
+        )
+        (message,) = stack.wait_all([message_id], {final}, timeout=30)
+
+        def arrived() -> list[dict[str, Any]] | None:
+            found = [r.json() for r in receiver.snapshot() if r.path == path]
+            return found if len(found) >= len(receipts) else None
+
+        got = sorted(wait_for(arrived, 20, "receipts missing"), key=lambda r: r["level"])
+        assert [(r["status"], r["message_status"]) for r in got] == receipts
+        assert [r["level"] for r in got] == list(range(1, len(receipts) + 1))
+        assert message["status"] == final
+        if final == "rejected":
+            code = "0x00000045" if len(receipts) == 1 else "011"
+            assert got[-1]["error"]["code"] == code
+            assert message["segments"][0]["status"] == "rejected"
+
+    def test_a_multipart_message_is_accepted_when_every_part_is(
+        self, smpp_stack: tuple[CarrierStack, str, Receiver], smsc: RunningSmsc
+    ) -> None:
+        """Each part is answered by the SMSC; the level-1 receipt comes once, for all."""
+        stack, receiver_url, receiver = smpp_stack
+        path = "/r/multipart"
+        message_id = stack.send(
+            {"to": "+4915110000015", "content": GSM_LONG, "dlr": True, "dlr-level": 3,
+             "dlr-url": receiver_url + path}
+        )  # fmt: skip
+        (message,) = stack.wait_all([message_id], {"delivered"}, timeout=30)
+        assert [s["status"] for s in message["segments"]] == ["delivered"] * 3
+        got = wait_for(
+            lambda: (
+                len(found := [r.json() for r in receiver.snapshot() if r.path == path]) >= 2
+                and found
+            ),
+            20,
+            "receipts missing",
+        )
+        assert sorted((r["level"], r["status"]) for r in got) == [(1, "accepted"), (2, "delivered")]
+        parts = [s for s in smsc.submitted if s.pdu.destination_addr.endswith("0000015")]
+        assert len(parts) == 3
 
 
 def segment() -> SegmentSubmission:

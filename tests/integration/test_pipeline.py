@@ -10,7 +10,8 @@ import httpx
 import pytest
 from standardwebhooks.webhooks import Webhook
 
-from tests.integration.stack import Stack, running_stack, wait_for
+from tests.integration.stack import SECRET_KEY, Stack, running_stack, wait_for
+from worker.receipts.tokens import receipt_key, segment_token
 from worker.simulator import SimulatorConfig
 
 pytestmark = pytest.mark.integration
@@ -159,9 +160,12 @@ class TestReceipts:
 
 class TestCarrierReceiptsIn:
     def test_unknown_carrier_id_is_recorded_and_answered_200(self, stack: Stack) -> None:
-        """A receipt for an id we never issued gets 200 and is recorded, not a crash."""
+        """An authenticated receipt for an id we never issued gets 200 and is recorded, not a
+        crash."""
+        key = receipt_key(SECRET_KEY)
+        assert key is not None
         reply = httpx.post(
-            f"{stack.api_url}/carriers/sim/dlr",
+            f"{stack.api_url}/carriers/sim/dlr?ref=nobody:1&token={segment_token(key, 'nobody:1')}",
             json={"carrier_id": "sim-nobody", "status": "DELIVRD", "err": "000"},
         )
         assert reply.status_code == 200

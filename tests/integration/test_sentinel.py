@@ -94,7 +94,8 @@ def start_sentinel(directory: Path, primary_port: int) -> SentinelProcess:
 
 @pytest.fixture(scope="module")
 def primary(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedis]:
-    server = EmbeddedRedis(tmp_path_factory.mktemp("primary"), appendonly=False)
+    # No password: the sentinel and the replica would need it too, which is not what this tests.
+    server = EmbeddedRedis(tmp_path_factory.mktemp("primary"), appendonly=False, password="")
     server.start()
     try:
         yield server
@@ -182,8 +183,8 @@ def test_celery_publishes_through_a_kombu_form_sentinel_broker(
 
 def test_a_failover_is_followed(tmp_path: Path) -> None:
     """After `SENTINEL FAILOVER`, the same client writes to the promoted replica."""
-    first = EmbeddedRedis(tmp_path / "a", appendonly=False)
-    second = EmbeddedRedis(tmp_path / "b", appendonly=False)
+    first = EmbeddedRedis(tmp_path / "a", appendonly=False, password="")
+    second = EmbeddedRedis(tmp_path / "b", appendonly=False, password="")
     first.start()
     watcher: SentinelProcess | None = None
     client: redis.Redis | None = None

@@ -18,6 +18,7 @@ from producer.services import Services
 from tests.unit.fake_services import fake_services, keyed_client
 from worker.keys import KeyStore
 from worker.queueing import CeleryPublisher
+from worker.receipts.tokens import receipt_key, segment_token
 from worker.settings import Settings
 from worker.store import Store
 
@@ -214,13 +215,16 @@ class TestCarrierReceiptNames:
         )
         client = fakeredis.FakeRedis(decode_responses=True)
         services = Services(
-            settings=Settings(carriers_file=str(carriers)),
+            settings=Settings(carriers_file=str(carriers), secret_key="k"),
             redis=client,
             store=Store(client),
             keys=KeyStore(client),
             publisher=CeleryPublisher(Celery("test", broker="memory://"), client),
             idempotency=Idempotency(client),
         )
+        key = receipt_key("k")
+        assert key is not None
+        query = f"ref=m:1&token={segment_token(key, 'm:1')}&id=m.1&type=1"
         with TestClient(create_app(services=services)) as api:
-            assert api.post("/carriers/kannel-eu/dlr?id=1&type=1").status_code == 200
-            assert api.post("/carriers/kannel-us/dlr?id=1&type=1").status_code == 404
+            assert api.post(f"/carriers/kannel-eu/dlr?{query}").status_code == 200
+            assert api.post(f"/carriers/kannel-us/dlr?{query}").status_code == 404

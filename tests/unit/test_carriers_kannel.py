@@ -77,7 +77,7 @@ class TestSubmit:
         self, carrier: KannelCarrier, smsbox: Smsbox
     ) -> None:
         """GSM text goes as UTF-8 with coding 0, the binary UDH as `udh`, to /cgi-bin/sendsms."""
-        assert carrier.submit(make_segment()) == Accepted("m1.1")
+        assert carrier.submit(make_segment()) == Accepted("m1.1", awaiting_ack=True)
         (request,) = smsbox.requests
         assert request.method == "GET"
         assert request.url.path == "/cgi-bin/sendsms"
@@ -107,16 +107,32 @@ class TestSubmit:
         """`dlr-mask` and a `dlr-url` carrying our id and Kannel's escape codes."""
         carrier.submit(make_segment(seq=2))
         params = smsbox.raw_params()
-        assert params["dlr-mask"] == b"19"
+        assert params["dlr-mask"] == b"27"  # delivered, failed, SMSC accepted, SMSC rejected
         url = params["dlr-url"].decode()
         assert url.startswith("http://api.test/carriers/kannel/dlr?id=m1.2&")
         for escape in ("type=%d", "ts=%T", "fid=%F", "answer=%A"):
             assert escape in url
 
     def test_no_receipt_no_dlr_parameters(self, carrier: KannelCarrier, smsbox: Smsbox) -> None:
-        """Without a receipt wanted, neither `dlr-mask` nor `dlr-url` is sent."""
-        carrier.submit(make_segment(want_receipt=False))
+        """Without a receipt wanted, neither `dlr-mask` nor `dlr-url` is sent, and nothing
+        will come back to wait for."""
+        assert not carrier.submit(make_segment(want_receipt=False)).awaiting_ack
         assert not {"dlr-mask", "dlr-url"} & set(smsbox.raw_params())
+
+    @pytest.mark.parametrize(
+        ("mask", "awaits"),
+        [(27, True), (31, True), (24, True), (19, False), (11, False), (3, False)],
+    )
+    def test_level_one_waits_for_the_smsc_when_the_mask_asks(
+        self, smsbox: Smsbox, mask: int, awaits: bool
+    ) -> None:
+        """Kannel's 202 only queues: with 8 and 16 in the mask the SMSC's answer is awaited
+        (a receipt); without them the 202 is all there is."""
+        with httpx.Client(transport=httpx.MockTransport(smsbox)) as client:
+            carrier = KannelCarrier(client, URL, username="u", password="p", dlr_mask=mask)
+            assert carrier.acknowledges_by_receipt is awaits
+            assert carrier.submit(make_segment()).awaiting_ack is awaits
+        assert smsbox.raw_params()["dlr-mask"] == str(mask).encode()
 
     @pytest.mark.parametrize(
         ("url", "path"),
@@ -206,24 +222,32 @@ def callback(url: str) -> InboundRequest:
     return InboundRequest(method="GET", url=url, query=query, headers={})
 
 
+# Callbacks as Kannel makes them: `%d` and `%A` for each kind of SMSC answer (1.4 and 1.6).
+ANSWER_DELIVRD = "id:7 sub:001 dlvrd:001 submit date:2511251946 done date:2511251946 stat:DELIVRD err:000 text:Your code"  # noqa: E501
+KANNEL_DLRS = [
+    # (%d, %A, state, error code)
+    ("1", ANSWER_DELIVRD, SegmentStatus.DELIVERED, None),
+    ("1", "", SegmentStatus.DELIVERED, None),
+    ("2", "id:7 stat:UNDELIV err:034", SegmentStatus.UNDELIVERED, "034"),
+    ("2", "id:7 stat:EXPIRED err:000", SegmentStatus.EXPIRED, None),  # 1.4, text receipt
+    ("34", "id:7 stat:EXPIRED err:000", SegmentStatus.EXPIRED, None),  # 32|2: 1.6, expired
+    ("34", "", SegmentStatus.EXPIRED, None),  # 1.6's DLR_EXPIRED without text
+    ("2", "id:7 stat:REJECTD err:011", SegmentStatus.REJECTED, "011"),
+    ("2", "id:7 stat:DELETED err:000", SegmentStatus.UNDELIVERED, "kannel_dlr_2"),
+    ("2", "id:7 stat:UNKNOWN err:000", SegmentStatus.UNDELIVERED, "kannel_dlr_2"),
+    ("66", "id:7 stat:UNKNOWN err:000", SegmentStatus.UNDELIVERED, "kannel_dlr_66"),  # 64|2
+    ("2", "", SegmentStatus.UNDELIVERED, "kannel_dlr_2"),
+    ("4", "id:7 stat:ACCEPTD err:000", SegmentStatus.ACCEPTED, None),  # buffered
+    ("4", "id:7 stat:ENROUTE err:000", SegmentStatus.ACCEPTED, None),
+    ("8", "ACK/", SegmentStatus.ACCEPTED, None),  # the SMSC's submit_sm_resp, OK
+    ("16", "NACK/0x00000045/Submit failed", SegmentStatus.REJECTED, "0x00000045"),
+    ("16", "NACK/", SegmentStatus.REJECTED, "kannel_dlr_16"),
+    ("32", "id:7 stat:ENROUTE err:000", SegmentStatus.ACCEPTED, None),  # intermediate
+]
+
+
 class TestParseReceipts:
-    @pytest.mark.parametrize(
-        ("kind", "answer", "status", "error_code"),
-        [
-            (
-                "1",
-                "id:1 sub:001 dlvrd:001 stat:DELIVRD err:000 text:",
-                SegmentStatus.DELIVERED,
-                None,
-            ),
-            ("2", "id:1 stat:UNDELIV err:034", SegmentStatus.UNDELIVERED, "034"),
-            ("2", "id:1 stat:EXPIRED err:000", SegmentStatus.EXPIRED, None),
-            ("2", "", SegmentStatus.UNDELIVERED, "kannel_dlr_2"),
-            ("4", "", SegmentStatus.ACCEPTED, None),
-            ("8", "ACK/", SegmentStatus.ACCEPTED, None),
-            ("16", "NACK/0x00000045/Unknown", SegmentStatus.REJECTED, "kannel_dlr_16"),
-        ],
-    )
+    @pytest.mark.parametrize(("kind", "answer", "status", "error_code"), KANNEL_DLRS)
     def test_dlr_types(
         self,
         carrier: KannelCarrier,
@@ -232,7 +256,7 @@ class TestParseReceipts:
         status: SegmentStatus,
         error_code: str | None,
     ) -> None:
-        """`%d` gives the state; an SMPP `stat:EXPIRED` and `err:` refine it."""
+        """`%d` is a bitmask giving the state; a failure's `stat:` and `err:` refine it."""
         url = dlr_url("http://api.test/carriers/kannel/dlr", "m1.2")
         filled = url.replace("%d", kind).replace("%T", "1764100000").replace("%A", answer)
         (receipt,) = carrier.parse_receipts(callback(filled.replace("%i", "").replace("%F", "")))
@@ -240,6 +264,26 @@ class TestParseReceipts:
         assert receipt.status is status
         assert receipt.error_code == error_code
         assert receipt.done_at == "2025-11-25T19:46:40+00:00"
+        failed = status in (SegmentStatus.UNDELIVERED, SegmentStatus.REJECTED)
+        assert receipt.error_message == (answer if failed and answer else None)
+
+    @pytest.mark.parametrize(
+        ("kind", "status"),
+        [
+            ("24", SegmentStatus.REJECTED),  # 16 over 8
+            ("18", SegmentStatus.REJECTED),  # 16 over 2
+            ("3", SegmentStatus.UNDELIVERED),  # 2 over 1
+            ("9", SegmentStatus.DELIVERED),  # 1 over 8
+            ("12", SegmentStatus.ACCEPTED),
+            ("127", SegmentStatus.REJECTED),
+        ],
+    )
+    def test_several_bits_the_strongest_wins(
+        self, carrier: KannelCarrier, kind: str, status: SegmentStatus
+    ) -> None:
+        """A refusal beats a failure, which beats delivery, which beats an acceptance."""
+        (receipt,) = carrier.parse_receipts(callback(f"http://api.test/dlr?id=m1.1&type={kind}"))
+        assert receipt.status is status
 
     def test_minimal_receipt(self, carrier: KannelCarrier) -> None:
         """Only `id` and `type` are required."""
@@ -247,9 +291,15 @@ class TestParseReceipts:
         assert receipts == [CarrierReceipt("m9.1", SegmentStatus.DELIVERED)]
 
     @pytest.mark.parametrize(
-        "query", ["type=1", "id=m1.1", "id=m1.1&type=3", "id=&type=1", "id=m1.1&type=%25d"]
-    )
+        "query",
+        [
+            "type=1", "id=m1.1", "id=&type=1", "id=m1.1&type=%25d", "id=m1.1&type=0",
+            "id=m1.1&type=64", "id=m1.1&type=128", "id=m1.1&type=-2", "id=m1.1&type=%C2%B2",
+            "id=m1.1&type=0x10", "id=m1.1&type=00002",
+        ],
+    )  # fmt: skip
     def test_garbage_is_invalid(self, carrier: KannelCarrier, query: str) -> None:
-        """A missing id or type, an unknown type, or an unfilled escape is a ValidationError."""
+        """A missing id or type, a type with no known bit, or an unfilled escape is a
+        ValidationError."""
         with pytest.raises(ValidationError):
             carrier.parse_receipts(callback(f"http://api.test/dlr?{query}"))

@@ -209,3 +209,36 @@ class TestQuotas:
         with pytest.raises(RateLimitedError, match="daily"):
             quotas.charge(key, 2)
         quotas.charge(key, 1)  # the rate's one slot was still free
+
+
+class TestCountries:
+    def test_a_key_has_no_list_of_its_own_by_default(self, keys: KeyStore) -> None:
+        """Without `--countries` a key follows the deployment's SMSQ_ALLOWED_COUNTRIES."""
+        created = keys.create("app")
+        stored = keys.get(created.key.id)
+        assert stored is not None
+        assert created.key.countries == stored.countries == ()
+
+    def test_round_trips_its_countries(self, keys: KeyStore) -> None:
+        """A key's countries are checked, upper-cased, stored and read back; `*` too."""
+        created = keys.create("app", countries=["us", "km"])
+        assert created.key.countries == ("US", "KM")
+        stored = keys.get(created.key.id)
+        assert stored is not None
+        assert stored.countries == ("US", "KM")
+        assert keys.create("anywhere", countries=["*"]).key.countries == ("*",)
+
+    def test_refuses_unknown_countries(self, keys: KeyStore) -> None:
+        """An unknown country code is a ValueError naming it; nothing is stored."""
+        with pytest.raises(ValueError, match="XX"):
+            keys.create("app", countries=["US", "XX"])
+        assert keys.list() == []
+
+    def test_set_countries_replaces_or_clears(self, keys: KeyStore) -> None:
+        """`set_countries` replaces the list; an empty one goes back to the deployment's."""
+        key_id = keys.create("app", countries=["US"]).key.id
+        assert keys.set_countries(key_id, ["gb", "de"])
+        assert keys.get(key_id).countries == ("GB", "DE")  # type: ignore[union-attr]
+        assert keys.set_countries(key_id, [""])
+        assert keys.get(key_id).countries == ()  # type: ignore[union-attr]
+        assert not keys.set_countries("nope", ["US"])

@@ -84,21 +84,63 @@ class TestSendLimits:
         assert number_prefix("+14155552671") == "+1415555"
 
     def test_every_dimension_by_default(self) -> None:
-        """Number, prefix, key and country each have a limit, from the settings."""
-        limits = send_limits(Settings(), to="+14155552671", region="US", key_id="k1")
-        assert [(lim.kind, lim.subject) for lim in limits] == [
-            ("number", "+14155552671"),
-            ("prefix", "+1415555"),
-            ("key", "k1"),
-            ("country", "US"),
+        """Number, prefix and country per key, the key's rate and daily cap, and the shared
+        ceilings per destination, all from the settings."""
+        limits = send_limits(Settings(), to="+14155552671", region="US", key_id="k1", now=T0)
+        day = T0 // 86_400_000
+        assert [(lim.kind, lim.subject, lim.shared) for lim in limits] == [
+            ("number", "k1:+14155552671", False),
+            ("prefix", "k1:+1415555", False),
+            ("country", "k1:US", False),
+            ("key", "k1", False),
+            ("day", f"k1:{day}", False),
+            ("number", "+14155552671", True),
+            ("prefix", "+1415555", True),
+            ("country", "US", True),
         ]
-        assert (limits[0].count, limits[0].window) == (5, 3600)
+        assert [(lim.count, lim.window) for lim in limits[:1] + limits[5:6]] == [
+            (5, 3600), (25, 3600)
+        ]  # fmt: skip
 
     def test_a_zero_limit_is_off(self) -> None:
         """A limit of 0 drops that dimension."""
-        settings = Settings(otp_limit_prefix=0, otp_limit_country=0)
-        limits = send_limits(settings, to="+14155552671", region="US", key_id="k1")
+        settings = Settings(
+            otp_limit_prefix=0, otp_limit_country=0, otp_limit_key_daily=0,
+            otp_ceiling_number=0, otp_ceiling_prefix=0, otp_ceiling_country=0,
+        )  # fmt: skip
+        limits = send_limits(settings, to="+14155552671", region="US", key_id="k1", now=T0)
         assert [lim.kind for lim in limits] == ["number", "key"]
+
+    def test_each_key_counts_apart(self) -> None:
+        """Two keys' limits for one destination are different counters; the ceilings are one."""
+        first, second = (
+            {lim.key for lim in send_limits(Settings(), to="+14155552671", region="US",
+                                            key_id=key, now=T0)}
+            for key in ("k1", "k2")
+        )  # fmt: skip
+        assert first & second == {
+            "smsq:otp:ceiling:number:+14155552671",
+            "smsq:otp:ceiling:prefix:+1415555",
+            "smsq:otp:ceiling:country:US",
+        }
+
+    def test_ceilings_default_to_five_keys_worth(self) -> None:
+        """Unset, a ceiling is 5 times its per-key limit, so raising a limit raises it too."""
+        settings = Settings(otp_limit_number=100, otp_limit_prefix=30, otp_limit_country=7)
+        ceilings = (
+            settings.otp_ceiling("number"),
+            settings.otp_ceiling("prefix"),
+            settings.otp_ceiling("country"),
+        )
+        assert ceilings == (500, 150, 35)
+        assert Settings(otp_ceiling_prefix=40).otp_ceiling("prefix") == 40
+
+    @pytest.mark.parametrize("scope", ["number", "prefix", "country"])
+    def test_a_ceiling_must_be_above_the_limit(self, scope: str) -> None:
+        """A ceiling one key alone could reach is refused at start-up."""
+        with pytest.raises(ValueError, match=f"SMSQ_OTP_CEILING_{scope.upper()}"):
+            Settings.model_validate({f"otp_limit_{scope}": 10, f"otp_ceiling_{scope}": 10})
+        Settings.model_validate({f"otp_limit_{scope}": 10, f"otp_ceiling_{scope}": 0})  # off
 
 
 class TestSendGate:
@@ -157,3 +199,42 @@ class TestSendGate:
         limit = Limit("prefix", "+1415555", 5, 60)
         gate.admit([limit], "a", T0)
         assert 0 < client.pttl(limit.key) <= 60_000
+
+    def test_a_ceiling_refusal_says_the_destination_is_under_attack(self, gate: SendGate) -> None:
+        """A send within its key's limits refused by a shared ceiling names the scope."""
+        own = Limit("prefix", "k3:+1415555", 5, 3600)
+        ceiling = Limit("prefix", "+1415555", 2, 3600, shared=True)
+        gate.admit([Limit("prefix", "k1:+1415555", 5, 3600), ceiling], "a", T0)
+        gate.admit([Limit("prefix", "k2:+1415555", 5, 3600), ceiling], "b", T0 + 1)
+        with pytest.raises(RateLimitedError, match="this number range") as raised:
+            gate.admit([own, ceiling], "c", T0 + 2)
+        assert raised.value.code == "destination_under_attack"
+        assert "under attack" in str(raised.value)
+
+    def test_the_keys_own_limit_is_named_first(self, gate: SendGate) -> None:
+        """When a key's own limit and a ceiling both refuse, the answer is the key's own limit
+        (a plain rate limit), whichever frees later."""
+        own = Limit("number", "k1:n", 1, 10)
+        ceiling = Limit("number", "n", 2, 100, shared=True)
+        gate.admit([ceiling], "a", T0)
+        gate.admit([own, ceiling], "b", T0)
+        with pytest.raises(RateLimitedError, match="with this API key") as raised:
+            gate.admit([ceiling, own], "c", T0 + 1000)
+        assert (raised.value.code, raised.value.retry_after) == ("rate_limited", 9.0)
+
+    def test_daily_cap_is_a_counter_until_midnight_utc(
+        self, gate: SendGate, client: fakeredis.FakeRedis
+    ) -> None:
+        """The key's daily cap counts sends of the UTC day and renews at 00:00 UTC."""
+        morning = T0 - T0 % 86_400_000 + 8 * 3_600_000
+        (day,) = [
+            lim for lim in send_limits(Settings(otp_limit_key_daily=2), to="+14155552671",
+                                       region="US", key_id="k1", now=morning)
+            if lim.kind == "day"
+        ]  # fmt: skip
+        gate.admit([day], "a", morning)
+        gate.admit([day], "b", morning + 1)
+        assert client.get(day.key) == "2"
+        with pytest.raises(RateLimitedError, match="daily OTP cap") as raised:
+            gate.admit([day], "c", morning + 2)
+        assert raised.value.retry_after == pytest.approx(16 * 3600, abs=1)

@@ -10,7 +10,7 @@ import fakeredis
 import pytest
 from celery import Celery
 
-from tests.unit.test_sending import Carrier, IdempotentCarrier
+from tests.unit.test_sending import Carrier, GatewayCarrier, IdempotentCarrier
 from worker.carriers.base import CarrierReceipt
 from worker.clock import now_ms
 from worker.contract import HANDLE_CARRIER_RECEIPT, POST_RECEIPT, SEND_SMS, SegmentStatus
@@ -30,7 +30,9 @@ from worker.store import (
 )
 
 TO = "+14155552671"
-CONFIG = ReconcilerConfig(grace=10, claim_lease=30, receipt_deadline=3600, backlog=5)
+CONFIG = ReconcilerConfig(
+    grace=10, claim_lease=30, receipt_deadline=3600, ack_deadline=600, backlog=5
+)
 
 
 @dataclass
@@ -179,6 +181,50 @@ class TestMissingTerminalReceipts:
         late = world.store.apply_receipt(message.id, 1, "delivered", None, None)
         assert (late.segment_changed, late.receipt_level) == (False, 0)
         assert world.store.fields(message.id)["status"] == "expired"
+
+
+class TestAwaitingTheSmsc:
+    def sent(self, world: World) -> Message:
+        message = world.message(dlr=True, dlr_level=3, dlr_url="https://client.test/r")
+        Sender(world.store, GatewayCarrier(), world.publisher, "http://api.test").send(message.id)
+        assert world.store.segments(message.id, 1)[0].status == "sent"
+        return message
+
+    def test_a_segment_awaiting_the_smsc_is_not_sent_again(self, world: World) -> None:
+        """Queued at the gateway: no send task is published, however long the wait."""
+        self.sent(world)
+        assert world.run(ahead=11) == {"awaiting_ack": 1}
+        assert world.run(ahead=300) == {}  # next look: at the deadline
+        assert world.take_jobs() == []
+
+    def test_no_answer_in_time_fails_the_submission(self, world: World) -> None:
+        """No SMSC answer within `ack_deadline`: the segment becomes `unknown`, the submission
+        fails with `no_smsc_answer`, and its level-1 receipt goes out; a late answer changes
+        nothing."""
+        message = self.sent(world)
+        world.run(ahead=11)
+        assert world.run(ahead=599) == {}
+        # (the receipt it opens is due at once for this clock: published twice, harmlessly)
+        assert world.run(ahead=601)["no_smsc_answer"] == 1
+        fields = world.store.fields(message.id)
+        assert (fields["status"], fields["submit_outcome"]) == ("failed", "failed")
+        assert world.store.segments(message.id, 1)[0].error_code == "no_smsc_answer"
+        jobs = world.take_jobs()
+        assert jobs
+        assert all(job == (POST_RECEIPT, [message.id, 1], "dlr") for job in jobs)
+        assert world.store.counters()["no_smsc_answer"] == 1
+        world.store.close_receipt(message.id, 1, "sent")
+        assert world.run(ahead=1300) == {}
+        late = world.store.apply_receipt(message.id, 1, "delivered", None, None)
+        assert (late.message_status, late.receipt_levels) == ("failed", ())
+
+    def test_an_answered_segment_leaves_the_watch_list(self, world: World) -> None:
+        """The SMSC's answer finishes the submission: nothing is left to reconcile."""
+        message = self.sent(world)
+        world.store.apply_receipt(message.id, 1, "accepted", None, None)
+        assert world.store.redis.zscore(SUBMIT_WATCH_KEY, message.id) is None
+        world.store.close_receipt(message.id, 1, "sent")
+        assert world.run(ahead=700) == {}
 
 
 class TestClientReceipts:

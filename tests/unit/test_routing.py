@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import fakeredis
 import httpx
@@ -157,12 +157,23 @@ class TestFailover:
         assert net.routed.submit(segment()) == Accepted("id-m1:1", carrier="a")
         assert net.calls() == {"a": 1, "b": 0, "c": 0}
 
+    def test_a_gateways_pending_answer_is_kept(self, net: Net) -> None:
+        """A carrier that only queued the segment (Kannel) stays `awaiting_ack` behind a route."""
+        net.carriers["a"].outcome = lambda s: Accepted(f"id-{s.client_ref}", awaiting_ack=True)
+        assert net.routed.submit(segment()) == Accepted("id-m1:1", carrier="a", awaiting_ack=True)
+
     def test_receipt_url_names_the_carrier(self, net: Net) -> None:
-        """Each carrier is told its own `/carriers/{name}/dlr` under the public URL."""
+        """Each carrier is told its own `/carriers/{name}/dlr` under the public URL, with the
+        segment's reference and token kept."""
         net.carriers["a"].outcome = DOWN
-        net.routed.submit(segment())
-        assert net.carriers["a"].submitted[0].receipt_url == "https://sms.test/carriers/a/dlr"
-        assert net.carriers["b"].submitted[0].receipt_url == "https://sms.test/carriers/b/dlr"
+        query = "ref=m1:1&token=t0k3n"
+        net.routed.submit(replace(segment(), receipt_url=f"http://x.test/carriers/r/dlr?{query}"))
+        assert net.carriers["a"].submitted[0].receipt_url == (
+            f"https://sms.test/carriers/a/dlr?{query}"
+        )
+        assert net.carriers["b"].submitted[0].receipt_url == (
+            f"https://sms.test/carriers/b/dlr?{query}"
+        )
 
     @pytest.mark.parametrize("outcome", [DOWN, UNREACHABLE, BAD_AUTH, THROTTLED])
     def test_goes_to_the_next_carrier(self, net: Net, outcome: Outcome) -> None:

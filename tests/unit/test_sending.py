@@ -12,15 +12,26 @@ import pytest
 
 from worker.carriers.base import Accepted, CarrierReceipt, InboundRequest, SegmentSubmission
 from worker.clock import now_ms
-from worker.contract import POST_RECEIPT, SEND_SMS
+from worker.contract import (
+    MESSAGE_STATUS_WORDS,
+    POST_RECEIPT,
+    SEND_SMS,
+    MessageStatus,
+    SegmentStatus,
+)
 from worker.errors import (
     CarrierError,
     CarrierRejectedError,
     CarrierUnavailableError,
     CarrierUnknownOutcomeError,
 )
+from worker.inbound import ReceiptIntake
+from worker.receipts.payload import build_payload
+from worker.receipts.tokens import receipt_key, segment_token
 from worker.sending import MAX_SEND_ATTEMPTS, RETRY_CAP_SECONDS, Sender, retry_delay
+from worker.settings import get_settings
 from worker.store import SUBMIT_WATCH_KEY, Message, Store, new_message_id
+from worker.store.receipts import Claim, ReceiptStore
 
 TO = "+14155552671"
 TWO_SEGMENTS = "The quick brown fox jumps over the lazy dog. " * 5  # 225 septets
@@ -49,9 +60,11 @@ class Carrier:
     def __init__(self, *outcomes: CarrierError | None) -> None:
         self.outcomes = list(outcomes)
         self.refs: list[str] = []
+        self.receipt_urls: list[str] = []
 
     def submit(self, segment: SegmentSubmission) -> Accepted:
         self.refs.append(segment.client_ref)
+        self.receipt_urls.append(segment.receipt_url)
         outcome = self.outcomes.pop(0) if self.outcomes else None
         if outcome is not None:
             raise outcome
@@ -65,6 +78,16 @@ class IdempotentCarrier(Carrier):
     """A carrier that treats the client reference as an idempotency key."""
 
     honours_client_ref = True
+
+
+class GatewayCarrier(Carrier):
+    """A gateway like Kannel: its acceptance only queues; the SMSC answers with a receipt."""
+
+    acknowledges_by_receipt = True
+
+    def submit(self, segment: SegmentSubmission) -> Accepted:
+        accepted = super().submit(segment)
+        return Accepted(accepted.carrier_id, awaiting_ack=True)
 
 
 def unavailable(retry_after: float | None = None) -> CarrierUnavailableError:
@@ -102,6 +125,23 @@ class TestSubmission:
         assert run.send(message.id).status == "accepted"
         assert run.send(message.id).submitted == 0
         assert carrier.refs == [f"{message.id}:1", f"{message.id}:2"]
+
+    def test_each_segment_s_receipt_url_carries_its_token(
+        self, store: Store, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The carrier is told `…/carriers/{name}/dlr?ref={id}:{seq}&token=…`, one per segment."""
+        monkeypatch.setenv("SMSQ_SECRET_KEY", "sending-test-key")
+        get_settings.cache_clear()
+        message = stored(store, TWO_SEGMENTS, segments=2)
+        carrier = Carrier()
+        run, _ = sender(store, carrier)
+        run.send(message.id)
+        key = receipt_key("sending-test-key")
+        assert key is not None
+        assert carrier.receipt_urls == [
+            f"http://api.test/carriers/fake/dlr?ref={ref}&token={segment_token(key, ref)}"
+            for ref in (f"{message.id}:1", f"{message.id}:2")
+        ]
 
     def test_finishing_opens_and_queues_the_level_one_receipt_once(self, store: Store) -> None:
         """The submission outcome opens the level-1 receipt in the same step, once."""
@@ -228,3 +268,46 @@ class TestRecording:
         assert not store.record_accepted(message.id, 1, "fake", "c-1")
         assert store.segments(message.id, 1)[0].status == "delivered"
         assert store.segment_for_carrier_id("fake", "c-1") == (message.id, 1)
+
+
+class TestGatewayCarriers:
+    """A gateway's acceptance is not the SMSC's: level 1 waits for the SMSC's answer."""
+
+    def answer(self, store: Store, publisher: Publisher, carrier_id: str, status: str) -> None:
+        receipt = CarrierReceipt(carrier_id, SegmentStatus(status), "0x00000045", "NACK/0x45/")
+        assert ReceiptIntake(store, publisher).apply("fake", receipt)
+
+    def test_queued_at_the_gateway_the_submission_stays_open(self, store: Store) -> None:
+        """After the gateway's acceptance the segment is `sent`, nothing is reported, and a
+        redelivered task submits nothing."""
+        message = stored(store, TWO_SEGMENTS, segments=2, dlr=True, dlr_url="https://c.test/r")
+        carrier = GatewayCarrier()
+        run, publisher = sender(store, carrier)
+        assert run.send(message.id).status == "submitting"
+        assert [s.status for s in store.segments(message.id, 2)] == ["sent", "sent"]
+        assert run.send(message.id).submitted == 0
+        assert (len(carrier.refs), publisher.now, publisher.later) == (2, [], [])
+
+    @pytest.mark.parametrize(
+        ("answer", "outcome"), [("accepted", "accepted"), ("rejected", "rejected")]
+    )
+    def test_the_smscs_answer_is_the_level_one_receipt(
+        self, store: Store, answer: str, outcome: str
+    ) -> None:
+        """The SMSC's acceptance or refusal, as a receipt, finishes the submission and sends
+        the level-1 receipt: a refusal is `rejected` (final), not a level-2 `undelivered`."""
+        message = stored(store, dlr=True, dlr_level=3, dlr_url="https://c.test/r")
+        run, publisher = sender(store, GatewayCarrier())
+        run.send(message.id)
+        self.answer(store, publisher, f"c-{message.id}:1", answer)
+        assert publisher.now == [(POST_RECEIPT, [message.id, 1], "dlr")]
+        fields = store.fields(message.id)
+        assert (fields["submit_outcome"], fields["status"]) == (outcome, outcome)
+        (claim,) = ReceiptStore(store.redis).claim([(message.id, 1)], now_ms(), 10_000)
+        assert isinstance(claim, Claim)
+        payload = build_payload(claim)
+        assert (payload["status"], payload["message_status"]) == (
+            outcome, MESSAGE_STATUS_WORDS[MessageStatus(outcome)],
+        )  # fmt: skip
+        if outcome == "rejected":
+            assert payload["error"] == {"code": "0x00000045", "message": "NACK/0x45/"}

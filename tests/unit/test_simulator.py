@@ -23,8 +23,10 @@ from worker.carriers.base import InboundRequest, SegmentSubmission
 from worker.carriers.sim import SimCarrier
 from worker.contract import SegmentStatus
 from worker.errors import CarrierRejectedError, CarrierUnavailableError
+from worker.receipts.tokens import is_signed_by
 from worker.simulator import SimulatorConfig, carrier_sim, create_simulator_app
 from worker.simulator.cli import scenario_config
+from worker.webhooks import generate_secret
 
 TIMEOUT = httpx.Timeout(5.0, connect=2.0)
 
@@ -445,6 +447,90 @@ class TestBatchedReceipts:
         result = CliRunner().invoke(app, ["--receipt-batch", "0"])
         assert result.exit_code == 2
         assert "receipt_batch" in result.output
+
+
+@dataclass
+class Seen:
+    """Receipt requests as received: URL, headers, body."""
+
+    requests: list[InboundRequest] = field(default_factory=list)
+
+
+@pytest.fixture
+def seen() -> Iterator[tuple[str, Seen]]:
+    state = Seen()
+
+    async def dlr(request: Request) -> Response:
+        state.requests.append(
+            InboundRequest(
+                "POST", str(request.url), dict(request.query_params), dict(request.headers),
+                await request.body(),
+            )
+        )  # fmt: skip
+        return Response(status_code=204)
+
+    with serve_app(Starlette(routes=[Route("/dlr", dlr, methods=["POST"])])) as url:
+        yield f"{url}/dlr", state
+
+
+class TestSignedReceipts:
+    """`receipt_secret`: every receipt request signed per Standard Webhooks; batches group by
+    the URL's path, so one request carries receipts of many segments."""
+
+    SECRET = generate_secret()
+
+    @staticmethod
+    def submit(sim: Simulator, url: str, count: int) -> set[str]:
+        return {
+            sim.carrier.submit(
+                make_segment("hi", message_id=f"m{i}", receipt_url=f"{url}?ref=m{i}:1&token=t{i}")
+            ).carrier_id
+            for i in range(count)
+        }
+
+    def test_a_signed_batch_spans_segments(self, seen: tuple[str, Seen]) -> None:
+        url, state = seen
+        config = SimulatorConfig(
+            receipt_delay=0, receipt_batch=10, receipt_batch_window_ms=200,
+            receipt_secret=self.SECRET,
+        )  # fmt: skip
+        with simulator(config) as sim:
+            ids = self.submit(sim, url, 4)
+            wait_for(lambda: sim.stats()["receipts_sent"] == 4)
+        (request,) = state.requests
+        assert request.query == {}
+        assert is_signed_by(self.SECRET, request)
+        assert not is_signed_by(generate_secret(), request)
+        assert {r.carrier_id for r in sim.carrier.parse_receipts(request)} == ids
+
+    def test_unsigned_batches_keep_each_segment_s_url(self, seen: tuple[str, Seen]) -> None:
+        """Without a secret only the URL's token vouches: receipts of one URL go together."""
+        url, state = seen
+        config = SimulatorConfig(receipt_delay=0, receipt_batch=10, receipt_batch_window_ms=100)
+        with simulator(config) as sim:
+            self.submit(sim, url, 3)
+            wait_for(lambda: sim.stats()["receipts_sent"] == 3)
+        assert sorted(r.query["ref"] for r in state.requests) == ["m0:1", "m1:1", "m2:1"]
+        assert all("webhook-signature" not in r.headers for r in state.requests)
+
+    def test_one_by_one_each_goes_to_its_url_signed(self, seen: tuple[str, Seen]) -> None:
+        url, state = seen
+        config = SimulatorConfig(receipt_delay=0, receipt_secret=self.SECRET)
+        with simulator(config) as sim:
+            self.submit(sim, url, 2)
+            wait_for(lambda: sim.stats()["receipts_sent"] == 2)
+        assert sorted(r.query["token"] for r in state.requests) == ["t0", "t1"]
+        assert all(is_signed_by(self.SECRET, r) for r in state.requests)
+
+    def test_the_cli_takes_the_secret_and_refuses_a_bad_one(self) -> None:
+        config = scenario_config(None, {"receipt_secret": self.SECRET})
+        assert config.receipt_secret == self.SECRET
+        assert self.SECRET not in repr(config)
+        app = typer.Typer()
+        app.command()(carrier_sim)
+        result = CliRunner().invoke(app, ["--receipt-secret", "not-a-secret"])
+        assert result.exit_code == 2
+        assert "whsec_" in result.output
 
 
 class TestConfig:

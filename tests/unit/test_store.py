@@ -85,6 +85,8 @@ class TestSegments:
             (["failed", "accepted"], "failed"),
             (["rejected", "failed"], "rejected"),
             (["accepted", "submitting"], None),
+            (["accepted", "sent"], None),
+            (["rejected", "sent"], None),
         ],
     )
     def test_submission_outcome(
@@ -141,6 +143,16 @@ class TestReceiptsIn:
         result = store.apply_receipt(message.id, 1, "delivered", None, None)
         assert (result.message_status, result.became_final) == ("undelivered", True)
 
+    def test_a_rejected_segment_makes_the_message_rejected(self, store: Store) -> None:
+        """An SMSC's REJECTD after acceptance ends the message `rejected`, not `undelivered`,
+        even next to an undelivered segment, and opens the level-2 receipt."""
+        message = self.accepted(store)
+        store.set_fields(message.id, {"dlr": "1", "dlr_level": "2"})
+        store.apply_receipt(message.id, 1, "undelivered", "001", "x")
+        result = store.apply_receipt(message.id, 2, "rejected", "011", "stat:REJECTD")
+        assert (result.message_status, result.became_final) == ("rejected", True)
+        assert result.receipt_levels == (2,)
+
     def test_carrier_index_finds_the_segment(self, store: Store) -> None:
         """A carrier id maps back to its message and segment."""
         message = self.accepted(store)
@@ -170,3 +182,83 @@ class TestReceiptsOut:
         assert store.claim_receipt(message.id, 1) == 1  # same seq on a retry
         store.close_receipt(message.id, 1, "sent")
         assert store.claim_receipt(message.id, 1) == 0
+
+
+class TestAwaitingTheSmsc:
+    """Segments a gateway queued (`sent`): the SMSC's answer, as a receipt, ends the submission."""
+
+    def sent(self, store: Store, segments: int = 1, level: int = 3) -> Message:
+        message = stored(store, segments=segments, dlr=True, dlr_level=level, dlr_url="https://c/r")
+        store.transition(message.id, {"queued"}, "submitting")
+        for seq in range(1, segments + 1):
+            store.claim_segment(message.id, seq)
+            _, _, finished = store.accept_and_finish(
+                message.id, seq, "kannel", f"{message.id}.{seq}", segments, sent=True
+            )
+            assert finished is not None
+            assert finished.outcome is None
+        return message
+
+    def test_sent_is_not_finished(self, store: Store) -> None:
+        """Queued at the gateway: the segment is `sent`, indexed, and nothing is reported."""
+        message = self.sent(store)
+        assert store.segments(message.id, 1)[0].status == "sent"
+        assert store.segment_for_carrier_id("kannel", f"{message.id}.1") == (message.id, 1)
+        fields = store.fields(message.id)
+        assert (fields["status"], "submit_outcome" in fields) == ("submitting", False)
+        assert "rcpt:1:state" not in fields
+
+    def test_the_smsc_accepting_finishes_the_submission(self, store: Store) -> None:
+        """An acceptance receipt records `accepted` and opens the level-1 receipt, once."""
+        message = self.sent(store)
+        result = store.apply_receipt(message.id, 1, "accepted", None, None)
+        assert (result.segment_changed, result.message_status) == (True, "accepted")
+        assert result.receipt_levels == (1,)
+        assert store.fields(message.id)["submit_outcome"] == "accepted"
+        again = store.apply_receipt(message.id, 1, "accepted", None, None)
+        assert (again.segment_changed, again.receipt_levels) == (False, ())
+
+    @pytest.mark.parametrize(("level", "opened"), [(1, (1,)), (3, (1,)), (2, (2,))])
+    def test_the_smsc_refusing_rejects_the_message(
+        self, store: Store, level: int, opened: tuple[int, ...]
+    ) -> None:
+        """A refusal makes the submission (and the message) `rejected`, final: reported at
+        level 1, or at level 2 when only level 2 was asked for."""
+        message = self.sent(store, level=level)
+        result = store.apply_receipt(message.id, 1, "rejected", "0x00000045", "NACK/0x00000045/")
+        assert (result.message_status, result.became_final, result.receipt_levels) == (
+            "rejected", True, opened,
+        )  # fmt: skip
+        assert store.fields(message.id)["submit_outcome"] == "rejected"
+
+    def test_a_terminal_receipt_implies_the_smsc_took_it(self, store: Store) -> None:
+        """Delivered before the acceptance arrived: accepted (level 1), then delivered
+        (level 2), both opened by the one receipt; the late acceptance changes nothing."""
+        message = self.sent(store)
+        result = store.apply_receipt(message.id, 1, "delivered", None, None)
+        assert (result.message_status, result.became_final) == ("delivered", True)
+        assert result.receipt_levels == (1, 2)
+        assert store.fields(message.id)["submit_outcome"] == "accepted"
+        late = store.apply_receipt(message.id, 1, "accepted", None, None)
+        assert not late.segment_changed
+
+    def test_every_segment_must_be_answered(self, store: Store) -> None:
+        """Two segments: the submission finishes with the second answer only."""
+        message = self.sent(store, segments=2)
+        first = store.apply_receipt(message.id, 2, "accepted", None, None)
+        assert (first.message_status, first.receipt_levels) == ("submitting", ())
+        second = store.apply_receipt(message.id, 1, "accepted", None, None)
+        assert (second.message_status, second.receipt_levels) == ("accepted", (1,))
+
+    def test_only_a_sent_segment_becomes_unknown(self, store: Store) -> None:
+        """No answer in time: `unknown` fails the submission; an answered segment keeps its
+        state."""
+        message = self.sent(store, segments=2)
+        store.apply_receipt(message.id, 1, "accepted", None, None)
+        kept = store.apply_receipt(message.id, 1, "unknown", "no_smsc_answer", "none")
+        assert not kept.segment_changed
+        result = store.apply_receipt(message.id, 2, "unknown", "no_smsc_answer", "none")
+        assert (result.message_status, result.became_final, result.receipt_levels) == (
+            "failed", True, (1,),
+        )  # fmt: skip
+        assert [s.status for s in store.segments(message.id, 2)] == ["accepted", "unknown"]

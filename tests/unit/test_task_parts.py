@@ -4,35 +4,26 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-import fakeredis
 import pytest
 
-from tests.unit.test_sending import Publisher
 from worker import tasks
-from worker.receipt_batches import ReceiptBatches
-from worker.settings import Settings
-from worker.store import Store
 
 
-def test_receipt_batches_are_built_once_per_runtime(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_receipt_engine_is_built_once_per_runtime(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One receipt engine per process: built on the first drain, rebuilt in a forked child."""
     built: list[object] = []
-    client = fakeredis.FakeRedis(decode_responses=True)
-    fake = SimpleNamespace(
-        parts={}, store=Store(client), publisher=Publisher(), settings=Settings()
-    )
+
+    def build(rt: object) -> object:
+        built.append(rt)
+        return object()
+
+    fake = SimpleNamespace(parts={})
     monkeypatch.setattr(tasks, "runtime", lambda: fake)
-
-    def counting(*args: object, **kwargs: object) -> object:
-        built.append(args)
-        return ReceiptBatches(*args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(tasks, "ReceiptBatches", counting)
-    first, second = tasks._batches(), tasks._batches()
+    monkeypatch.setattr(tasks, "build_receipt_engine", build)
+    first, second = tasks._engine(), tasks._engine()
     assert first is second
-    assert len(built) == 1
-    other = SimpleNamespace(
-        parts={}, store=Store(client), publisher=Publisher(), settings=Settings()
-    )
+    assert built == [fake]
+    other = SimpleNamespace(parts={})
     monkeypatch.setattr(tasks, "runtime", lambda: other)  # a forked child's new runtime
-    assert tasks._batches() is not first
-    assert len(built) == 2
+    assert tasks._engine() is not first
+    assert built == [fake, other]

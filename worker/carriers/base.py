@@ -45,6 +45,10 @@ class Accepted:
     # Which configured carrier took it, when the adapter routes between several (failover);
     # None means the adapter's own `name`.
     carrier: str | None = None
+    # The carrier only queued it (Kannel's 202): whether its SMSC took it comes later, as a
+    # receipt (ACCEPTED, REJECTED or a terminal one). Set by adapters that
+    # `acknowledges_by_receipt`; the segment is `sent` until then.
+    awaiting_ack: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +81,10 @@ class Carrier(Protocol):
     # True when the carrier takes the whole text and segments it itself (Twilio): only the
     # first segment is submitted, with `full_text`.
     submits_whole_text: bool
+    # Optional capabilities (absent means no): `honours_client_ref` (below), and
+    # `acknowledges_by_receipt`: acceptance only means "queued at a gateway" (Kannel's 202) and
+    # the answer of the SMSC behind it comes later as a receipt; such an adapter returns
+    # `Accepted(awaiting_ack=True)` and the level-1 receipt waits for that answer.
 
     def submit(self, segment: SegmentSubmission) -> Accepted:
         """Submit one segment; raise a `CarrierError` subclass when it was not accepted."""

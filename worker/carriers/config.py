@@ -16,10 +16,13 @@ from typing import Literal, Self
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from worker.settings import Settings
+from worker.webhooks import decode_secret
 
 CarrierType = Literal["sim", "http", "kannel", "twilio"]
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 
+# Carriers whose receipt requests may be signed with a `receipt_secret`.
+SIGNING_TYPES = frozenset({"sim", "http"})
 # Carriers that take the whole text and segment it themselves.
 WHOLE_TEXT_TYPES = frozenset({"http", "twilio"})
 
@@ -36,12 +39,28 @@ class CarrierConfig(BaseModel):
     password_file: str | None = None  # read at load time (container secrets)
     messaging_service: str = ""  # Twilio: MessagingServiceSid instead of `From`
     smsc: str = ""  # Kannel: smsc-id to route through
-    dlr_mask: int = Field(19, ge=1, le=63)  # Kannel
+    dlr_mask: int = Field(27, ge=1, le=63)  # Kannel: 1 + 2 + 8 + 16 (docs/carriers.md)
     rate: float = Field(0.0, ge=0)  # messages per second, all workers together; 0 = no limit
     burst: int = Field(1, ge=1)
     concurrency: int = Field(0, ge=0)  # requests in flight, all workers together; 0 = no limit
     breaker_failures: int = Field(5, ge=0)  # consecutive failures that open it; 0 = no breaker
     breaker_cooldown: float = Field(30.0, gt=0)  # seconds open before a trial request
+    # sim / http: a Standard Webhooks secret (`whsec_…`) the carrier signs its receipt
+    # requests with, besides the per-segment tokens in their URLs (worker.receipts.tokens).
+    receipt_secret: SecretStr = SecretStr("")
+
+    @field_validator("receipt_secret")
+    @classmethod
+    def _check_receipt_secret(cls, value: SecretStr) -> SecretStr:
+        if value.get_secret_value():
+            decode_secret(value.get_secret_value())  # ValueError: not `whsec_` + base64
+        return value
+
+    @model_validator(mode="after")
+    def _receipt_secret_type(self) -> Self:
+        if self.receipt_secret.get_secret_value() and self.type not in SIGNING_TYPES:
+            raise ValueError(f"receipt_secret is for {sorted(SIGNING_TYPES)} carriers only")
+        return self
 
     @property
     def submits_whole_text(self) -> bool:
@@ -124,7 +143,10 @@ class CarriersConfig(BaseModel):
 
 
 def single_carrier(settings: Settings) -> CarriersConfig:
-    """The one carrier of `SMSQ_CARRIER*`, under its type's name, on a default route."""
+    """The one carrier of `SMSQ_CARRIER*`, under its type's name, on a default route.
+    `SMSQ_CARRIER_RECEIPT_SECRET` applies to a carrier type that signs receipts (sim, http):
+    a deployment may set it once for whichever carrier it runs."""
+    signs = settings.carrier in SIGNING_TYPES
     config = CarrierConfig(
         type=settings.carrier,
         url=settings.carrier_url,
@@ -138,6 +160,7 @@ def single_carrier(settings: Settings) -> CarriersConfig:
         concurrency=settings.carrier_concurrency,
         breaker_failures=settings.carrier_breaker_failures,
         breaker_cooldown=settings.carrier_breaker_cooldown,
+        receipt_secret=settings.carrier_receipt_secret if signs else SecretStr(""),
     )
     return CarriersConfig(
         carriers={settings.carrier: config},

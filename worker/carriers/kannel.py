@@ -8,9 +8,13 @@ bytes (`charset=UTF-16BE`), so nothing is transcoded on the way.
 Kannel answers `202 0: Accepted for delivery` (or `3: Queued for later delivery`) and gives no
 message id, so the carrier id is ours: `<message_id>.<seq>`. It travels in the `dlr-url`,
 which Kannel calls back with HTTP GET after filling in its escape codes:
-`%d` (DLR type: 1 delivered, 2 undelivered, 4 buffered, 8 SMSC accepted, 16 SMSC rejected),
-`%T` (Unix time), `%F` (the SMSC's own id), `%i` (smsc-id) and `%A` (the SMSC's DLR text,
-`id:… stat:… err:…` for SMPP).
+`%d` (the DLR type, a bitmask: see `decode_type`), `%T` (Unix time), `%F` (the SMSC's own
+id), `%i` (smsc-id) and `%A` (the SMSC's DLR text, `id:… stat:… err:…` for SMPP; `ACK/…` or
+`NACK/0x…/…` for the SMSC's answer to the submission).
+
+Kannel's 202 only means "queued in Kannel". With a `dlr-mask` that asks for the SMSC's answer
+(8 accepted and 16 rejected, both in the default 27), the adapter `acknowledges_by_receipt`:
+the segment is `sent` until that receipt comes, and the level-1 receipt reports it.
 """
 
 from __future__ import annotations
@@ -31,14 +35,33 @@ SENDSMS_PATH = "/cgi-bin/sendsms"
 # Kannel's `coding` values for our data codings.
 CODINGS = {0: "0", 8: "2"}
 
-# `%d` of a Kannel DLR to segment states.
-DLR_TYPES: dict[str, SegmentStatus] = {
-    "1": SegmentStatus.DELIVERED,
-    "2": SegmentStatus.UNDELIVERED,
-    "4": SegmentStatus.ACCEPTED,  # buffered at the SMSC
-    "8": SegmentStatus.ACCEPTED,  # the SMSC took it
-    "16": SegmentStatus.REJECTED,  # the SMSC refused it
-    "32": SegmentStatus.ACCEPTED,  # an SMSC intermediate notification
+# Bits of Kannel's DLR type `%d` (gw/dlr.h), also the bits of `dlr-mask`.
+DELIVERED, FAILED, BUFFERED, SMSC_ACK, SMSC_NACK, INTERMEDIATE = 1, 2, 4, 8, 16, 32
+# Kannel (Debian's 1.4.5, and 1.6) reports an SMPP receipt whose `message_state` is EXPIRED as
+# 34 (FAILED | 32), and 1.6 one that is UNKNOWN as 66 (FAILED | 64); 32 alone is an
+# intermediate notice.
+KNOWN_BITS = 127
+# What `dlr-mask` asks for by default: delivered, failed, the SMSC's accept and its refusal.
+# Not 4 (buffered, intermediate SMSC notices smsq reports nothing for: one more callback per
+# segment) nor 32 (asks the SMSC for intermediate notices too).
+DEFAULT_DLR_MASK = DELIVERED | FAILED | SMSC_ACK | SMSC_NACK  # 27
+# `%d` to a segment state: the first bit set wins (a refusal or failure over anything else).
+DLR_TYPES: tuple[tuple[int, SegmentStatus], ...] = (
+    (SMSC_NACK, SegmentStatus.REJECTED),  # the SMSC refused the submission
+    (FAILED, SegmentStatus.UNDELIVERED),  # refined by `stat:` (`FAILED_STATS`)
+    (DELIVERED, SegmentStatus.DELIVERED),
+    (SMSC_ACK, SegmentStatus.ACCEPTED),  # the SMSC took it
+    (BUFFERED, SegmentStatus.ACCEPTED),  # buffered at the SMSC
+    (INTERMEDIATE, SegmentStatus.ACCEPTED),  # an SMSC intermediate notice
+)
+# A failure's `stat:` (SMPP receipt text) to its state; others stay undelivered.
+FAILED_STATS: dict[str, SegmentStatus] = {
+    "EXPIRED": SegmentStatus.EXPIRED,
+    "REJECTD": SegmentStatus.REJECTED,
+    "REJECTED": SegmentStatus.REJECTED,
+    "UNDELIV": SegmentStatus.UNDELIVERED,
+    "DELETED": SegmentStatus.UNDELIVERED,
+    "UNKNOWN": SegmentStatus.UNDELIVERED,
 }
 
 # Kannel's answers that say the account or gateway is at fault, not the message.
@@ -47,6 +70,8 @@ CARRIER_SIDE_STATUSES = frozenset({401, 403, 404, 405})
 # `stat:` and `err:` inside an SMPP DLR text (`%A`).
 _STAT = re.compile(r"\bstat:([A-Z]{5,8})", re.IGNORECASE)
 _ERR = re.compile(r"\berr:([0-9A-Za-z]{1,8})")
+# Kannel's text for the SMSC's refusal: `NACK/0x00000045/<reason>`.
+_NACK = re.compile(r"^NACK/(0x[0-9A-Fa-f]{1,8})")
 
 
 class KannelCarrier:
@@ -63,7 +88,7 @@ class KannelCarrier:
         password: str,
         name: str = "kannel",
         smsc: str = "",
-        dlr_mask: int = 19,
+        dlr_mask: int = DEFAULT_DLR_MASK,
     ) -> None:
         self.name = name
         self._client = client
@@ -72,6 +97,9 @@ class KannelCarrier:
         self._credentials = (username, password)
         self._smsc = smsc
         self._dlr_mask = dlr_mask
+        # Kannel reports the SMSC's answer only when the mask asks for it (8 and 16): then
+        # level 1 waits for it (`Accepted.awaiting_ack`); else Kannel's 202 is all there is.
+        self.acknowledges_by_receipt = dlr_mask & (SMSC_ACK | SMSC_NACK) == SMSC_ACK | SMSC_NACK
 
     def submit(self, segment: SegmentSubmission) -> Accepted:
         """GET sendsms with this segment; raise a `CarrierError` unless Kannel accepted it."""
@@ -81,7 +109,9 @@ class KannelCarrier:
         except httpx.HTTPError as exc:
             raise transport_error(exc, carrier=self.name) from exc
         self._raise_for_status(response)
-        return Accepted(carrier_id=carrier_id)
+        # Only queued in Kannel: with the SMSC's answer asked for, that receipt settles it.
+        awaiting = self.acknowledges_by_receipt and segment.want_receipt
+        return Accepted(carrier_id=carrier_id, awaiting_ack=awaiting)
 
     def _query(self, segment: SegmentSubmission, carrier_id: str) -> str:
         """The sendsms query string, encoded by hand: `udh` and UCS-2 `text` are bytes."""
@@ -134,25 +164,43 @@ class KannelCarrier:
         query = request.query
         carrier_id = required_str(query, "id")
         kind = required_str(query, "type")
-        status = DLR_TYPES.get(kind)
-        if status is None:
-            raise ValidationError(f"unknown Kannel DLR type {kind[:8]!r}", field="type")
         answer = query.get("answer", "")
         stat = _STAT.search(answer)
-        if status is SegmentStatus.UNDELIVERED and stat and stat.group(1).upper() == "EXPIRED":
-            status = SegmentStatus.EXPIRED
-        err = _ERR.search(answer)
-        error_code = err.group(1) if err and err.group(1).strip("0") else None
+        status = decode_type(kind, stat.group(1) if stat else None)
         failed = status in (SegmentStatus.UNDELIVERED, SegmentStatus.REJECTED)
         return [
             CarrierReceipt(
                 carrier_id=carrier_id,
                 status=status,
-                error_code=error_code or (f"kannel_dlr_{kind}" if failed else None),
+                error_code=_error_code(answer) or (f"kannel_dlr_{kind}" if failed else None),
                 error_message=answer[:200] if failed and answer else None,
                 done_at=_epoch_iso(query.get("ts")),
             )
         ]
+
+
+def decode_type(kind: str, stat: str | None = None) -> SegmentStatus:
+    """The segment state of a DLR type `%d` (a bitmask, `DLR_TYPES`), a failure refined by the
+    SMPP `stat:` word (`FAILED_STATS`); `ValidationError` for anything else."""
+    value = int(kind) if kind.isascii() and kind.isdigit() and len(kind) <= 3 else 0
+    status = next((state for bit, state in DLR_TYPES if value & bit), None)
+    if status is None or value > KNOWN_BITS:
+        raise ValidationError(f"unknown Kannel DLR type {kind[:8]!r}", field="type")
+    if status is not SegmentStatus.UNDELIVERED:
+        return status
+    refined = FAILED_STATS.get((stat or "").upper())
+    if refined is not None:
+        return refined
+    return SegmentStatus.EXPIRED if value & INTERMEDIATE else status  # 34 = expired
+
+
+def _error_code(answer: str) -> str | None:
+    """The SMSC's error: a non-zero `err:` of a receipt, or the status of a `NACK/0x…`."""
+    err = _ERR.search(answer)
+    if err and err.group(1).strip("0"):
+        return err.group(1)
+    nack = _NACK.match(answer)
+    return nack.group(1) if nack else None
 
 
 def dlr_url(receipt_url: str, carrier_id: str) -> str:

@@ -104,13 +104,6 @@ def carrier_for_name(name: str, settings: Settings, client: httpx.Client) -> Car
     return adapter(name, config, settings, client)
 
 
-def configured_names(settings: Settings) -> list[str]:
-    """The names receipts may come in under (`/carriers/{name}/dlr`)."""
-    if settings.carriers_file:
-        return list(load_carriers(settings).carriers)
-    return list(CARRIER_NAMES)
-
-
 def adapter(name: str, config: CarrierConfig, settings: Settings, client: httpx.Client) -> Carrier:
     """The plain adapter for one carrier's configuration."""
     if config.type == "sim":

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import TypeVar
 
 import httpx
@@ -19,6 +16,7 @@ from worker.errors import (
     CarrierUnknownOutcomeError,
     ValidationError,
 )
+from worker.retry_after import MAX_RETRY_AFTER, parse_retry_after
 
 _T = TypeVar("_T")
 
@@ -35,29 +33,6 @@ _NOTHING_SENT: tuple[type[httpx.HTTPError], ...] = (
     httpx.UnsupportedProtocol,
     httpx.LocalProtocolError,
 )
-
-# Longest Retry-After we believe; a carrier saying "come back tomorrow" still gets a cap.
-MAX_RETRY_AFTER = 3600.0
-
-
-def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
-    """Seconds to wait from a `Retry-After` header (delta-seconds or HTTP-date); None if absent."""
-    if value is None or not value.strip():
-        return None
-    value = value.strip()
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = parsedate_to_datetime(value)
-        except (TypeError, ValueError, IndexError):
-            return None
-        if when.tzinfo is None:  # RFC 7231 dates are GMT; a naive parse means the same
-            when = when.replace(tzinfo=UTC)
-        seconds = (when - (now or datetime.now(UTC))).total_seconds()
-    if math.isnan(seconds):
-        return None
-    return min(max(seconds, 0.0), MAX_RETRY_AFTER)
 
 
 def error_details(response: httpx.Response) -> tuple[str, str]:

@@ -48,6 +48,7 @@ from worker.errors import (
     CarrierUnknownOutcomeError,
 )
 from worker.ratelimit import ConcurrencyLimiter, RateLimiter
+from worker.receipts.tokens import for_carrier
 
 log = logging.getLogger(__name__)
 
@@ -195,7 +196,8 @@ class RoutedCarrier:
             token = self._take_slot(gate, tally) if gate.slots else None
             if (gate.slots and token is None) or not self._take_rate(gate, tally):
                 return None
-            submission = replace(segment, receipt_url=f"{self._public_url}/carriers/{name}/dlr")
+            url = for_carrier(segment.receipt_url, self._public_url, name)  # token kept
+            submission = replace(segment, receipt_url=url)
             try:
                 accepted = gate.carrier.submit(submission)
             except CarrierError as exc:
@@ -204,7 +206,7 @@ class RoutedCarrier:
             settled = True
             if gate.breaker:
                 gate.breaker.success()
-            return Accepted(accepted.carrier_id, carrier=accepted.carrier or name)
+            return replace(accepted, carrier=accepted.carrier or name)
         finally:
             if token is not None and gate.slots:
                 gate.slots.release(token)

@@ -143,25 +143,41 @@ class TwilioCarrier:
 
     def is_signed(self, request: InboundRequest, params: Mapping[str, str]) -> bool:
         """True when the signature matches the public URL (or the URL as received)."""
-        given = request.headers.get(SIGNATURE_HEADER, "")
-        if not given or not self._auth_token:
-            return False
-        for url in self._candidate_urls(request.url):
-            expected = signature(url, params, self._auth_token)
-            if hmac.compare_digest(expected.encode(), given.encode()):
-                return True
-        return False
+        return is_signed(
+            request, params, self._auth_token, public_url=self._public_url, name=self.name
+        )
 
-    def _candidate_urls(self, received: str) -> list[str]:
-        """The URL Twilio signed: ours from SMSQ_PUBLIC_URL, as received, each ± default port."""
-        query = urlsplit(received).query
-        public = f"{self._public_url}/carriers/{self.name}/dlr" + (f"?{query}" if query else "")
-        urls: list[str] = []
-        for url in (public, received):
-            for variant in (url, _toggle_default_port(url)):
-                if variant not in urls:
-                    urls.append(variant)
-        return urls
+
+def is_signed(
+    request: InboundRequest,
+    params: Mapping[str, str],
+    auth_token: str,
+    *,
+    public_url: str,
+    name: str,
+) -> bool:
+    """Whether `X-Twilio-Signature` matches the URL Twilio was given (under `public_url`) or
+    the URL as received (each with and without the default port), in constant time."""
+    given = request.headers.get(SIGNATURE_HEADER, "")
+    if not given or not auth_token:
+        return False
+    for url in _candidate_urls(request.url, public_url.rstrip("/"), name):
+        expected = signature(url, params, auth_token)
+        if hmac.compare_digest(expected.encode(), given.encode()):
+            return True
+    return False
+
+
+def _candidate_urls(received: str, public_url: str, name: str) -> list[str]:
+    """The URL Twilio signed: ours from SMSQ_PUBLIC_URL, as received, each ± default port."""
+    query = urlsplit(received).query
+    public = f"{public_url}/carriers/{name}/dlr" + (f"?{query}" if query else "")
+    urls: list[str] = []
+    for url in (public, received):
+        for variant in (url, _toggle_default_port(url)):
+            if variant not in urls:
+                urls.append(variant)
+    return urls
 
 
 def _toggle_default_port(url: str) -> str:

@@ -1,9 +1,17 @@
 """Who may get OTP codes and how often: destination checks and send limits (SMS pumping).
 
-Limits are sliding-window logs: one sorted set per subject (`smsq:otp:limit:{kind}:{subject}`)
-holding a member per send scored by its time, trimmed to the window on every check. Exact, and
-its memory is bounded by the limit. The cooldown and every limit are checked and counted in one
-Lua script, all or nothing: a refused send consumes no quota anywhere.
+Every limit is counted per API key, so one tenant's traffic never uses up another's: per
+(key, number), (key, number range), (key, country), per key over a short window, and per key
+per UTC day. On top, a **ceiling** per destination (number, range, country) counts the sends of
+every key together. It sits well above any one key's limit (the settings insist), so a key that
+keeps to its own limits is refused by it only when many keys at once send to that destination:
+an attack on the destination itself, which the refusal says (`destination_under_attack`).
+
+Limits are sliding-window logs: one sorted set per subject holding a member per send scored by
+its time, trimmed to the window on every check; exact, and the memory is bounded by the count.
+The daily cap is a counter per key and UTC day (it may be large). The cooldown and every limit
+are checked and counted in one Lua script, all or nothing: a refused send counts nowhere, so a
+key refused by its own limits adds nothing to the shared ceilings.
 """
 
 from __future__ import annotations
@@ -15,45 +23,80 @@ import phonenumbers
 import redis
 
 from worker.errors import RateLimitedError, ValidationError
+from worker.geo import region_of
 from worker.settings import Settings
 
+__all__ = ["Limit", "SendGate", "check_destination", "number_prefix", "region_of", "send_limits"]
+
 LIMIT_PREFIX = "smsq:otp:limit:"
+CEILING_PREFIX = "smsq:otp:ceiling:"
 PREFIX_DIGITS_DROPPED = 4  # numbers sharing all but their last 4 digits share a prefix limit
+DAY_MS = 86_400_000
 
 _REASONS = {
     "cooldown": "a code was sent to this number for this purpose moments ago",
-    "number": "too many codes sent to this number",
-    "prefix": "too many codes sent to numbers in this range",
+    "number": "too many codes sent to this number with this API key",
+    "prefix": "too many codes sent to numbers in this range with this API key",
+    "country": "too many codes sent to this country with this API key",
     "key": "too many codes sent with this API key",
-    "country": "too many codes sent to this country",
+    "day": "this API key's daily OTP cap is reached; it renews at 00:00 UTC",
 }
+_DESTINATIONS = {"number": "this number", "prefix": "this number range", "country": "this country"}
+UNDER_ATTACK = "destination_under_attack"
 
-# KEYS[1]: the cooldown key (its value: when the cooldown ends); KEYS[2..]: the limit logs.
-# ARGV: now ms, member, cooldown ms (0 = none), then per log its count and window ms.
-# Returns {index, wait ms}: 0 = the cooldown, i = the log KEYS[i+1], -1 = admitted and counted.
+# KEYS[1]: the cooldown key (its value: when the cooldown ends); KEYS[2..]: the limits, the
+# key's own first, then the shared ceilings.
+# ARGV: now ms, member, cooldown ms (0 = none), how many of the limits are the key's own, then
+# per limit (KEYS[i]: ARGV[3i - 1 .. 3i + 1]) its count, window ms and kind (0: sliding log;
+# 1: a counter that ends with its key).
+# Returns {index, wait ms}: 0 = the cooldown, i = the limit KEYS[i+1], -1 = admitted and counted.
+# A refusal names the key's own limit with the longest wait, else the ceiling with the longest.
 ADMIT = """
 local now = tonumber(ARGV[1])
 local cooldown = tonumber(ARGV[3])
+local own = tonumber(ARGV[4])
 if cooldown > 0 then
   local until_ms = tonumber(redis.call('GET', KEYS[1]) or '0')
   if until_ms > now then return {0, until_ms - now} end
 end
-local worst, wait = -1, 0
+local worst = {-1, -1}
+local wait = {0, 0}
 for i = 2, #KEYS do
-  local count, window = tonumber(ARGV[2 * i]), tonumber(ARGV[2 * i + 1])
-  redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', now - window)
-  local n = redis.call('ZCARD', KEYS[i])
-  if n >= count then
-    local freeing = redis.call('ZRANGE', KEYS[i], n - count, n - count, 'WITHSCORES')
-    local until_free = tonumber(freeing[2]) + window - now
-    if worst < 0 or until_free > wait then worst, wait = i - 1, until_free end
+  local base = 3 * i
+  local count, window = tonumber(ARGV[base - 1]), tonumber(ARGV[base])
+  local until_free = -1
+  if ARGV[base + 1] == '1' then
+    if tonumber(redis.call('GET', KEYS[i]) or '0') >= count then
+      until_free = redis.call('PTTL', KEYS[i])
+      if until_free < 0 then until_free = window end
+    end
+  else
+    redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', now - window)
+    local n = redis.call('ZCARD', KEYS[i])
+    if n >= count then
+      local freeing = redis.call('ZRANGE', KEYS[i], n - count, n - count, 'WITHSCORES')
+      until_free = tonumber(freeing[2]) + window - now
+    end
+  end
+  if until_free >= 0 then
+    local group = (i - 1 <= own) and 1 or 2
+    if worst[group] < 0 or until_free > wait[group] then
+      worst[group], wait[group] = i - 1, until_free
+    end
   end
 end
-if worst >= 0 then return {worst, wait} end
+for group = 1, 2 do
+  if worst[group] >= 0 then return {worst[group], wait[group]} end
+end
 if cooldown > 0 then redis.call('SET', KEYS[1], now + cooldown, 'PX', cooldown) end
 for i = 2, #KEYS do
-  redis.call('ZADD', KEYS[i], now, ARGV[2])
-  redis.call('PEXPIRE', KEYS[i], ARGV[2 * i + 1])
+  local base = 3 * i
+  if ARGV[base + 1] == '1' then
+    redis.call('INCR', KEYS[i])
+  else
+    redis.call('ZADD', KEYS[i], now, ARGV[2])
+  end
+  redis.call('PEXPIRE', KEYS[i], ARGV[base])
 end
 return {-1, 0}
 """
@@ -64,15 +107,14 @@ def number_prefix(to: str) -> str:
     return to[:-PREFIX_DIGITS_DROPPED]
 
 
-def region_of(to: str) -> str:
-    """The ISO 3166 region of an E.164 number (`ZZ` when unknown)."""
-    return phonenumbers.region_code_for_number(phonenumbers.parse(to, None)) or "ZZ"
-
-
 def check_destination(to: str, settings: Settings) -> str:
-    """The region of an E.164 number that may get codes; ValidationError (field `to`) if not."""
+    """The region of an E.164 number that may get codes; ValidationError (field `to`) if not.
+
+    The key's geo permissions apply to every message (`worker.geo`); these are the OTP-only
+    checks on top: `SMSQ_OTP_ALLOWED_COUNTRIES` and the refused number types.
+    """
     number = phonenumbers.parse(to, None)
-    region = phonenumbers.region_code_for_number(number) or "ZZ"
+    region = region_of(to)
     if settings.otp_allowed_countries and region not in settings.otp_allowed_countries:
         raise ValidationError(
             f"codes to numbers in {region} are not enabled",
@@ -91,28 +133,41 @@ def check_destination(to: str, settings: Settings) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Limit:
-    """At most `count` sends per `window` seconds for one subject."""
+    """At most `count` sends per `window` seconds for one subject: of one key, or of every key
+    together (`shared`, a ceiling). `daily`: a counter whose window ends at 00:00 UTC."""
 
-    kind: str  # number, prefix, key, country
+    kind: str  # number, prefix, country, key, day
     subject: str
     count: int
     window: int
+    shared: bool = False
+    daily: bool = False
 
     @property
     def key(self) -> str:
-        return f"{LIMIT_PREFIX}{self.kind}:{self.subject}"
+        return f"{CEILING_PREFIX if self.shared else LIMIT_PREFIX}{self.kind}:{self.subject}"
+
+    def window_ms(self, now: int) -> int:
+        return DAY_MS - now % DAY_MS if self.daily else self.window * 1000
 
 
-def send_limits(settings: Settings, *, to: str, region: str, key_id: str) -> list[Limit]:
+def send_limits(settings: Settings, *, to: str, region: str, key_id: str, now: int) -> list[Limit]:
     """The limits one send to `to` with key `key_id` counts against (those switched on)."""
+    s = settings
+    destinations = [
+        ("number", to, s.otp_limit_number, s.otp_ceiling("number"), s.otp_limit_number_window),
+        ("prefix", number_prefix(to), s.otp_limit_prefix, s.otp_ceiling("prefix"),
+         s.otp_limit_prefix_window),
+        ("country", region, s.otp_limit_country, s.otp_ceiling("country"),
+         s.otp_limit_country_window),
+    ]  # fmt: skip
     candidates = [
-        Limit("number", to, settings.otp_limit_number, settings.otp_limit_number_window),
-        Limit(
-            "prefix", number_prefix(to), settings.otp_limit_prefix,
-            settings.otp_limit_prefix_window,
-        ),
-        Limit("key", key_id, settings.otp_limit_key, settings.otp_limit_key_window),
-        Limit("country", region, settings.otp_limit_country, settings.otp_limit_country_window),
+        *(Limit(kind, f"{key_id}:{subject}", own, window)
+          for kind, subject, own, _, window in destinations),
+        Limit("key", key_id, s.otp_limit_key, s.otp_limit_key_window),
+        Limit("day", f"{key_id}:{now // DAY_MS}", s.otp_limit_key_daily, 86_400, daily=True),
+        *(Limit(kind, subject, ceiling, window, shared=True)
+          for kind, subject, _, ceiling, window in destinations),
     ]  # fmt: skip
     return [limit for limit in candidates if limit.count > 0]
 
@@ -133,12 +188,24 @@ class SendGate:
         cooldown_ms: int = 0,
     ) -> None:
         """Count one send everywhere, or raise RateLimitedError (with the wait) and count none."""
-        args: list[str | int] = [now, member, cooldown_ms if cooldown_key else 0]
-        for limit in limits:
-            args += [limit.count, limit.window * 1000]
-        keys = [cooldown_key or f"{LIMIT_PREFIX}none", *(limit.key for limit in limits)]
+        ordered = sorted(limits, key=lambda limit: limit.shared)  # the key's own first
+        own = sum(not limit.shared for limit in ordered)
+        args: list[str | int] = [now, member, cooldown_ms if cooldown_key else 0, own]
+        for limit in ordered:
+            args += [limit.count, limit.window_ms(now), int(limit.daily)]
+        keys = [cooldown_key or f"{LIMIT_PREFIX}none", *(limit.key for limit in ordered)]
         index, wait_ms = cast(list[int], self._admit(keys=keys, args=args))
         if index < 0:
             return
-        kind = "cooldown" if index == 0 else limits[index - 1].kind
-        raise RateLimitedError(_REASONS[kind], retry_after=max(1.0, wait_ms / 1000))
+        retry_after = max(1.0, wait_ms / 1000)
+        if index == 0:
+            raise RateLimitedError(_REASONS["cooldown"], retry_after=retry_after)
+        refused = ordered[index - 1]
+        if not refused.shared:
+            raise RateLimitedError(_REASONS[refused.kind], retry_after=retry_after)
+        raise RateLimitedError(
+            f"{_DESTINATIONS[refused.kind]} is getting codes from many senders at once and looks "
+            "under attack (SMS pumping): codes to it are held for every API key for now",
+            retry_after=retry_after,
+            code=UNDER_ATTACK,
+        )

@@ -64,8 +64,9 @@ class Resender:
         if current.status == MessageStatus.DELIVERED:
             return "delivered"
         limits = send_limits(
-            self.settings, to=challenge.to, region=region_of(challenge.to), key_id=challenge.key_id
-        )
+            self.settings, to=challenge.to, region=region_of(challenge.to),
+            key_id=challenge.key_id, now=now,
+        )  # fmt: skip
         try:
             self.gate.admit(limits, f"{challenge.id}:resend", now)
         except RateLimitedError:

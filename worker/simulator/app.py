@@ -77,6 +77,7 @@ class Simulator:
             concurrency=config.receipt_concurrency,
             batch=config.receipt_batch,
             batch_window=config.receipt_batch_window_ms / 1000.0,
+            secret=config.receipt_secret,
         )
         self._rng = random.Random(config.seed)  # a simulation, not a secret
         self.script = Script(config, self._rng)

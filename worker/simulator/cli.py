@@ -10,6 +10,7 @@ from typing import Annotated, Any
 import typer
 import uvicorn
 
+from worker.settings import get_settings
 from worker.simulator.app import create_simulator_app
 from worker.simulator.config import SimulatorConfig
 
@@ -69,11 +70,21 @@ def carrier_sim(
     receipt_batch_window_ms: Annotated[
         float, typer.Option(help="With --receipt-batch: POST what is due at least this often.")
     ] = 50.0,
+    receipt_secret: Annotated[
+        str,
+        typer.Option(
+            help="Standard Webhooks secret (whsec_…) to sign receipts with; batches then group "
+            "by path. Default: SMSQ_CARRIER_RECEIPT_SECRET.",
+            show_default=False,
+        ),
+    ] = "",
     scenario: Annotated[
         Path | None, typer.Option(help="TOML file of these settings; flags given win.")
     ] = None,
 ) -> None:
     """Run a carrier simulator: an SMSC over HTTP that reassembles, answers and sends receipts."""
+    if not receipt_secret:  # what smsq's API checks for its single carrier (`smsq up` sets it)
+        receipt_secret = get_settings().carrier_receipt_secret.get_secret_value()
     given = dict(locals())
     host, port, log_level = given.pop("host"), given.pop("port"), given.pop("log_level")
     scenario_path = given.pop("scenario")

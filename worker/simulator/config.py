@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from worker.webhooks import decode_secret
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +45,10 @@ class SimulatorConfig:
     # latest `receipt_batch_window_ms` after the first of them came due (like Infobip).
     receipt_batch: int = 1
     receipt_batch_window_ms: float = 50.0
+    # A Standard Webhooks secret (`whsec_…`, smsq's carrier `receipt_secret`): every receipt
+    # request is signed with it, and batched receipts are grouped by the receipt URL's path
+    # (one request for many segments, whose per-segment tokens it cannot all carry).
+    receipt_secret: str = field(default="", repr=False)
 
     def __post_init__(self) -> None:
         for name in ("undelivered_ratio", "expired_ratio", "error_rate_5xx", "error_rate_429"):
@@ -59,9 +65,14 @@ class SimulatorConfig:
             raise ValueError("receipt_attempts must be >= 1 and receipt_timeout > 0")
         if self.receipt_concurrency < 1:
             raise ValueError("receipt_concurrency must be >= 1")
+        self._check_receipts()
+        self._check_scripting()
+
+    def _check_receipts(self) -> None:
         if self.receipt_batch < 1 or self.receipt_batch_window_ms < 0:
             raise ValueError("receipt_batch must be >= 1 and receipt_batch_window_ms >= 0")
-        self._check_scripting()
+        if self.receipt_secret:
+            decode_secret(self.receipt_secret)  # ValueError: not `whsec_` + base64
 
     def _check_scripting(self) -> None:
         ratios = ("error_rate_4xx", "duplicate_receipts", "out_of_order_receipts",

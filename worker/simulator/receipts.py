@@ -4,6 +4,12 @@ One receipt per request by default (a JSON object, like Kannel or Twilio). With 
 the receipts due for the same URL are collected and POSTed together as one JSON list (up to
 `batch` per request, flushed at the latest `batch_window` seconds after the first one came due),
 as carriers that batch their receipts do (e.g. Infobip's `results` array).
+
+With a `secret` every request is signed per Standard Webhooks (`webhook-id`, `webhook-timestamp`,
+`webhook-signature`, as smsq's carrier `receipt_secret` expects), and batches group receipts by
+the URL without its query: the per-segment `ref` and `token` of one URL cannot vouch for the
+others, the signature does. Without one, batches group by the whole URL (each request keeps its
+segment's token), so they only ever hold receipts of one segment.
 """
 
 from __future__ import annotations
@@ -11,13 +17,16 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import time
+import uuid
 from datetime import UTC, datetime
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import orjson
 
 from worker.simulator.state import SimulatorState
+from worker.webhooks import signature_headers
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +50,7 @@ class ReceiptSender:
         concurrency: int = 16,
         batch: int = 1,
         batch_window: float = 0.05,
+        secret: str = "",
     ) -> None:
         self._state = state
         self._slots = asyncio.Semaphore(concurrency)  # receipt POSTs in flight
@@ -51,6 +61,7 @@ class ReceiptSender:
         self._tasks: set[asyncio.Task[None]] = set()
         self._batch = batch
         self._batch_window = batch_window
+        self._secret = secret
         # Batched mode: receipts not yet due (timers), and those due but not yet POSTed.
         self._timers: dict[int, asyncio.TimerHandle] = {}
         self._timer_ids = itertools.count()
@@ -105,6 +116,8 @@ class ReceiptSender:
 
     def _came_due(self, key: int, url: str, carrier_id: str, status: str) -> None:
         del self._timers[key]
+        if self._secret:  # signed: one request may carry receipts of any segment
+            url = urlunsplit(urlsplit(url)._replace(query=""))
         due = self._due.setdefault(url, [])
         due.append(_receipt(carrier_id, status))
         if len(due) >= self._batch:
@@ -126,9 +139,10 @@ class ReceiptSender:
 
     async def _send(self, url: str, body: bytes, carrier_ids: list[str]) -> None:
         """POST `body` (the receipts of `carrier_ids`), retrying network errors, 5xx and 429."""
+        msg_id = f"msg_{uuid.uuid4().hex}"  # the same on every attempt
         for attempt in range(1, self._attempts + 1):
             async with self._slots:
-                outcome = await self._post(url, body)
+                outcome = await self._post(url, body, msg_id)
             if outcome == "sent":
                 self._state.receipts_sent += len(carrier_ids)
                 return
@@ -142,12 +156,16 @@ class ReceiptSender:
                    "host": urlsplit(url).netloc},
         )  # fmt: skip
 
-    async def _post(self, url: str, body: bytes) -> str:
+    async def _post(self, url: str, body: bytes, msg_id: str) -> str:
         """`sent`, `retry` (network error, 5xx, 429) or `refused` (any other answer)."""
         assert self._client is not None, "ReceiptSender.start() was not awaited"
         self._state.receipt_requests += 1
+        headers = JSON_HEADERS
+        if self._secret:
+            signed = signature_headers([self._secret], msg_id, int(time.time()), body)
+            headers = {**JSON_HEADERS, **signed}
         try:
-            response = await self._client.post(url, content=body, headers=JSON_HEADERS)
+            response = await self._client.post(url, content=body, headers=headers)
         except httpx.HTTPError as exc:
             logger.info("receipt POST failed: %s", type(exc).__name__)
             return "retry"

@@ -1,24 +1,16 @@
 """The message store in Redis: the source of truth for every message and segment.
 
-Keys (all under `smsq:`):
-  msg:{id}           hash: the message (fields of `Message`), its status and receipt bookkeeping
-  msg:{id}:seg       hash: per-segment fields `{seq}:status`, `{seq}:carrier_id`,
-                     `{seq}:error_code`, `{seq}:error_message`, `{seq}:submitted_at`,
-                     `{seq}:done_at`, `{seq}:attempts`
-  msg:{id}:events    list: JSON events with UTC millisecond timestamps
-  msgs:{key_id}      sorted set (all scores 0): the ids of an API key's messages, by id
+Its keys are built in `worker.store.keys` (the layout is documented there); carrier-id
+correlation adds
   cid:{carrier}:{carrier_id}  string `{id}:{seq}`: correlates carrier receipts to segments
   cid-parked:{carrier}:{carrier_id}  list: receipts that came before their carrier id was stored
   concat:{to}        counter for concatenation references per recipient
-  watch:submit       sorted set: messages not yet submitted, by when progress is due (ms)
-  watch:delivery     sorted set: accepted messages awaiting terminal receipts, by acceptance
-  watch:receipt      sorted set: `{id}:{level}` client receipts not yet done, by when due
-  dlr:dead           sorted set: `{id}:{level}` dead-lettered client receipts, by when
   counters           hash: totals of rare events (unknown outcomes, stale claims, ...)
 
 Every state change that can race (segment claim, receipt aggregation, receipt ordering) is one
 Lua script, so two workers can never both submit a segment or both fire a final receipt; the
-same scripts keep the watch lists the reconciler (`worker.reconciler`) works from.
+same scripts keep the watch lists the reconciler (`worker.reconciler`) works from. Client
+receipts' queues, claims and endpoint health are `worker.store.receipts`.
 """
 
 from __future__ import annotations
@@ -32,53 +24,41 @@ import redis
 
 from worker import scripts
 from worker.clock import now_ms
+from worker.contract import SegmentStatus
 from worker.records import AggregateResult, Finished, Message, SegmentState, parse_segments
+from worker.store.keys import (
+    COUNTERS_KEY,
+    DEAD_LETTER_KEY,
+    DELIVERY_WATCH_KEY,
+    PREFIX,
+    RECEIPT_WATCH_KEY,
+    SUBMIT_WATCH_KEY,
+    carrier_index_key,
+    events_key,
+    key_messages_key,
+    message_key,
+    parked_receipts_key,
+    segments_key,
+)
 
 __all__ = [
-    "AggregateResult", "Finished", "Message", "SegmentState", "Store", "message_key",
-    "new_message_id", "parse_segments",
+    "COUNTERS_KEY", "DEAD_LETTER_KEY", "DELIVERY_WATCH_KEY", "PREFIX", "RECEIPT_WATCH_KEY",
+    "SUBMIT_WATCH_KEY", "AggregateResult", "Finished", "Message", "SegmentState", "Store",
+    "carrier_index_key", "events_key", "key_messages_key", "message_key", "new_message_id",
+    "parked_receipts_key", "parse_segments", "segments_key",
 ]  # fmt: skip
 
-PREFIX = "smsq:"
 CARRIER_INDEX_TTL_SECONDS = 7 * 24 * 3600
 CONCAT_COUNTER_TTL_SECONDS = 7 * 24 * 3600
-SUBMIT_WATCH_KEY = f"{PREFIX}watch:submit"
-DELIVERY_WATCH_KEY = f"{PREFIX}watch:delivery"
-RECEIPT_WATCH_KEY = f"{PREFIX}watch:receipt"
-DEAD_LETTER_KEY = f"{PREFIX}dlr:dead"
-COUNTERS_KEY = f"{PREFIX}counters"
+# How long a receipt for a carrier id not yet stored waits for it (`SMSQ_CARRIER_RECEIPTS_PARK_
+# SECONDS`): the race between a carrier's answer and storing its id takes seconds, not days.
+PARKED_RECEIPT_TTL_SECONDS = 600
 
 
 def new_message_id(at_ms: int | None = None) -> str:
     """A new message id: 32 lower-case hex characters, time-ordered in its first 12 (the
     creation time in ms, `at_ms` or now)."""
     return f"{now_ms() if at_ms is None else at_ms:012x}{uuid.uuid4().hex[:20]}"
-
-
-def key_messages_key(key_id: str) -> str:
-    """The API key's messages: ids (time-ordered) in a sorted set of equal scores, read as a
-    lexicographic range, newest first (`GET /sms`)."""
-    return f"{PREFIX}msgs:{key_id}"
-
-
-def message_key(message_id: str) -> str:
-    return f"{PREFIX}msg:{message_id}"
-
-
-def segments_key(message_id: str) -> str:
-    return f"{PREFIX}msg:{message_id}:seg"
-
-
-def events_key(message_id: str) -> str:
-    return f"{PREFIX}msg:{message_id}:events"
-
-
-def carrier_index_key(carrier: str, carrier_id: str) -> str:
-    return f"{PREFIX}cid:{carrier}:{carrier_id}"
-
-
-def parked_receipts_key(carrier: str, carrier_id: str) -> str:
-    return f"{PREFIX}cid-parked:{carrier}:{carrier_id}"
 
 
 class Store:
@@ -240,16 +220,20 @@ class Store:
             keys=[segments_key(message_id)], args=[seq, error_code, error]
         )
 
-    def record_accepted(self, message_id: str, seq: int, carrier: str, carrier_id: str) -> bool:
-        """Store the carrier's id for a submitted segment and index it for receipts.
+    def record_accepted(
+        self, message_id: str, seq: int, carrier: str, carrier_id: str, *, sent: bool = False
+    ) -> bool:
+        """Store the carrier's id for a submitted segment and index it for receipts; the
+        segment is `accepted`, or with `sent` `sent` (a gateway queued it, the SMSC's answer
+        comes as a receipt).
 
         False when the segment had already moved on (a receipt came first, or another run
         recorded it): the index is still written, the segment's state is left alone.
         """
-        return self.accept_segment(message_id, seq, carrier, carrier_id)[0]
+        return self.accept_segment(message_id, seq, carrier, carrier_id, sent=sent)[0]
 
     def accept_segment(
-        self, message_id: str, seq: int, carrier: str, carrier_id: str
+        self, message_id: str, seq: int, carrier: str, carrier_id: str, *, sent: bool = False
     ) -> tuple[bool, list[dict[str, str]]]:
         """`record_accepted`, also handing back the receipts parked for that carrier id (they
         came before the id was stored; the caller applies them)."""
@@ -258,16 +242,21 @@ class Store:
                 segments_key(message_id), carrier_index_key(carrier, carrier_id),
                 parked_receipts_key(carrier, carrier_id),
             ],
-            args=[seq, carrier_id, carrier, f"{message_id}:{seq}", CARRIER_INDEX_TTL_SECONDS],
+            args=[seq, carrier_id, carrier, f"{message_id}:{seq}", CARRIER_INDEX_TTL_SECONDS,
+                  _recorded(sent)],
         )  # fmt: skip
         return bool(changed), [orjson.loads(item) for item in parked]
 
     def park_receipt(
-        self, carrier: str, carrier_id: str, receipt: Mapping[str, str | None]
+        self,
+        carrier: str,
+        carrier_id: str,
+        receipt: Mapping[str, str | None],
+        ttl: int = PARKED_RECEIPT_TTL_SECONDS,
     ) -> tuple[str, int] | None:
-        """Keep a receipt for a carrier id we do not know until the id is stored; or, if it
-        was stored meanwhile, its (message id, seq)."""
-        found = self._park(self.redis, carrier, carrier_id, receipt)
+        """Keep a receipt for a carrier id we do not know until the id is stored (at most
+        `ttl` seconds); or, if it was stored meanwhile, its (message id, seq)."""
+        found = self._park(self.redis, carrier, carrier_id, receipt, ttl)
         return _segment_ref(found) if found else None
 
     def _park(
@@ -276,10 +265,11 @@ class Store:
         carrier: str,
         carrier_id: str,
         receipt: Mapping[str, str | None],
+        ttl: int = PARKED_RECEIPT_TTL_SECONDS,
     ) -> Any:
         return self._scripts.park_receipt(
             keys=[carrier_index_key(carrier, carrier_id), parked_receipts_key(carrier, carrier_id)],
-            args=[orjson.dumps(dict(receipt)), CARRIER_INDEX_TTL_SECONDS],
+            args=[orjson.dumps(dict(receipt)), ttl],
             client=client,
         )
 
@@ -342,7 +332,14 @@ class Store:
         return Finished(str(outcome), int(level))
 
     def accept_and_finish(
-        self, message_id: str, seq: int, carrier: str, carrier_id: str, total: int
+        self,
+        message_id: str,
+        seq: int,
+        carrier: str,
+        carrier_id: str,
+        total: int,
+        *,
+        sent: bool = False,
     ) -> tuple[bool, list[dict[str, str]], Finished | None]:
         """`accept_segment` of the last segment and then `finish`, in one atomic step (#9).
 
@@ -357,7 +354,7 @@ class Store:
             ],
             args=[
                 total, now_ms(), seq, carrier_id, carrier, f"{message_id}:{seq}",
-                CARRIER_INDEX_TTL_SECONDS,
+                CARRIER_INDEX_TTL_SECONDS, _recorded(sent),
             ],
         )  # fmt: skip
         changed, parked = answer[0], [orjson.loads(item) for item in answer[1]]
@@ -381,10 +378,13 @@ class Store:
         return [_segment_ref(value) if value else None for value in values]
 
     def park_receipts(
-        self, carrier: str, receipts: Sequence[tuple[str, Mapping[str, str | None]]]
+        self,
+        carrier: str,
+        receipts: Sequence[tuple[str, Mapping[str, str | None]]],
+        ttl: int = PARKED_RECEIPT_TTL_SECONDS,
     ) -> list[tuple[str, int] | None]:
         """`park_receipt` of each (carrier id, receipt), in order, in one pipeline."""
-        found = self._each(self._park, [(carrier, cid, receipt) for cid, receipt in receipts])
+        found = self._each(self._park, [(carrier, cid, receipt, ttl) for cid, receipt in receipts])
         return [_segment_ref(answer) if answer else None for answer in found]
 
     def apply_receipts(
@@ -405,7 +405,9 @@ class Store:
         """Apply one carrier receipt to its segment and re-derive the message state, atomically.
 
         A segment never goes backwards (a duplicate or late receipt changes nothing), and the
-        message becomes final exactly once: `became_final` is True for one caller only.
+        message becomes final exactly once: `became_final` is True for one caller only. A
+        receipt for a `sent` segment (the SMSC's answer) may also finish the submission, which
+        opens the level-1 receipt (`AggregateResult.receipt_levels`).
         """
         return _aggregate(
             self._apply(self.redis, message_id, seq, status, error_code, error_message)
@@ -423,7 +425,7 @@ class Store:
         return self._scripts.apply_receipt(
             keys=[
                 message_key(message_id), segments_key(message_id), events_key(message_id),
-                DELIVERY_WATCH_KEY, RECEIPT_WATCH_KEY,
+                DELIVERY_WATCH_KEY, RECEIPT_WATCH_KEY, SUBMIT_WATCH_KEY,
             ],
             args=[seq, status, error_code or "", error_message or "", now_ms()],
             client=client,
@@ -434,7 +436,8 @@ class Store:
         """Register the level's receipt; True only for the first caller (who enqueues it)."""
         return bool(
             self._scripts.open_receipt(
-                keys=[message_key(message_id), RECEIPT_WATCH_KEY], args=[level, now_ms()]
+                keys=[message_key(message_id), segments_key(message_id), RECEIPT_WATCH_KEY],
+                args=[level, now_ms()],
             )
         )
 
@@ -521,8 +524,15 @@ class Begun(NamedTuple):
 
 def _aggregate(answer: Any) -> AggregateResult:
     """The answer of the apply-receipt script as an `AggregateResult`."""
-    changed, status, became_final, level = answer
-    return AggregateResult(bool(changed), str(status), bool(became_final), int(level))
+    changed, status, became_final, level, submitted = answer
+    return AggregateResult(
+        bool(changed), str(status), bool(became_final), int(level), int(submitted)
+    )
+
+
+def _recorded(sent: bool) -> str:
+    """The state of a segment the carrier took: `sent` while the SMSC's answer is to come."""
+    return SegmentStatus.SENT if sent else SegmentStatus.ACCEPTED
 
 
 def _begun(found: Any) -> Begun | None:

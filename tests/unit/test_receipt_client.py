@@ -1,13 +1,14 @@
-"""The receipt sender: payload encoding, signing, outcome mapping, and real HTTP on loopback."""
+"""The receipt client and channels: encoding, signing, outcome mapping, pinning, keep-alive, the
+hard deadline, and real HTTP on loopback."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import threading
-import time
-from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, ClassVar, Literal
 
@@ -16,7 +17,6 @@ import orjson
 import pytest
 from standardwebhooks.webhooks import Webhook
 
-from worker.callbacks import CallbackSender, flatten_query, parse_retry_after
 from worker.errors import (
     UnsafeUrlError,
     WebhookError,
@@ -24,8 +24,9 @@ from worker.errors import (
     WebhookRejectedError,
     WebhookUnavailableError,
 )
-from worker.settings import Settings
-from worker.ssrf import parse_networks
+from worker.receipts.channels import channel_for, flatten_query
+from worker.receipts.client import PoolKey, ReceiptClient
+from worker.ssrf import parse_denied, parse_networks
 from worker.webhooks import generate_secret
 
 PUBLIC_V4 = "93.184.215.14"
@@ -53,10 +54,37 @@ def loopback_resolver(host: str, port: int) -> list[tuple[Any, ...]]:
     return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port))]
 
 
-def mock_sender(
-    handler: Callable[[httpx.Request], httpx.Response], **kwargs: Any
-) -> tuple[CallbackSender, list[httpx.Request]]:
-    """A sender whose network is `handler`, recording each request that reaches it."""
+def deliver(
+    url: str,
+    method: Literal["GET", "POST"] = "POST",
+    *,
+    payload: dict[str, object] = PAYLOAD,
+    secrets: tuple[str, ...] = (SECRET,),
+    event_id: str = "evt_1",
+    timestamp: int | None = None,
+    times: int = 1,
+    **settings: Any,
+) -> int:
+    """Send `payload` through a fresh client (`times` times, on one client); the last status."""
+
+    async def run() -> int:
+        client = ReceiptClient(**settings)
+        try:
+            status = 0
+            for _ in range(times):
+                outgoing = channel_for(method).encode(url, [payload], event_id)
+                status = await client.send(outgoing, secrets, timestamp=timestamp)
+            return status
+        finally:
+            await client.aclose()
+
+    return asyncio.run(run())
+
+
+def mocked(
+    handler: Callable[[httpx.Request], httpx.Response], **settings: Any
+) -> tuple[dict[str, Any], list[httpx.Request]]:
+    """Client settings whose network is `handler`, and the requests that reach it."""
     seen: list[httpx.Request] = []
 
     def record(request: httpx.Request) -> httpx.Response:
@@ -64,19 +92,14 @@ def mock_sender(
         seen.append(request)
         return handler(request)
 
-    kwargs.setdefault("resolver", public_resolver)
-    sender = CallbackSender(transport_factory=lambda: httpx.MockTransport(record), **kwargs)
-    return sender, seen
+    settings.setdefault("resolver", public_resolver)
+    settings["transport_factory"] = lambda key: httpx.MockTransport(record)
+    return settings, seen
 
 
 def answer(status: int, headers: dict[str, str] | None = None) -> Callable[..., httpx.Response]:
     """A mock handler answering `status` with `headers`."""
     return lambda request: httpx.Response(status, headers=headers)
-
-
-def send(sender: CallbackSender, url: str, method: Literal["GET", "POST"] = "POST") -> int:
-    """Send PAYLOAD once with the test secret."""
-    return sender.send(url, method, PAYLOAD, event_id="evt_1", secrets=[SECRET])
 
 
 class TestFlattenQuery:
@@ -111,33 +134,11 @@ class TestFlattenQuery:
             flatten_query({"segments": {"ids": [1, 2]}})
 
 
-class TestParseRetryAfter:
-    NOW = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
-
-    @pytest.mark.parametrize(
-        ("value", "expected"),
-        [
-            ("120", 120.0),
-            (" 7 ", 7.0),
-            ("Thu, 01 Jan 2026 12:00:30 GMT", 30.0),
-            ("Thu, 01 Jan 2026 11:00:00 GMT", 0.0),
-            ("soon", None),
-            ("-5", None),
-            ("", None),
-            (None, None),
-        ],
-    )
-    def test_parses_seconds_and_dates(self, value: str | None, expected: float | None) -> None:
-        """Reads delay-seconds and HTTP dates; ignores anything else."""
-        assert parse_retry_after(value, now=self.NOW) == expected
-
-
-class TestCallbackSenderRequests:
+class TestRequests:
     def test_post_sends_compact_signed_json(self) -> None:
         """POSTs compact JSON with a content type and a signature the reference library verifies."""
-        sender, seen = mock_sender(answer(204))
-        with sender:
-            assert send(sender, "https://hooks.example.com/dlr") == 204
+        settings, seen = mocked(answer(204))
+        assert deliver("https://hooks.example.com/dlr", **settings) == 204
         (request,) = seen
         assert request.method == "POST"
         assert request.content == orjson.dumps(PAYLOAD)
@@ -148,9 +149,8 @@ class TestCallbackSenderRequests:
 
     def test_get_sends_signed_query_after_existing_query(self) -> None:
         """GETs the flattened fields after the URL's own query, signing the exact query string."""
-        sender, seen = mock_sender(answer(200))
-        with sender:
-            send(sender, "https://hooks.example.com/dlr?token=a%20b", method="GET")
+        settings, seen = mocked(answer(200))
+        deliver("https://hooks.example.com/dlr?token=a%20b", "GET", **settings)
         (request,) = seen
         query = request.url.query
         assert query.startswith(b"token=a%20b&id=msg_1&level=2&status=delivered&to=%2B447700900123")
@@ -162,22 +162,37 @@ class TestCallbackSenderRequests:
 
     def test_uses_given_timestamp_and_event_id(self) -> None:
         """Puts the given event id and timestamp in the signature headers."""
-        sender, seen = mock_sender(answer(200))
-        with sender:
-            sender.send(
-                "https://h.example/", "POST", {}, event_id="evt_7", secrets=[SECRET], timestamp=42
-            )
+        settings, seen = mocked(answer(200))
+        deliver("https://h.example/", payload={}, event_id="evt_7", timestamp=42, **settings)
         assert seen[0].headers["webhook-id"] == "evt_7"
         assert seen[0].headers["webhook-timestamp"] == "42"
 
     def test_signs_with_every_secret_during_rotation(self) -> None:
         """Signs with both secrets so either verifies during rotation."""
         old, new = generate_secret(), generate_secret()
-        sender, seen = mock_sender(answer(200))
-        with sender:
-            sender.send("https://h.example/", "POST", PAYLOAD, event_id="evt_1", secrets=[old, new])
+        settings, seen = mocked(answer(200))
+        deliver("https://h.example/", secrets=(old, new), **settings)
         for secret in (old, new):
             Webhook(secret).verify(seen[0].content, dict(seen[0].headers))
+
+    def test_a_batch_is_one_signed_post_of_receipts(self) -> None:
+        """A `dlr-batch` channel POSTs `{"receipts": [...]}` signed as a whole under its id."""
+        settings, seen = mocked(answer(200))
+
+        async def run() -> int:
+            client = ReceiptClient(**settings)
+            outgoing = channel_for("post", batch=True).encode(
+                "https://h.example/", [PAYLOAD, PAYLOAD], "batch_1"
+            )
+            try:
+                return await client.send(outgoing, (SECRET,))
+            finally:
+                await client.aclose()
+
+        assert asyncio.run(run()) == 200
+        verified = Webhook(SECRET).verify(seen[0].content, dict(seen[0].headers))
+        assert verified == {"receipts": [PAYLOAD, PAYLOAD]}
+        assert seen[0].headers["webhook-id"] == "batch_1"
 
     @pytest.mark.parametrize(
         "url",
@@ -190,16 +205,16 @@ class TestCallbackSenderRequests:
     )
     def test_refuses_unsafe_urls_before_sending(self, url: str) -> None:
         """Refuses an unsafe URL without any request leaving."""
-        sender, seen = mock_sender(answer(200))
-        with sender, pytest.raises(UnsafeUrlError):
-            send(sender, url)
+        settings, seen = mocked(answer(200))
+        with pytest.raises(UnsafeUrlError):
+            deliver(url, **settings)
         assert seen == []
 
     def test_refuses_hostname_resolving_to_private_address(self) -> None:
         """Refuses a hostname that resolves to loopback at send time."""
-        sender, seen = mock_sender(answer(200), resolver=loopback_resolver)
-        with sender, pytest.raises(UnsafeUrlError, match="loopback"):
-            send(sender, "https://hooks.example.com/dlr")
+        settings, seen = mocked(answer(200), resolver=loopback_resolver)
+        with pytest.raises(UnsafeUrlError, match="loopback"):
+            deliver("https://hooks.example.com/dlr", **settings)
         assert seen == []
 
     def test_dns_rebinding_is_pinned(self) -> None:
@@ -209,25 +224,46 @@ class TestCallbackSenderRequests:
         def rebinding(host: str, port: int) -> list[tuple[Any, ...]]:
             return next(rounds)(host, port)
 
-        sender, seen = mock_sender(answer(200), resolver=rebinding)
-        with sender:
-            send(sender, "https://rebind.example/dlr")
+        settings, seen = mocked(answer(200), resolver=rebinding)
+        deliver("https://rebind.example/dlr", **settings)
         assert [request.url.host for request in seen] == [PUBLIC_V4]
         assert seen[0].extensions["sni_hostname"] == "rebind.example"
+
+    def test_pools_are_kept_per_hostname_and_address(self) -> None:
+        """Two hostnames on one address get two pools (a TLS connection verified for one
+        hostname never carries the other's requests); one hostname reuses its pool."""
+        keys: list[PoolKey] = []
+
+        def factory(key: PoolKey) -> httpx.AsyncBaseTransport:
+            keys.append(key)
+            return httpx.MockTransport(answer(200))
+
+        async def run() -> None:
+            client = ReceiptClient(resolver=public_resolver, transport_factory=factory)
+            try:
+                for url in ("https://a.example/1", "https://a.example/2", "https://b.example/"):
+                    await client.send(channel_for("POST").encode(url, [PAYLOAD], "e"), (SECRET,))
+            finally:
+                await client.aclose()
+
+        asyncio.run(run())
+        assert keys == [
+            PoolKey("https", "a.example", 443, PUBLIC_V4),
+            PoolKey("https", "b.example", 443, PUBLIC_V4),
+        ]
 
     def test_reads_at_most_the_response_cap(self) -> None:
         """Stops reading an endless response body at the size cap and closes it."""
         stream = EndlessStream()
-        sender, _ = mock_sender(
+        settings, _ = mocked(
             lambda request: httpx.Response(200, stream=stream), max_response_bytes=10_000
         )
-        with sender:
-            assert send(sender, "https://h.example/") == 200
+        assert deliver("https://h.example/", **settings) == 200
         assert stream.sent <= 10_000 + EndlessStream.CHUNK
         assert stream.closed
 
 
-class EndlessStream(httpx.SyncByteStream):
+class EndlessStream(httpx.AsyncByteStream):
     """A response body that never ends, counting what was read."""
 
     CHUNK = 1024
@@ -236,22 +272,21 @@ class EndlessStream(httpx.SyncByteStream):
         self.sent = 0
         self.closed = False
 
-    def __iter__(self) -> Iterator[bytes]:
+    async def __aiter__(self) -> AsyncIterator[bytes]:
         while True:
             self.sent += self.CHUNK
             yield b"x" * self.CHUNK
 
-    def close(self) -> None:
+    async def aclose(self) -> None:
         self.closed = True
 
 
-class TestCallbackSenderOutcomes:
+class TestOutcomes:
     @pytest.mark.parametrize("status", [200, 201, 202, 204, 299])
     def test_2xx_returns_status(self, status: int) -> None:
         """Returns the status code of any 2xx answer."""
-        sender, _ = mock_sender(answer(status))
-        with sender:
-            assert send(sender, "https://h.example/") == status
+        settings, _ = mocked(answer(status))
+        assert deliver("https://h.example/", **settings) == status
 
     @pytest.mark.parametrize(
         ("status", "headers", "error", "retry_after"),
@@ -260,6 +295,7 @@ class TestCallbackSenderOutcomes:
             (429, {"retry-after": "30"}, WebhookUnavailableError, 30.0),
             (500, {}, WebhookUnavailableError, None),
             (503, {"retry-after": "7"}, WebhookUnavailableError, 7.0),
+            (503, {"retry-after": "7200"}, WebhookUnavailableError, 7200.0),
             (504, {"retry-after": "later"}, WebhookUnavailableError, None),
             (301, {"location": "http://127.0.0.1/"}, WebhookRejectedError, None),
             (302, {"location": "http://169.254.169.254/"}, WebhookRejectedError, None),
@@ -278,12 +314,13 @@ class TestCallbackSenderOutcomes:
         retry_after: float | None,
     ) -> None:
         """Maps 410 to Gone, 429/5xx to Unavailable with Retry-After, 3xx/4xx to Rejected."""
-        sender, seen = mock_sender(answer(status, headers))
-        with sender, pytest.raises(error) as caught:
-            send(sender, "https://h.example/")
+        settings, seen = mocked(answer(status, headers))
+        with pytest.raises(error) as caught:
+            deliver("https://h.example/", **settings)
         assert type(caught.value) is error
         assert caught.value.status_code == status
         assert caught.value.retry_after == retry_after
+        assert f"HTTP {status}" in str(caught.value)
         assert len(seen) == 1  # a redirect is never followed
 
     @pytest.mark.parametrize(
@@ -304,15 +341,16 @@ class TestCallbackSenderOutcomes:
         def fail(request: httpx.Request) -> httpx.Response:
             raise exc
 
-        sender, _ = mock_sender(fail)
-        with sender, pytest.raises(WebhookUnavailableError) as caught:
-            send(sender, "https://h.example/")
+        settings, _ = mocked(fail)
+        with pytest.raises(WebhookUnavailableError) as caught:
+            deliver("https://h.example/", **settings)
         assert caught.value.__cause__ is exc
 
 
 class Receiver(BaseHTTPRequestHandler):
     """A loopback HTTP endpoint that records every request and answers by path."""
 
+    protocol_version = "HTTP/1.1"  # keep-alive
     requests: ClassVar[list[dict[str, Any]]]
     redirect_to: ClassVar[str] = ""
     release: ClassVar[threading.Event]
@@ -324,8 +362,9 @@ class Receiver(BaseHTTPRequestHandler):
         length = int(self.headers.get("content-length") or 0)
         body = self.rfile.read(length) if length else b""
         self.requests.append(
-            {"method": self.command, "path": self.path, "headers": dict(self.headers), "body": body}
-        )
+            {"method": self.command, "path": self.path, "headers": dict(self.headers),
+             "body": body, "peer": self.client_address}
+        )  # fmt: skip
         route = self.path.split("?", 1)[0]
         if route == "/redirect":
             self._reply(302, {"Location": self.redirect_to})
@@ -388,12 +427,11 @@ def serve() -> Iterator[Serve]:
         thread.join()
 
 
-class TestCallbackSenderOverHttp:
+class TestOverHttp:
     def test_post_arrives_signed(self, serve: Serve) -> None:
         """Delivers a POST receipt whose signature the reference library verifies."""
         base, requests = serve()
-        with CallbackSender(allow_private=LOOPBACK) as sender:
-            assert send(sender, f"{base}/ok") == 204
+        assert deliver(f"{base}/ok", allow_private=LOOPBACK) == 204
         (request,) = requests
         assert json.loads(request["body"]) == PAYLOAD
         assert Webhook(SECRET).verify(request["body"], request["headers"]) == PAYLOAD
@@ -401,30 +439,48 @@ class TestCallbackSenderOverHttp:
     def test_get_arrives_signed(self, serve: Serve) -> None:
         """Delivers a GET receipt whose query string verifies as the signed payload."""
         base, requests = serve()
-        with CallbackSender(allow_private=LOOPBACK) as sender:
-            assert send(sender, f"{base}/ok?t=1", method="GET") == 204
+        assert deliver(f"{base}/ok?t=1", "GET", allow_private=LOOPBACK) == 204
         (request,) = requests
         query = request["path"].split("?", 1)[1]
         assert query.startswith("t=1&id=msg_1&")
         Webhook(SECRET).verify(query, request["headers"], json_parse=False)
 
+    def test_connections_are_kept_alive(self, serve: Serve) -> None:
+        """Several receipts to one endpoint travel over one kept-alive connection."""
+        base, requests = serve()
+        deliver(f"{base}/ok", allow_private=LOOPBACK, times=5)
+        assert len(requests) == 5
+        assert len({request["peer"] for request in requests}) == 1
+
     def test_hostname_is_pinned_to_checked_address(self, serve: Serve) -> None:
         """Connects to the resolved address while the Host header keeps the hostname."""
         base, requests = serve()
         port = base.rsplit(":", 1)[1]
-        with CallbackSender(allow_private=LOOPBACK, resolver=loopback_resolver) as sender:
-            send(sender, f"http://receipts.test:{port}/ok")
-        assert requests[0]["headers"]["Host"] == f"receipts.test:{port}"
+        deliver(f"http://receipts.test:{port}/ok", allow_private=LOOPBACK,
+                resolver=loopback_resolver)  # fmt: skip
+        headers = {name.lower(): value for name, value in requests[0]["headers"].items()}
+        assert headers["host"] == f"receipts.test:{port}"
+
+    def test_a_name_resolving_to_a_denied_port_is_refused(self, serve: Serve) -> None:
+        """A hostname that resolves to an allow-listed address at a denied port (smsq's own
+        services under `smsq up`) is refused at send time, before any request."""
+        base, requests = serve()
+        port = base.rsplit(":", 1)[1]
+        with pytest.raises(UnsafeUrlError):
+            deliver(
+                f"http://receipts.test:{port}/ok",
+                allow_private=LOOPBACK,
+                deny=parse_denied([f"127.0.0.1:{port}"]),
+                resolver=loopback_resolver,
+            )
+        assert requests == []
 
     def test_redirect_is_not_followed(self, serve: Serve) -> None:
         """Rejects a 302 to another internal address without the target seeing any request."""
         target, target_requests = serve()
         base, requests = serve(redirect_to=f"{target}/internal")
-        with (
-            CallbackSender(allow_private=LOOPBACK) as sender,
-            pytest.raises(WebhookRejectedError) as caught,
-        ):
-            send(sender, f"{base}/redirect")
+        with pytest.raises(WebhookRejectedError) as caught:
+            deliver(f"{base}/redirect", allow_private=LOOPBACK)
         assert caught.value.status_code == 302
         assert len(requests) == 1
         assert target_requests == []
@@ -432,60 +488,78 @@ class TestCallbackSenderOverHttp:
     def test_gone(self, serve: Serve) -> None:
         """Raises Gone on 410."""
         base, _ = serve()
-        with CallbackSender(allow_private=LOOPBACK) as sender, pytest.raises(WebhookGoneError):
-            send(sender, f"{base}/gone")
+        with pytest.raises(WebhookGoneError):
+            deliver(f"{base}/gone", allow_private=LOOPBACK)
 
     def test_unavailable_with_retry_after(self, serve: Serve) -> None:
         """Raises Unavailable carrying Retry-After on 503."""
         base, _ = serve()
-        with (
-            CallbackSender(allow_private=LOOPBACK) as sender,
-            pytest.raises(WebhookUnavailableError) as caught,
-        ):
-            send(sender, f"{base}/busy")
+        with pytest.raises(WebhookUnavailableError) as caught:
+            deliver(f"{base}/busy", allow_private=LOOPBACK)
         assert (caught.value.status_code, caught.value.retry_after) == (503, 7.0)
 
     def test_huge_body_is_capped(self, serve: Serve) -> None:
         """Returns after reading at most the cap of a 100 MiB answer."""
         base, _ = serve()
-        started = time.monotonic()
-        with CallbackSender(allow_private=LOOPBACK, max_response_bytes=65_536) as sender:
-            assert send(sender, f"{base}/huge") == 200
-        assert time.monotonic() - started < 2.0
+        assert deliver(f"{base}/huge", allow_private=LOOPBACK, max_response_bytes=65_536) == 200
 
-    def test_read_timeout_is_unavailable(self, serve: Serve) -> None:
-        """Raises Unavailable when the endpoint does not answer within the read timeout."""
+    def test_no_answer_within_the_deadline_is_unavailable(self, serve: Serve) -> None:
+        """Raises Unavailable, naming the deadline, when the endpoint does not answer."""
         base, _ = serve()
-        with (
-            CallbackSender(allow_private=LOOPBACK, read_timeout=0.2) as sender,
-            pytest.raises(WebhookUnavailableError, match="timed out"),
-        ):
-            send(sender, f"{base}/slow")
+        with pytest.raises(WebhookUnavailableError, match=r"timeout after 0\.3 s"):
+            deliver(f"{base}/slow", allow_private=LOOPBACK, deadline=0.3)
 
-    def test_from_settings_honours_the_allowlist(self, serve: Serve) -> None:
-        """Builds from settings, so `SMSQ_DLR_ALLOW_PRIVATE` admits the loopback endpoint."""
-        base, requests = serve()
-        settings = Settings(dlr_allow_private=["127.0.0.0/8"], dlr_read_timeout=2.0)
-        with CallbackSender.from_settings(settings) as sender:
-            assert send(sender, f"{base}/ok") == 204
-        assert len(requests) == 1
+    def test_a_dribbling_endpoint_meets_the_deadline(self) -> None:
+        """An endpoint sending its status line a byte at a time (each read succeeds) is cut
+        off at the whole-attempt deadline, not kept as long as it dribbles."""
+        with dribbler() as port, pytest.raises(WebhookUnavailableError, match="timeout after 1 s"):
+            deliver(f"http://127.0.0.1:{port}/", allow_private=LOOPBACK, deadline=1.0)
 
     def test_connection_refused_is_unavailable(self) -> None:
-        """Raises Unavailable when nothing listens on the port."""
+        """Raises Unavailable saying so when nothing listens on the port."""
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             port = probe.getsockname()[1]
-        with (
-            CallbackSender(allow_private=LOOPBACK) as sender,
-            pytest.raises(WebhookUnavailableError),
-        ):
-            send(sender, f"http://127.0.0.1:{port}/ok")
+        with pytest.raises(WebhookUnavailableError, match="refused"):
+            deliver(f"http://127.0.0.1:{port}/ok", allow_private=LOOPBACK)
 
     @pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
     def test_loopback_refused_without_allowlist(self, serve: Serve, host: str) -> None:
         """Refuses the loopback server before connecting when nothing is allowlisted."""
         base, requests = serve()
         port = base.rsplit(":", 1)[1]
-        with CallbackSender() as sender, pytest.raises(UnsafeUrlError, match="loopback"):
-            send(sender, f"http://{host}:{port}/ok")
+        with pytest.raises(UnsafeUrlError, match="loopback"):
+            deliver(f"http://{host}:{port}/ok")
         assert requests == []
+
+
+@contextmanager
+def dribbler() -> Iterator[int]:
+    """A server that answers `HTTP/1.1 200 OK` then one byte every 0.1 s, for 10 s."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def serve_one() -> None:
+        try:
+            connection, _ = listener.accept()
+        except OSError:
+            return
+        with connection:
+            connection.recv(65_536)
+            connection.sendall(b"HTTP/1.1 200 OK\r\n")
+            for _ in range(100):
+                if stop.wait(0.1):
+                    return
+                try:
+                    connection.sendall(b"X")
+                except OSError:
+                    return
+
+    thread = threading.Thread(target=serve_one)
+    thread.start()
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        stop.set()
+        listener.close()
+        thread.join()
