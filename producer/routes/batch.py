@@ -31,12 +31,12 @@ async def create_batch(
 ) -> Any:
     """Accept a campaign: 202 with the batch id, the accepted count and each rejected recipient.
 
-    The API's helper process does the work (`producer.batch_process`), or without one the
-    thread pool, a step at a time (parse; then 2,000 recipients per step), the loop getting
-    control back between steps. Once started, a batch is accepted whole, even if the client
-    goes away (as with a single send)."""
+    The API's helper process does the work (`producer.batch_process`), or until it is up (or
+    without one) the thread pool, a step at a time (parse; then 2,000 recipients per step),
+    the loop getting control back between steps. Once started, a batch is accepted whole,
+    even if the client goes away (as with a single send)."""
     with anyio.CancelScope(shield=True):
-        if services.batches is not None:
+        if services.batches is not None and services.batches.ready():
             reply = await services.batches.accept(raw, key.id, key, idempotency_key)
         else:
             ingest = services.desk.accept_batch(
