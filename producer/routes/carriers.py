@@ -128,7 +128,7 @@ async def carrier_receipt(name: str, request: Request) -> Response:
         "body": base64.b64encode(raw).decode(),
         "form": form,
     }
-    intake.accept(services.inbox, services.publisher, name, queued)
+    await run_in_threadpool(intake.accept, services.inbox, services.publisher, name, queued)
     return PlainTextResponse("OK")
 
 

@@ -5,6 +5,9 @@ Per message (all of one message's keys share its id):
                        (`rcpt:{level}:*`, see `worker.store.receipts`)
   msg:{id}:seg         hash: per-segment fields `{seq}:status`, `{seq}:carrier_id`, ...
   msg:{id}:events      list: JSON events with UTC millisecond timestamps
+Per API key:
+  msgs:{key_id}        sorted set (all scores 0): the key's message ids, read as a
+                       lexicographic range (ids begin with their creation time), `GET /sms`
 Watch lists (sorted sets, scored by when progress is due, ms) for the reconciler:
   watch:submit, watch:delivery, watch:receipt (`{id}:{level}`)
 Client receipts, per endpoint (an API key's dlr-url origin, `worker.receipts.endpoints`):
@@ -39,6 +42,11 @@ INBOX_RING_KEY = f"{PREFIX}inbox:ring"
 
 def message_key(message_id: str) -> str:
     return f"{PREFIX}msg:{message_id}"
+
+
+def key_messages_key(key_id: str) -> str:
+    """An API key's messages (`GET /sms`, `smsq keys revoke --cancel-pending`)."""
+    return f"{PREFIX}msgs:{key_id}"
 
 
 def segments_key(message_id: str) -> str:
