@@ -22,7 +22,7 @@ from producer.submission import accept_messages
 from producer.validation import build_message
 from worker.batch_progress import count_batch, watch
 from worker.clock import now_ms
-from worker.contract import MessageStatus
+from worker.contract import CANCELLABLE_STATUSES, MessageStatus
 from worker.errors import NotFoundError, ValidationError
 from worker.geo import GeoPermissions
 from worker.queueing import CeleryPublisher
@@ -245,13 +245,10 @@ def batch_status(store: Store, batch_id: str, key_id: str) -> dict[str, Any]:
     return count_batch(store.redis, batch_id, _batch_fields(store, batch_id, key_id))
 
 
-CANCELLABLE = frozenset({MessageStatus.QUEUED, MessageStatus.SCHEDULED})
+CANCELLABLE = CANCELLABLE_STATUSES
 
 
-def cancel_batch(store: Store, batch_id: str, key_id: str) -> int:
-    """Cancel every message of the batch not yet being submitted; returns how many."""
+def batch_ids(store: Store, batch_id: str, key_id: str) -> Iterator[list[str]]:
+    """The ids of the key's batch, a chunk at a time (NotFoundError for others' batches)."""
     _batch_fields(store, batch_id, key_id)
-    return sum(
-        store.transition_many(ids, CANCELLABLE, MessageStatus.CANCELLED)
-        for ids in _ids(store, batch_id)
-    )
+    yield from _ids(store, batch_id)

@@ -24,6 +24,7 @@ import pydantic
 from producer.batches import (
     CANCELLABLE,
     IngestResult,
+    batch_ids,
     claim_batch,
     expand,
     ingest,
@@ -46,8 +47,11 @@ from worker.geo import GeoPermissions
 from worker.keys import ApiKey
 from worker.queueing import CeleryPublisher
 from worker.quotas import Charge
+from worker.receipts.config import EngineConfig
+from worker.receipts.routing import ReceiptRouter
 from worker.settings import Settings
 from worker.store import Message, Store, key_messages_key, message_key
+from worker.store.receipts import ReceiptStore
 
 BATCH_STEP = 2_000  # recipients validated and stored per step of a batch
 _LISTS = ("messages", "recipients")  # the two shapes of a batch
@@ -92,6 +96,10 @@ class MessageDesk:
         self.publisher = publisher
         self.gate = gate
         self.idempotency = Idempotency(store.redis)
+        # Cancelling opens receipts: they go straight into their endpoints' queues.
+        self.receipts = ReceiptRouter(
+            ReceiptStore(store.redis), publisher, EngineConfig.from_settings(settings)
+        )
 
     # -- one message ---------------------------------------------------------------------------
     def send(
@@ -193,11 +201,19 @@ class MessageDesk:
         return {"id": message_id, "status": MessageStatus.CANCELLED.value}
 
     def cancel_ids(self, message_ids: list[str]) -> int:
-        """Cancel those of `message_ids` still queued or scheduled (each final `cancelled`, as
-        `DELETE /sms/{id}` leaves it); returns how many."""
+        """Cancel those of `message_ids` still queued or scheduled: each becomes final
+        `cancelled` and sends its receipt (level 1, or level 2 alone: `cancelled` /
+        `DELETED`) when it asked for one; returns how many."""
         if not message_ids:
             return 0
-        return self.store.transition_many(message_ids, CANCELLABLE, MessageStatus.CANCELLED)
+        answers = self.store.cancel_many(message_ids)
+        opened = [(m, level) for m, level in zip(message_ids, answers, strict=True) if level > 0]
+        self.receipts.route(opened)
+        return sum(1 for answer in answers if answer >= 0)
+
+    def cancel_batch(self, batch_id: str, key_id: str) -> int:
+        """Cancel every message of the key's batch not yet being submitted; how many."""
+        return sum(self.cancel_ids(ids) for ids in batch_ids(self.store, batch_id, key_id))
 
     def cancel_pending(self, key_id: str, page: int = 1000) -> int:
         """Cancel every queued or scheduled message of the key (`smsq keys revoke

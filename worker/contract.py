@@ -72,6 +72,8 @@ FINAL_STATUSES = frozenset(
         MessageStatus.CANCELLED,
     }
 )
+# States a message can still be cancelled from (nothing of it was submitted yet).
+CANCELLABLE_STATUSES = frozenset({MessageStatus.QUEUED, MessageStatus.SCHEDULED})
 # States that end the submission step (what a level-1 receipt reports).
 SUBMISSION_OUTCOMES = frozenset(
     {MessageStatus.ACCEPTED, MessageStatus.REJECTED, MessageStatus.FAILED, MessageStatus.EXPIRED}

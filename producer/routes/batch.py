@@ -8,7 +8,7 @@ import anyio
 from fastapi import APIRouter, Header
 from starlette.concurrency import run_in_threadpool
 
-from producer.batches import batch_status, cancel_batch
+from producer.batches import batch_status
 from producer.body import json_body_openapi
 from producer.responses import JsonResponse
 from producer.schemas import ERROR_RESPONSES, BatchRequest
@@ -57,5 +57,5 @@ def get_batch(batch_id: str, key: ReadKey, services: ServicesDep) -> Any:
 @router.delete("/sms/batch/{batch_id:id}", responses=ERROR_RESPONSES)
 def delete_batch(batch_id: str, key: SendKey, services: ServicesDep) -> Any:
     """Cancel what has not been submitted yet."""
-    cancelled = cancel_batch(services.store, batch_id, key.id)
+    cancelled = services.desk.cancel_batch(batch_id, key.id)
     return {"id": batch_id, "cancelled": cancelled}

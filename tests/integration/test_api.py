@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 import redis
 from prometheus_client.parser import text_string_to_metric_families
@@ -158,11 +159,12 @@ class TestCancelPending:
         tenant, other = keys.create("tenant").key, keys.create("other").key
         later = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
         desk = services.desk
-        queued = [_send(desk, tenant.id) for _ in range(3)]
+        dlr = {"dlr": True, "dlr-url": "https://client.example/dlr", "dlr-level": 3}
+        queued = [_send(desk, tenant.id, **dlr) for _ in range(3)]
         scheduled = [_send(desk, tenant.id, send_at=later) for _ in range(2)]
         submitting = _send(desk, tenant.id)
         services.store.transition(submitting, {"queued"}, "submitting")
-        by_delete = _send(desk, tenant.id)
+        by_delete = _send(desk, tenant.id, **dlr)
         desk.cancel(by_delete, tenant.id)
         theirs = _send(desk, other.id)
 
@@ -179,6 +181,10 @@ class TestCancelPending:
                 services.store.fields(by_delete)
             )
             assert _events(services, message_id)[-1] == _events(services, by_delete)[-1]
+        for message_id in [*queued, by_delete]:  # their receipt opened, saying `cancelled`
+            fields = services.store.fields(message_id)
+            assert fields["rcpt:1:state"] in ("open", "sending", "sent", "dead")
+            assert orjson.loads(fields["rcpt:1:snap"])["status"] == "cancelled"
         assert services.store.fields(submitting)["status"] == "submitting"
         assert services.store.fields(theirs)["status"] == "queued"
         revoked = keys.get(tenant.id)

@@ -26,6 +26,7 @@ from worker import scripts
 from worker.clock import now_ms
 from worker.contract import SegmentStatus
 from worker.records import AggregateResult, Finished, Message, SegmentState, parse_segments
+from worker.store import lua_scripts
 from worker.store.keys import (
     COUNTERS_KEY,
     DEAD_LETTER_KEY,
@@ -67,6 +68,9 @@ class Store:
     def __init__(self, client: redis.Redis) -> None:
         self.redis = client
         self._scripts = scripts.load(client)
+        self._cancel_script = lua_scripts.register(
+            client, "cancel_message", "snapshot", "open_receipt"
+        )
 
     # -- messages -------------------------------------------------------------------------
     def create(self, message: Message, event: str = "accepted") -> None:
@@ -136,6 +140,21 @@ class Store:
                 client=pipe,
             )
         return sum(int(moved) for moved in pipe.execute())
+
+    def cancel_many(self, message_ids: Sequence[str]) -> list[int]:
+        """Cancel each message still queued or scheduled (`lua/cancel_message.lua`), in one
+        round trip: per message the receipt level it opened, 0 for none, -1 if not cancelled."""
+        return [int(answer) for answer in self._each(self._cancel, [(m,) for m in message_ids])]
+
+    def _cancel(self, client: redis.Redis | redis.client.Pipeline, message_id: str) -> Any:
+        return self._cancel_script(
+            keys=[
+                message_key(message_id), segments_key(message_id), events_key(message_id),
+                SUBMIT_WATCH_KEY, DELIVERY_WATCH_KEY, RECEIPT_WATCH_KEY,
+            ],
+            args=[now_ms(), _event("cancelled", status="cancelled")],
+            client=client,
+        )  # fmt: skip
 
     def next_concat_reference(self, message_id: str, to: str, bits: int) -> int:
         """The message's concatenation reference: fixed once chosen, fresh per recipient."""
