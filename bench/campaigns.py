@@ -129,7 +129,8 @@ def measure(
             assert reply.status_code == 202, reply.text
             group.worker("bulk", 32, "bulk")
             group.worker("otp", 8, "otp")
-            group.worker("dlr,carrier-dlr", 16, "dlr")
+            group.worker("dlr", 8, "dlr")
+            group.worker("carrier-dlr", 8, "carrier-dlr")
             time.sleep(3)  # workers start; the bulk backlog begins to drain
             latencies, sent = otp_latencies(api, client, otp_seconds)
             bulk_done = recipients - int(client.llen("bulk"))

@@ -106,7 +106,8 @@ def start(
     for n in range(send_processes):
         group.worker("normal", send_threads, f"normal{n + 1}")
     group.worker("bulk", 64, "bulk")
-    group.worker("dlr,carrier-dlr", 64, "dlr")
+    group.worker("dlr", 8, "dlr")  # the receipt engine: its loop, not threads, does the work
+    group.worker("carrier-dlr", 8, "carrier-dlr")
     group.start("-m", "producer", "scheduler")
     for url in (f"{api_url}/healthz", f"http://127.0.0.1:{sim_port}/stats",
                 f"http://127.0.0.1:{receiver_port}/count"):  # fmt: skip

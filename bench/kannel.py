@@ -121,7 +121,8 @@ def start_smsq(group: Processes, redis_url: str, kannel: Kannel, mask: int) -> t
     for n in range(2):
         group.worker("normal", 32, f"normal{n + 1}")
     group.worker("bulk", 64, "bulk")
-    group.worker("dlr,carrier-dlr", 64, "dlr")
+    group.worker("dlr", 8, "dlr")  # the receipt engine: its loop, not threads, does the work
+    group.worker("carrier-dlr", 8, "carrier-dlr")
     group.start("-m", "producer", "scheduler")
     receiver_url = f"http://127.0.0.1:{receiver_port}"
     for url in (f"{api_url}/healthz", f"{receiver_url}/count"):

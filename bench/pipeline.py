@@ -80,7 +80,8 @@ def run(messages: int, latency_ms: float, concurrency: int, profile_commands: bo
                             "--port", str(api_port), "--log-level", "warning",
                             "--no-access-log")  # fmt: skip
                 group.worker("normal", concurrency, "normal")
-                group.worker("dlr,carrier-dlr", concurrency, "dlr")
+                group.worker("dlr", concurrency, "dlr")
+                group.worker("carrier-dlr", concurrency, "carrier-dlr")
                 for url in (f"{api_url}/healthz", f"http://127.0.0.1:{sim_port}/stats",
                             f"{receiver_url}/count"):  # fmt: skip
                     wait_http(url)

@@ -268,10 +268,14 @@ class Reconciler:
     # -- receipts to the client ---------------------------------------------------------------
     def _receipt(self, member: str, now: int) -> str:
         message_id, _, level = member.rpartition(":")
-        state = cast(str | None, self.redis.hget(message_key(message_id), f"rcpt:{level}:state"))
+        names = [f"rcpt:{level}:state", f"rcpt:{level}:lease"]
+        state, lease = cast(list[str | None], self.redis.hmget(message_key(message_id), names))
         if state is None or state in _RECEIPT_DONE:
             self.redis.zrem(RECEIPT_WATCH_KEY, member)
             return "dropped"
+        if state == "sending" and int(lease or 0) > now:
+            self.redis.zadd(RECEIPT_WATCH_KEY, {member: int(lease or 0)})  # its attempt runs
+            return "in_flight"
         if state == "waiting" and self._level_one_pending(message_id):
             self.redis.zadd(RECEIPT_WATCH_KEY, {member: now})  # level 1 releases it when done
             return "in_flight"

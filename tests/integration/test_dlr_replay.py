@@ -10,6 +10,7 @@ import redis
 from typer.testing import CliRunner
 
 from producer import cli
+from tests.receipt_steps import claim, settle
 from worker.clock import iso_ms, now_ms
 from worker.store import DEAD_LETTER_KEY, Message, Store, new_message_id
 
@@ -24,8 +25,8 @@ def dead_receipt(store: Store, died_at: int) -> str:
     )  # fmt: skip
     store.create(message)
     store.open_receipt(message.id, 1)
-    store.claim_receipt(message.id, 1)
-    store.close_receipt(message.id, 1, "dead")
+    claim(store, message.id, 1)
+    settle(store, message.id, 1, "dead")
     store.redis.zadd(DEAD_LETTER_KEY, {f"{message.id}:1": died_at})
     return message.id
 

@@ -10,6 +10,7 @@ import fakeredis
 import pytest
 from celery import Celery
 
+from tests.receipt_steps import claim, settle
 from tests.unit.test_sending import Carrier, GatewayCarrier, IdempotentCarrier
 from worker.carriers.base import CarrierReceipt
 from worker.clock import now_ms
@@ -163,7 +164,7 @@ class TestMissingTerminalReceipts:
         world.store.claim_segment(message.id, 1)
         world.store.record_accepted(message.id, 1, "fake", "c-1")
         world.store.finish(message.id, 1)
-        world.store.close_receipt(message.id, 1, "sent")
+        settle(world.store, message.id, 1, "sent")
         return message
 
     def test_expire_synthetically_after_the_deadline(self, world: World) -> None:
@@ -215,7 +216,7 @@ class TestAwaitingTheSmsc:
         assert jobs
         assert all(job == (POST_RECEIPT, [message.id, 1], "dlr") for job in jobs)
         assert world.store.counters()["no_smsc_answer"] == 1
-        world.store.close_receipt(message.id, 1, "sent")
+        settle(world.store, message.id, 1, "sent")
         assert world.run(ahead=1300) == {}
         late = world.store.apply_receipt(message.id, 1, "delivered", None, None)
         assert (late.message_status, late.receipt_levels) == ("failed", ())
@@ -225,7 +226,7 @@ class TestAwaitingTheSmsc:
         message = self.sent(world)
         world.store.apply_receipt(message.id, 1, "accepted", None, None)
         assert world.store.redis.zscore(SUBMIT_WATCH_KEY, message.id) is None
-        world.store.close_receipt(message.id, 1, "sent")
+        settle(world.store, message.id, 1, "sent")
         assert world.run(ahead=700) == {}
 
 
@@ -243,11 +244,12 @@ class TestClientReceipts:
         assert world.take_jobs() == [(POST_RECEIPT, [message.id, 1], "dlr")]
 
     def test_a_receipt_being_sent_waits_for_its_lease(self, world: World) -> None:
-        """Claimed with a 60 s lease: left alone until the lease and the grace passed."""
+        """Claimed with a 60 s lease: left alone while the lease runs, republished after."""
         message = self.opened(world)
         world.store.redis.zrem(SUBMIT_WATCH_KEY, message.id)
-        assert world.store.claim_receipt(message.id, 1, lease_ms=60_000) == 1
-        assert world.run(ahead=65) == {}
+        assert claim(world.store, message.id, 1, lease_ms=60_000) == 1
+        assert world.run(ahead=30) == {"in_flight": 1}
+        assert world.run(ahead=45) == {}  # looked at again when the lease ends
         assert world.run(ahead=71) == {"republished_receipt": 1}
 
     def test_a_parked_level_two_waits_for_level_one(self, world: World) -> None:
@@ -255,7 +257,7 @@ class TestClientReceipts:
         message = self.opened(world, level=2, dlr_level=3)
         world.store.redis.zrem(SUBMIT_WATCH_KEY, message.id)
         world.store.open_receipt(message.id, 1)
-        assert world.store.claim_receipt(message.id, 2) == -1
+        assert claim(world.store, message.id, 2) == -1
         counts = world.run(ahead=11)
         assert world.take_jobs() == [(POST_RECEIPT, [message.id, 1], "dlr")]
         assert counts == {"republished_receipt": 1, "in_flight": 1}
@@ -263,25 +265,24 @@ class TestClientReceipts:
     def test_a_done_receipt_leaves_the_watch_list(self, world: World) -> None:
         """Closing a receipt removes it from the watch list."""
         message = self.opened(world)
-        world.store.close_receipt(message.id, 1, "sent")
+        settle(world.store, message.id, 1, "sent")
         assert world.store.redis.zscore(RECEIPT_WATCH_KEY, f"{message.id}:1") is None
 
     def test_a_scheduled_retry_cannot_be_overtaken(self, world: World) -> None:
         """A receipt whose next attempt is due later refuses an early claim."""
         message = self.opened(world)
-        world.store.claim_receipt(message.id, 1)
-        world.store.release_receipt(message.id, 1, due_ms=now_ms() + 30_000)
-        assert world.store.claim_receipt(message.id, 1) == 0
+        claim(world.store, message.id, 1)
+        settle(world.store, message.id, 1, "retry", due=now_ms() + 30_000)
+        assert claim(world.store, message.id, 1) == 0
 
 
 class TestReplay:
     def dead(self, world: World) -> Message:
         message = world.message(dlr=True, dlr_level=1, dlr_url="https://client.test/r")
         world.store.open_receipt(message.id, 1)
-        world.store.claim_receipt(message.id, 1)
-        world.store.receipt_attempt(message.id, 1)
+        claim(world.store, message.id, 1)
         world.store.redis.zadd(DEAD_LETTER_KEY, {f"{message.id}:1": now_ms()})
-        world.store.close_receipt(message.id, 1, "dead")
+        settle(world.store, message.id, 1, "dead")
         return message
 
     def test_replays_a_dead_lettered_receipt(self, world: World) -> None:
@@ -293,7 +294,7 @@ class TestReplay:
         fields = world.store.fields(message.id)
         assert (fields["rcpt:1:state"], fields["rcpt:1:base"]) == ("open", "1")
         assert dead_letters(world.store) == []
-        assert world.store.claim_receipt(message.id, 1) == 1  # same seq
+        assert claim(world.store, message.id, 1) == 1  # same seq
 
     def test_replays_every_opened_level_of_a_message(self, world: World) -> None:
         """A bare message id replays the levels it has; one never opened is skipped."""

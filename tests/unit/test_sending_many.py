@@ -249,10 +249,10 @@ def untimed(message: Message | None) -> Message | None:
     return replace(message, extra={k: v for k, v in message.extra.items() if "_at" not in k})
 
 
-def twin_stores(**fields: Any) -> tuple[Store, Store, str]:
+def twin_stores(segments: int = 1, **fields: Any) -> tuple[Store, Store, str]:
     """Two stores holding the same message (and the same concat counter)."""
     one, two = (Store(fakeredis.FakeRedis(decode_responses=True)) for _ in range(2))
-    message = stored(one, created_at=1_795_000_000_000, **fields)
+    message = stored(one, TWO_SEGMENTS, segments, created_at=1_795_000_000_000, **fields)
     two.create(message)
     return one, two, message.id
 
@@ -260,8 +260,11 @@ def twin_stores(**fields: Any) -> tuple[Store, Store, str]:
 class TestBeginSend:
     @pytest.mark.parametrize("start", ["queued", "scheduled", "submitting", "accepted"])
     def test_does_what_load_transition_and_concat_reference_did(self, start: str) -> None:
-        """The merged start of a send leaves the store as the three old steps did."""
-        merged, old, message_id = twin_stores(dlr=True, dlr_level=1, dlr_url="https://c.test/r")
+        """The merged start of a send leaves the store as the three old steps did (for a
+        concatenated message: one segment needs no reference)."""
+        merged, old, message_id = twin_stores(
+            segments=2, dlr=True, dlr_level=1, dlr_url="https://c.test/r"
+        )
         for store in (merged, old):
             store.set_fields(message_id, {"status": start})
         begun = merged.begin_send(message_id, 8)
@@ -277,12 +280,19 @@ class TestBeginSend:
 
     def test_reference_is_fixed_per_message_and_fresh_per_recipient(self, store: Store) -> None:
         """As `next_concat_reference`: fixed once chosen, the next message gets the next one."""
-        first, second = stored(store), stored(store)
+        first, second = (stored(store, TWO_SEGMENTS, 2) for _ in range(2))
         refs = [store.begin_send(m.id, 8) for m in (first, first, second)]
         one, again, other = (begun.concat_ref if begun else None for begun in refs)
         assert one is not None
         assert again == one
         assert other == (one + 1) % 256
+
+    def test_a_single_segment_needs_no_reference(self, store: Store) -> None:
+        """A message of one segment has no UDH: no reference, no counter written."""
+        begun = store.begin_send(stored(store).id, 8)
+        assert begun is not None
+        assert (begun.state, begun.concat_ref) == ("started", None)
+        assert store.redis.keys("smsq:concat:*") == []
 
     @pytest.mark.parametrize(
         ("fields", "state"),

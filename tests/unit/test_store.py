@@ -6,6 +6,8 @@ import fakeredis
 import orjson
 import pytest
 
+from tests.receipt_steps import claim, settle
+from worker.clock import now_ms
 from worker.contract import MessageStatus
 from worker.store import Message, Store, new_message_id
 
@@ -166,23 +168,24 @@ class TestReceiptsOut:
         """With level 3, a level-2 receipt is parked until level 1 is done, then released."""
         message = stored(store, dlr=True, dlr_level=3)
         assert store.open_receipt(message.id, 2)
-        assert store.claim_receipt(message.id, 2) == -1
+        assert claim(store, message.id, 2) == -1
         assert store.open_receipt(message.id, 1)
-        assert store.claim_receipt(message.id, 1) == 1
-        assert store.close_receipt(message.id, 1, "sent") is True
-        assert store.claim_receipt(message.id, 2) == 2
+        assert claim(store, message.id, 1) == 1
+        assert settle(store, message.id, 1, "sent") == 2  # released level 2
+        assert claim(store, message.id, 2) == 2
 
     def test_receipt_is_opened_once_and_claimed_once(self, store: Store) -> None:
-        """A second open or a concurrent claim of the same receipt gets nothing."""
+        """A second open or a concurrent claim of the same receipt gets nothing; a retry keeps
+        the seq; a done receipt is never claimed again."""
         message = stored(store, dlr=True, dlr_level=1)
         assert store.open_receipt(message.id, 1)
         assert not store.open_receipt(message.id, 1)
-        assert store.claim_receipt(message.id, 1) == 1
-        assert store.claim_receipt(message.id, 1) == 0
-        store.release_receipt(message.id, 1)
-        assert store.claim_receipt(message.id, 1) == 1  # same seq on a retry
-        store.close_receipt(message.id, 1, "sent")
-        assert store.claim_receipt(message.id, 1) == 0
+        assert claim(store, message.id, 1) == 1
+        assert claim(store, message.id, 1) == 0
+        assert settle(store, message.id, 1, "retry", due=now_ms()) == 1
+        assert claim(store, message.id, 1) == 1  # same seq on a retry
+        assert settle(store, message.id, 1, "sent") == 1
+        assert claim(store, message.id, 1) == 0
 
 
 class TestAwaitingTheSmsc:

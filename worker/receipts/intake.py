@@ -44,8 +44,8 @@ LINGER_SECONDS = 0.02  # ... this far apart
 def accept(inbox: Inbox, publisher: CeleryPublisher, carrier: str, request: dict[str, Any]) -> str:
     """Keep a carrier's request until a drain applies it; start a drain unless one runs.
     Returns the inbox entry."""
-    entry = uuid.uuid4().hex
-    if inbox.put(entry, carrier, request, now_ms()):
+    entry, ring = inbox.put(carrier, request, now_ms())
+    if ring:
         publisher.publish(DRAIN_CARRIER_RECEIPTS, [], Queue.CARRIER_DLR)
     return entry
 

@@ -22,7 +22,6 @@ from typing import Any, NamedTuple, cast
 import orjson
 import redis
 
-from worker import scripts
 from worker.clock import now_ms
 from worker.contract import SegmentStatus
 from worker.records import AggregateResult, Finished, Message, SegmentState, parse_segments
@@ -67,10 +66,7 @@ class Store:
 
     def __init__(self, client: redis.Redis) -> None:
         self.redis = client
-        self._scripts = scripts.load(client)
-        self._cancel_script = lua_scripts.register(
-            client, "cancel_message", "snapshot", "open_receipt"
-        )
+        self._scripts = lua_scripts.load(client)
 
     # -- messages -------------------------------------------------------------------------
     def create(self, message: Message, event: str = "accepted") -> None:
@@ -147,7 +143,7 @@ class Store:
         return [int(answer) for answer in self._each(self._cancel, [(m,) for m in message_ids])]
 
     def _cancel(self, client: redis.Redis | redis.client.Pipeline, message_id: str) -> Any:
-        return self._cancel_script(
+        return self._scripts.cancel_message(
             keys=[
                 message_key(message_id), segments_key(message_id), events_key(message_id),
                 SUBMIT_WATCH_KEY, DELIVERY_WATCH_KEY, RECEIPT_WATCH_KEY,
@@ -460,47 +456,6 @@ class Store:
             )
         )
 
-    def claim_receipt(self, message_id: str, level: int, lease_ms: int = 30_000) -> int:
-        """Take a receipt for sending: its seq (> 0), 0 if done, taken or not due, -1 if parked.
-
-        A level-2 receipt of a level-3 message is parked until the level-1 receipt is done, so
-        the client sees them in order; `close_receipt` of level 1 releases it. The lease must
-        outlast one delivery attempt: after it, the receipt may be claimed again.
-        """
-        return int(self._claim_receipt(self.redis, message_id, level, lease_ms))
-
-    def _claim_receipt(
-        self,
-        client: redis.Redis | redis.client.Pipeline,
-        message_id: str,
-        level: int,
-        lease_ms: int,
-    ) -> Any:
-        return self._scripts.claim_receipt(
-            keys=[message_key(message_id), RECEIPT_WATCH_KEY],
-            args=[level, now_ms(), lease_ms],
-            client=client,
-        )
-
-    def release_receipt(self, message_id: str, level: int, due_ms: int = 0) -> None:
-        """Give a claimed receipt back after a failed attempt; the retry is due at `due_ms`."""
-        self._scripts.release_receipt(
-            keys=[message_key(message_id), RECEIPT_WATCH_KEY], args=[level, due_ms]
-        )
-
-    def close_receipt(self, message_id: str, level: int, outcome: str) -> bool:
-        """Mark a receipt done (`sent`, `gone`, `dead`); True if a parked level 2 is released."""
-        return bool(self._close_receipt(self.redis, message_id, level, outcome))
-
-    def _close_receipt(
-        self, client: redis.Redis | redis.client.Pipeline, message_id: str, level: int, outcome: str
-    ) -> Any:
-        return self._scripts.close_receipt(
-            keys=[message_key(message_id), RECEIPT_WATCH_KEY],
-            args=[level, outcome, now_ms()],
-            client=client,
-        )
-
     def replay_receipt(self, message_id: str, level: int) -> bool:
         """Make an opened receipt due again (same event id and seq, a fresh retry schedule)."""
         return bool(
@@ -510,27 +465,6 @@ class Store:
             )
         )
 
-    def receipt_attempt(self, message_id: str, level: int) -> int:
-        """Count one more delivery attempt of the level's receipt; returns the count."""
-        return int(self.redis.hincrby(message_key(message_id), f"rcpt:{level}:attempts", 1))
-
-    # Receipts in batches (`dlr-batch`, worker.receipt_batches): one round trip for many.
-    def claim_receipts(self, refs: Sequence[tuple[str, int]], lease_ms: int) -> list[int]:
-        """`claim_receipt` of each `(message id, level)`, pipelined; the seqs in order."""
-        found = self._each(self._claim_receipt, [(m, level, lease_ms) for m, level in refs])
-        return [int(seq) for seq in found]
-
-    def close_receipts(self, refs: Sequence[tuple[str, int]], outcome: str) -> list[bool]:
-        """`close_receipt` of each `(message id, level)`, pipelined; which released a level 2."""
-        found = self._each(self._close_receipt, [(m, level, outcome) for m, level in refs])
-        return [bool(released) for released in found]
-
-    def add_events(self, events: Sequence[tuple[str, str, Mapping[str, Any]]]) -> None:
-        """`add_event` of each `(message id, event, detail)`, pipelined."""
-        pipe = self.redis.pipeline(transaction=False)
-        for message_id, event, detail in events:
-            pipe.rpush(events_key(message_id), _event(event, **detail))
-        pipe.execute()
 
 
 class Begun(NamedTuple):

@@ -11,7 +11,7 @@ import orjson
 import redis
 
 from worker.store import lua_scripts
-from worker.store.keys import INBOX_KEY, INBOX_RING_KEY, INBOX_WATCH_KEY
+from worker.store.keys import INBOX_KEY, INBOX_RING_KEY, INBOX_SEQ_KEY, INBOX_WATCH_KEY
 
 # A planned drain's flag outlives its time by this much (ms): if its task is lost, the next
 # request plans a new one.
@@ -36,14 +36,14 @@ class Inbox:
         self._lease = lua_scripts.register(client, "inbox_lease")
         self._ring = lua_scripts.register(client, "inbox_ring")
 
-    def put(self, entry: str, carrier: str, request: dict[str, Any], now: int) -> bool:
-        """Keep a request; True when a drain must be started for it (none runs)."""
-        return bool(
-            self._put(
-                keys=[INBOX_KEY, INBOX_WATCH_KEY, INBOX_RING_KEY],
-                args=[entry, orjson.dumps([carrier, request]), now, RING_SLACK_MS],
-            )
+    def put(self, carrier: str, request: dict[str, Any], now: int) -> tuple[str, bool]:
+        """Keep a request; its entry, and True when a drain must be started for it (none
+        runs). Entries are numbered in the order requests came."""
+        entry, ring = self._put(
+            keys=[INBOX_KEY, INBOX_WATCH_KEY, INBOX_RING_KEY, INBOX_SEQ_KEY],
+            args=[orjson.dumps([carrier, request]), now, RING_SLACK_MS],
         )
+        return str(entry), bool(ring)
 
     def lease(
         self, token: str, now: int, limit: int, lease_ms: int, hold_ms: int, *, keep: bool

@@ -19,6 +19,7 @@ Carrier receipt requests, kept until applied (`worker.store.inbox`):
   inbox                hash: entry -> JSON [carrier name, request as received]
   watch:inbox          sorted set: entry -> when due (now, or when a drain's lease ends)
   inbox:ring           string: a drain is planned (its time, ms) or running (`run:{token}`)
+  inbox:seq            counter: names entries in the order requests came
 Campaigns:
   batch:{id}           hash: the batch (counts, callback URL, its pending callback event)
   batch:{id}:ids       list: the batch's message ids, in request order
@@ -38,6 +39,7 @@ SCHEDULER_LOCK_KEY = f"{PREFIX}scheduler:lock"  # held by the scheduler that wor
 INBOX_KEY = f"{PREFIX}inbox"
 INBOX_WATCH_KEY = f"{PREFIX}watch:inbox"
 INBOX_RING_KEY = f"{PREFIX}inbox:ring"
+INBOX_SEQ_KEY = f"{PREFIX}inbox:seq"
 
 
 def message_key(message_id: str) -> str:

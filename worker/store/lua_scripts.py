@@ -8,6 +8,7 @@ as `receipt_snapshot`); each file's header says its KEYS, ARGV and what it guara
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
@@ -67,3 +68,50 @@ def source(name: str, *libraries: str) -> str:
 def register(client: redis.Redis, name: str, *libraries: str) -> Script:
     """Register script `name` on `client` (EVALSHA, with a transparent EVAL fallback)."""
     return client.register_script(source(name, *libraries))
+
+
+# The libraries each script runs with (their functions), besides the prelude.
+_SNAPSHOT = ("snapshot", "open_receipt_lib")
+_FINISH = (*_SNAPSHOT, "finish_submission_lib")
+
+
+@dataclass(frozen=True, slots=True)
+class Scripts:
+    """The message store's scripts (`worker.store.Store`), registered on one client."""
+
+    transition: Script
+    concat_reference: Script
+    begin_send: Script
+    claim_segment: Script
+    release_segment: Script
+    record_accepted: Script
+    park_receipt: Script
+    mark_unknown: Script
+    finish_submission: Script
+    accept_and_finish: Script
+    apply_receipt: Script
+    open_receipt: Script
+    replay_receipt: Script
+    cancel_message: Script
+
+
+def load(client: redis.Redis) -> Scripts:
+    """Register every script of the message store on `client`."""
+    return Scripts(
+        transition=register(client, "transition", "transition_lib"),
+        concat_reference=register(client, "concat_reference"),
+        begin_send=register(client, "begin_send"),
+        claim_segment=register(client, "claim_segment"),
+        release_segment=register(client, "release_segment"),
+        record_accepted=register(client, "record_accepted", "record_accepted_lib"),
+        park_receipt=register(client, "park_receipt"),
+        mark_unknown=register(client, "mark_unknown"),
+        finish_submission=register(client, "finish_submission", *_FINISH),
+        accept_and_finish=register(
+            client, "accept_and_finish", "record_accepted_lib", *_FINISH
+        ),
+        apply_receipt=register(client, "apply_receipt", *_FINISH),
+        open_receipt=register(client, "open_receipt", *_SNAPSHOT),
+        replay_receipt=register(client, "replay_receipt"),
+        cancel_message=register(client, "cancel_message", *_SNAPSHOT),
+    )

@@ -6,7 +6,7 @@
 -- nothing was sent), leaves the watch lists, and opens its receipt as any final outcome before
 -- submission does: level 1 (`cancelled` / `DELETED`), or level 2 when only level 2 was asked.
 -- Returns the opened level, 0 when no receipt was asked for, -1 when the message could not be
--- cancelled (gone, being submitted, or final). Needs the libraries `snapshot`, `open_receipt`.
+-- cancelled (gone, being submitted, or final). Needs `snapshot` and `open_receipt_lib`.
 local status = redis.call('HGET', KEYS[1], 'status')
 if not CANCELLABLE[status] then return -1 end
 local now = ARGV[1]

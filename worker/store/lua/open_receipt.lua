@@ -1,13 +1,5 @@
--- open_receipt(msg, seg, watch, level, now): open the client receipt of a level, once.
+-- Open the client receipt of a level once (see `open_receipt_lib.lua`).
 --
--- Its state becomes `open`, its content is fixed now (`receipt_snapshot`: what every attempt
--- and replay will send) and it is put on the receipt watch list (due now). Returns the level
--- when this call opened it, 0 when it was open already. Needs the library `snapshot`.
-local function open_receipt(msg, seg, watch, level, now)
-  if redis.call('HSETNX', msg, 'rcpt:' .. level .. ':state', 'open') == 1 then
-    redis.call('HSET', msg, 'rcpt:' .. level .. ':snap', receipt_snapshot(msg, seg, level))
-    redis.call('ZADD', watch, now, redis.call('HGET', msg, 'id') .. ':' .. level)
-    return level
-  end
-  return 0
-end
+-- KEYS: message hash, segments hash, receipt watch. ARGV: level, now (ms).
+-- Returns 1 when this call opened it.
+return open_receipt(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2]) ~= 0 and 1 or 0

@@ -11,23 +11,32 @@
 -- 0 for a message that no longer exists.
 local lvl, outcome, now = ARGV[1], ARGV[2], ARGV[3]
 local msg, p = KEYS[1], 'rcpt:' .. ARGV[1] .. ':'
-local id = redis.call('HGET', msg, 'id')
+local m = redis.call('HMGET', msg, 'id', p .. 'state', 'rcpt:2:state', p .. 'first_attempt_at')
+local id = m[1]
 if not id then return 0 end
 redis.call('RPUSH', KEYS[3], ARGV[4])
 if outcome == 'retry' then
-  if redis.call('HGET', msg, p .. 'state') ~= 'sending' then return 0 end
-  redis.call('HSET', msg, p .. 'state', 'open', p .. 'lease', 0, p .. 'not_before', ARGV[5],
-             p .. 'why', ARGV[6])
-  redis.call('HSETNX', msg, p .. 'first_attempt_at', now)
+  if m[2] ~= 'sending' then return 0 end
+  local set = {p .. 'state', 'open', p .. 'lease', 0, p .. 'not_before', ARGV[5], p .. 'why',
+               ARGV[6]}
+  if not m[4] then
+    set[#set + 1] = p .. 'first_attempt_at'
+    set[#set + 1] = now
+  end
+  redis.call('HSET', msg, unpack(set))
   redis.call('ZADD', KEYS[2], ARGV[5], id .. ':' .. lvl)
   return 1
 end
-redis.call('HSET', msg, p .. 'state', outcome)
+local released = lvl == '1' and m[3] == 'waiting'
+if released then
+  redis.call('HSET', msg, p .. 'state', outcome, 'rcpt:2:state', 'open')
+else
+  redis.call('HSET', msg, p .. 'state', outcome)
+end
 if ARGV[7] == '1' then redis.call('HDEL', msg, p .. 'why') end
 redis.call('ZREM', KEYS[2], id .. ':' .. lvl)
 if outcome == 'dead' then redis.call('ZADD', KEYS[4], now, id .. ':' .. lvl) end
-if lvl == '1' and redis.call('HGET', msg, 'rcpt:2:state') == 'waiting' then
-  redis.call('HSET', msg, 'rcpt:2:state', 'open')
+if released then
   redis.call('ZADD', KEYS[2], now, id .. ':2')
   return 2
 end

@@ -1,0 +1,13 @@
+-- Take a segment for submission, once.
+--
+-- KEYS: segments hash. ARGV: seq, now (ms), '1' when the carrier honours client references.
+-- A pending segment is taken (`submitting`, its claim time and attempt count recorded); with
+-- ARGV[3] = '1' one whose outcome is unknown is taken too: it is resent with the same client
+-- reference, which the carrier answers once. Returns 1 when taken, 0 when anyone already did.
+local seq = ARGV[1]
+local v = redis.call('HMGET', KEYS[1], seq .. ':status', seq .. ':attempts')
+local s = v[1]
+if s and s ~= 'pending' and not (s == 'unknown' and ARGV[3] == '1') then return 0 end
+redis.call('HSET', KEYS[1], seq .. ':status', 'submitting', seq .. ':submitted_at', ARGV[2],
+           seq .. ':attempts', (tonumber(v[2]) or 0) + 1)
+return 1
