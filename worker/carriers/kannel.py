@@ -26,9 +26,9 @@ from urllib.parse import quote, quote_from_bytes, urlsplit
 import httpx
 
 from worker.carriers.base import Accepted, CarrierReceipt, InboundRequest, SegmentSubmission
-from worker.carriers.responses import parse_retry_after, required_str, transport_error
+from worker.carriers.responses import StatusRule, request, required_str
 from worker.contract import SegmentStatus
-from worker.errors import CarrierRejectedError, CarrierUnavailableError, ValidationError
+from worker.errors import CarrierRejectedError, ValidationError
 
 SENDSMS_PATH = "/cgi-bin/sendsms"
 
@@ -63,9 +63,6 @@ FAILED_STATS: dict[str, SegmentStatus] = {
     "DELETED": SegmentStatus.UNDELIVERED,
     "UNKNOWN": SegmentStatus.UNDELIVERED,
 }
-
-# Kannel's answers that say the account or gateway is at fault, not the message.
-CARRIER_SIDE_STATUSES = frozenset({401, 403, 404, 405})
 
 # `stat:` and `err:` inside an SMPP DLR text (`%A`).
 _STAT = re.compile(r"\bstat:([A-Z]{5,8})", re.IGNORECASE)
@@ -104,11 +101,8 @@ class KannelCarrier:
     def submit(self, segment: SegmentSubmission) -> Accepted:
         """GET sendsms with this segment; raise a `CarrierError` unless Kannel accepted it."""
         carrier_id = f"{segment.message_id}.{segment.seq}"
-        try:
-            response = self._client.get(self._url + "?" + self._query(segment, carrier_id))
-        except httpx.HTTPError as exc:
-            raise transport_error(exc, carrier=self.name) from exc
-        self._raise_for_status(response)
+        url = self._url + "?" + self._query(segment, carrier_id)
+        request(self._client, "GET", url, carrier=self.name, rule=STATUS_RULE)
         # Only queued in Kannel: with the SMSC's answer asked for, that receipt settles it.
         awaiting = self.acknowledges_by_receipt and segment.want_receipt
         return Accepted(carrier_id=carrier_id, awaiting_ack=awaiting)
@@ -145,20 +139,6 @@ class KannelCarrier:
             pairs.append(("dlr-url", quote(dlr_url(segment.receipt_url, carrier_id), safe="")))
         return "&".join(f"{key}={value}" for key, value in pairs)
 
-    def _raise_for_status(self, response: httpx.Response) -> None:
-        status = response.status_code
-        if 200 <= status < 300:
-            return
-        # Kannel answers in plain text, e.g. `Authorization failed for sendsms`.
-        message = response.text.strip()[:200] or f"Kannel answered {status}"
-        code = f"kannel_{status}"
-        if status >= 500 or status in (408, 429) or status < 200 or 300 <= status < 400:
-            retry_after = parse_retry_after(response.headers.get("retry-after"))
-            raise CarrierUnavailableError(
-                message, carrier=self.name, code=code, status_code=status, retry_after=retry_after
-            )
-        raise CarrierRejectedError(message, carrier=self.name, code=code, status_code=status)
-
     def parse_receipts(self, request: InboundRequest) -> list[CarrierReceipt]:
         """One receipt from the query Kannel filled in; `ValidationError` on garbage."""
         query = request.query
@@ -177,6 +157,18 @@ class KannelCarrier:
                 done_at=_epoch_iso(query.get("ts")),
             )
         ]
+
+
+def _details(response: httpx.Response) -> tuple[str, str]:
+    """Kannel's error `(code, message)`: it answers in plain text, e.g. `Authorization failed
+    for sendsms`."""
+    status = response.status_code
+    return f"kannel_{status}", response.text.strip()[:200] or f"Kannel answered {status}"
+
+
+# The shared rule, with Kannel's plain-text answers (its 403 for bad credentials and 404/405 for
+# a wrong URL blame the account, as for every HTTP carrier: `responses.CARRIER_SIDE_STATUSES`).
+STATUS_RULE = StatusRule(details=_details)
 
 
 def decode_type(kind: str, stat: str | None = None) -> SegmentStatus:

@@ -38,9 +38,8 @@ from worker.carriers.base import (
     honours_client_ref,
 )
 from worker.carriers.base import SegmentSubmission as Segment
-from worker.carriers.kannel import CARRIER_SIDE_STATUSES
+from worker.carriers.responses import CARRIER_SIDE_STATUSES
 from worker.carriers.routes import RouteTable
-from worker.carriers.twilio import CARRIER_SIDE_CODES as TWILIO_CARRIER_SIDE
 from worker.errors import (
     CarrierError,
     CarrierRejectedError,
@@ -58,8 +57,12 @@ UNAVAILABLE, REJECTED, UNKNOWN = "unavailable", "rejected", "unknown"
 
 
 def is_carrier_side(exc: CarrierRejectedError) -> bool:
-    """Does the refusal blame the carrier account (auth, credit, sender, routing), not the SMS?"""
-    return exc.status_code in (401, 402, *CARRIER_SIDE_STATUSES) or exc.code in TWILIO_CARRIER_SIDE
+    """Does the refusal blame the carrier account (auth, credit, sender, routing), not the SMS?
+    The adapter says so (the shared HTTP rule, `worker.carriers.responses`); a refusal it did
+    not classify is judged by its HTTP status alone."""
+    if exc.carrier_side is not None:
+        return exc.carrier_side
+    return exc.status_code in CARRIER_SIDE_STATUSES
 
 
 def history_key(client_ref: str) -> str:

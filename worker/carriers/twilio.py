@@ -24,15 +24,15 @@ import orjson
 
 from worker.carriers.base import Accepted, CarrierReceipt, InboundRequest, SegmentSubmission
 from worker.carriers.responses import (
+    StatusRule,
     accepted_id,
     lookup,
     optional_str,
-    parse_retry_after,
+    request,
     required_str,
-    transport_error,
 )
 from worker.contract import SegmentStatus
-from worker.errors import CarrierRejectedError, CarrierUnavailableError, ValidationError
+from worker.errors import ValidationError
 
 API_VERSION = "2010-04-01"
 SIGNATURE_HEADER = "x-twilio-signature"
@@ -103,24 +103,16 @@ class TwilioCarrier:
             form["From"] = segment.sender
         if segment.want_receipt:
             form["StatusCallback"] = segment.receipt_url
-        try:
-            response = self._client.post(self._url, data=form, auth=self._auth)
-        except httpx.HTTPError as exc:
-            raise transport_error(exc, carrier=self.name) from exc
-        self._raise_for_status(response)
+        response = request(
+            self._client,
+            "POST",
+            self._url,
+            carrier=self.name,
+            rule=STATUS_RULE,
+            data=form,
+            auth=self._auth,
+        )
         return Accepted(carrier_id=accepted_id(response, "sid", carrier=self.name))
-
-    def _raise_for_status(self, response: httpx.Response) -> None:
-        status = response.status_code
-        if 200 <= status < 300:
-            return
-        code, message = _error(response)
-        if status >= 500 or status in (408, 429) or status < 200 or 300 <= status < 400:
-            retry_after = parse_retry_after(response.headers.get("retry-after"))
-            raise CarrierUnavailableError(
-                message, carrier=self.name, code=code, status_code=status, retry_after=retry_after
-            )
-        raise CarrierRejectedError(message, carrier=self.name, code=code, status_code=status)
 
     def parse_receipts(self, request: InboundRequest) -> list[CarrierReceipt]:
         """One receipt from a signed status callback; `ValidationError` if unsigned or garbage."""
@@ -208,3 +200,7 @@ def _error(response: httpx.Response) -> tuple[str, str]:
         if isinstance(body.get("message"), str) and body["message"]:
             message = body["message"][:200]
     return code, message
+
+
+# The shared rule, with Twilio's error body and the codes that blame the account.
+STATUS_RULE = StatusRule(details=_error, carrier_side_codes=CARRIER_SIDE_CODES)
