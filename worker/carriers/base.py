@@ -75,16 +75,21 @@ class InboundRequest:
 
 
 class Carrier(Protocol):
-    """What the sending logic needs from a carrier adapter."""
+    """What the sending logic needs from a carrier: an adapter, or one that wraps adapters
+    (`worker.carriers.routing.RoutedCarrier`, `worker.metrics.MeasuredCarrier`)."""
 
     name: str
-    # True when the carrier takes the whole text and segments it itself (Twilio): only the
-    # first segment is submitted, with `full_text`.
+    # The carrier takes the whole text and segments it itself (Twilio): only the first
+    # segment is submitted, with `full_text`.
     submits_whole_text: bool
-    # Optional capabilities (absent means no): `honours_client_ref` (below), and
-    # `acknowledges_by_receipt`: acceptance only means "queued at a gateway" (Kannel's 202) and
-    # the answer of the SMSC behind it comes later as a receipt; such an adapter returns
-    # `Accepted(awaiting_ack=True)` and the level-1 receipt waits for that answer.
+    # The carrier treats our client reference (`message_id:seq`) as an idempotency key: a
+    # segment sent again gets the first answer (the same carrier id) and no second SMS. Without
+    # it a segment whose outcome is unknown is never resent.
+    honours_client_ref: bool
+    # Acceptance only means "queued at a gateway" (Kannel's 202): the answer of the SMSC behind
+    # it comes later as a receipt, so `submit` returns `Accepted(awaiting_ack=True)` and the
+    # level-1 receipt waits for that answer.
+    acknowledges_by_receipt: bool
 
     def submit(self, segment: SegmentSubmission) -> Accepted:
         """Submit one segment; raise a `CarrierError` subclass when it was not accepted."""
@@ -93,11 +98,3 @@ class Carrier(Protocol):
     def parse_receipts(self, request: InboundRequest) -> list[CarrierReceipt]:
         """Turn an inbound receipt request into receipts; raise `ValidationError` on garbage."""
         ...
-
-
-def honours_client_ref(carrier: object) -> bool:
-    """Whether the carrier treats our client reference as an idempotency key: a segment sent
-    again with the same `message_id:seq` gets the first answer (the same carrier id) and no
-    second SMS. Adapters opt in with a class attribute `honours_client_ref = True`; absent
-    means no, and then a segment whose outcome is unknown is never resent."""
-    return getattr(carrier, "honours_client_ref", False) is True

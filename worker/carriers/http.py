@@ -47,6 +47,8 @@ class HttpCarrier:
     """Submits whole messages as JSON to a configurable URL and field layout."""
 
     submits_whole_text = True
+    honours_client_ref = False
+    acknowledges_by_receipt = False
 
     def __init__(
         self,

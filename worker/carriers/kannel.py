@@ -75,6 +75,7 @@ class KannelCarrier:
     """Submits segments to Kannel's `/cgi-bin/sendsms`; parses its `dlr-url` callbacks."""
 
     submits_whole_text = False
+    honours_client_ref = False
 
     def __init__(
         self,

@@ -35,7 +35,6 @@ from worker.carriers.base import (
     Carrier,
     CarrierReceipt,
     InboundRequest,
-    honours_client_ref,
 )
 from worker.carriers.base import SegmentSubmission as Segment
 from worker.carriers.responses import CARRIER_SIDE_STATUSES
@@ -126,7 +125,11 @@ class RoutedCarrier:
         self.submits_whole_text = all(g.carrier.submits_whole_text for g in gates.values())
         # A segment whose outcome is unknown is resent only to the same carrier (see
         # `_candidates`), so the route honours client references when all its carriers do.
-        self.honours_client_ref = all(honours_client_ref(g.carrier) for g in gates.values())
+        self.honours_client_ref = all(g.carrier.honours_client_ref for g in gates.values())
+        # Some of its carriers' acceptances may wait for the SMSC's answer (`Accepted` says so).
+        self.acknowledges_by_receipt = any(
+            g.carrier.acknowledges_by_receipt for g in gates.values()
+        )
         self._redis = client
         self._public_url = public_url.rstrip("/")
         self._max_wait = max_wait

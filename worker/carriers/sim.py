@@ -36,6 +36,7 @@ class SimCarrier:
     # `smsq carrier-sim` answers a repeated client_ref with the first carrier id (its
     # `--dedupe-client-refs`, on by default), as a carrier honouring an idempotency key does.
     honours_client_ref = True
+    acknowledges_by_receipt = False
 
     def __init__(self, client: httpx.Client, base_url: str, name: str = "sim") -> None:
         self.name = name

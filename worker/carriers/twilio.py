@@ -74,6 +74,8 @@ class TwilioCarrier:
     """Submits whole messages to Twilio's Messages API; validates and parses status callbacks."""
 
     submits_whole_text = True
+    honours_client_ref = False
+    acknowledges_by_receipt = False
 
     def __init__(
         self,

@@ -139,5 +139,3 @@ def record(
         store.batch_events_sent(settled.events_sent)
     if settled.dead:
         store.count("receipt_dead", settled.dead)
-
-
