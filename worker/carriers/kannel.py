@@ -21,12 +21,24 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
+from typing import Self
 from urllib.parse import quote, quote_from_bytes, urlsplit
 
 import httpx
+from pydantic import Field
 
-from worker.carriers.base import Accepted, CarrierReceipt, InboundRequest, SegmentSubmission
-from worker.carriers.responses import StatusRule, request, required_str
+from worker.carriers.base import (
+    Accepted,
+    AdapterContext,
+    CarrierAdapter,
+    CarrierReceipt,
+    InboundRequest,
+    Probe,
+    ReceiptAuth,
+    SegmentSubmission,
+)
+from worker.carriers.options import Credentials, HttpEndpoint
+from worker.carriers.responses import StatusRule, probe_http, request, required_str
 from worker.contract import SegmentStatus
 from worker.errors import CarrierRejectedError, ValidationError
 
@@ -71,11 +83,23 @@ _ERR = re.compile(r"\berr:([0-9A-Za-z]{1,8})")
 _NACK = re.compile(r"^NACK/(0x[0-9A-Fa-f]{1,8})")
 
 
-class KannelCarrier:
+class KannelOptions(HttpEndpoint, Credentials):
+    """`[carriers.NAME]` of `type = "kannel"`: smsbox's `url`, the sendsms-user's `username`
+    and `password` (or `password_file`), the `smsc` to route through, the `dlr_mask`."""
+
+    smsc: str = ""  # smsc-id to route through; empty: Kannel's own routing
+    dlr_mask: int = Field(DEFAULT_DLR_MASK, ge=1, le=63)
+
+
+class KannelCarrier(CarrierAdapter[KannelOptions]):
     """Submits segments to Kannel's `/cgi-bin/sendsms`; parses its `dlr-url` callbacks."""
 
+    type_name = "kannel"
+    Options = KannelOptions
     submits_whole_text = False
-    honours_client_ref = False
+    # Receipts: the per-segment token in the `dlr-url` (Kannel signs nothing), whose `id` must
+    # be the token's segment (`wrong_segment`).
+    receipt_auth = ReceiptAuth.TOKEN
 
     def __init__(
         self,
@@ -90,8 +114,7 @@ class KannelCarrier:
     ) -> None:
         self.name = name
         self._client = client
-        path = urlsplit(url).path
-        self._url = url.rstrip("/") + SENDSMS_PATH if path in ("", "/") else url
+        self._url = sendsms_url(url)
         self._credentials = (username, password)
         self._smsc = smsc
         self._dlr_mask = dlr_mask
@@ -99,16 +122,41 @@ class KannelCarrier:
         # level 1 waits for it (`Accepted.awaiting_ack`); else Kannel's 202 is all there is.
         self.acknowledges_by_receipt = dlr_mask & (SMSC_ACK | SMSC_NACK) == SMSC_ACK | SMSC_NACK
 
+    @classmethod
+    def from_config(cls, name: str, options: KannelOptions, context: AdapterContext) -> Self:
+        return cls(
+            context.client,
+            options.url,
+            name=name,
+            username=options.username,
+            password=options.secret,
+            smsc=options.smsc,
+            dlr_mask=options.dlr_mask,
+        )
+
+    @classmethod
+    def probe(cls, options: KannelOptions, context: AdapterContext) -> Probe:
+        """sendsms with the credentials but no recipient: 403 if they are wrong, else a 4xx
+        about `to`."""
+        query = httpx.QueryParams({"username": options.username, "password": options.secret})
+        return probe_http(context.client, f"{sendsms_url(options.url)}?{query}")
+
+    @classmethod
+    def wrong_segment(cls, request: InboundRequest, ref: str) -> str | None:
+        """The `id` of a callback must be the carrier id of its token's segment (it is ours, in
+        the same URL)."""
+        return "id" if request.query.get("id") != segment_carrier_id(ref) else None
+
     def submit(self, segment: SegmentSubmission) -> Accepted:
         """GET sendsms with this segment; raise a `CarrierError` unless Kannel accepted it."""
-        carrier_id = f"{segment.message_id}.{segment.seq}"
-        url = self._url + "?" + self._query(segment, carrier_id)
+        own_id = segment_carrier_id(segment.client_ref)
+        url = self._url + "?" + self._query(segment, own_id)
         request(self._client, "GET", url, carrier=self.name, rule=STATUS_RULE)
         # Only queued in Kannel: with the SMSC's answer asked for, that receipt settles it.
         awaiting = self.acknowledges_by_receipt and segment.want_receipt
-        return Accepted(carrier_id=carrier_id, awaiting_ack=awaiting)
+        return Accepted(carrier_id=own_id, awaiting_ack=awaiting)
 
-    def _query(self, segment: SegmentSubmission, carrier_id: str) -> str:
+    def _query(self, segment: SegmentSubmission, own_id: str) -> str:
         """The sendsms query string, encoded by hand: `udh` and UCS-2 `text` are bytes."""
         coding = CODINGS.get(segment.data_coding)
         if coding is None:
@@ -137,7 +185,7 @@ class KannelCarrier:
             pairs.append(("smsc", quote(self._smsc, safe="")))
         if segment.want_receipt:
             pairs.append(("dlr-mask", str(self._dlr_mask)))
-            pairs.append(("dlr-url", quote(dlr_url(segment.receipt_url, carrier_id), safe="")))
+            pairs.append(("dlr-url", quote(dlr_url(segment.receipt_url, own_id), safe="")))
         return "&".join(f"{key}={value}" for key, value in pairs)
 
     def parse_receipts(self, request: InboundRequest) -> list[CarrierReceipt]:
@@ -158,6 +206,18 @@ class KannelCarrier:
                 done_at=_epoch_iso(query.get("ts")),
             )
         ]
+
+
+def sendsms_url(url: str) -> str:
+    """smsbox's sendsms URL: a bare base URL means `/cgi-bin/sendsms`; a path is used as given."""
+    return url.rstrip("/") + SENDSMS_PATH if urlsplit(url).path in ("", "/") else url
+
+
+def segment_carrier_id(ref: str) -> str:
+    """Our carrier id for a segment reference `message_id:seq` (Kannel names none):
+    `message_id.seq`."""
+    message_id, _, seq = ref.rpartition(":")
+    return f"{message_id}.{seq}"
 
 
 def _details(response: httpx.Response) -> tuple[str, str]:

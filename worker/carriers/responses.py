@@ -24,7 +24,7 @@ from typing import TypeVar
 import httpx
 import orjson
 
-from worker.carriers.base import InboundRequest
+from worker.carriers.base import InboundRequest, Probe
 from worker.errors import (
     CarrierError,
     CarrierRejectedError,
@@ -157,6 +157,21 @@ def request(
     return response
 
 
+def probe_http(client: httpx.Client, url: str, *, auth: tuple[str, str] | None = None) -> Probe:
+    """GET `url` (the cheapest authenticated request a carrier has; never an SMS) and read the
+    answer: 401/403 credentials refused, 5xx or no connection down, anything else reachable."""
+    try:
+        response = client.get(url, auth=httpx.USE_CLIENT_DEFAULT if auth is None else auth)
+    except httpx.HTTPError as exc:
+        return Probe(False, f"unreachable ({type(exc).__name__})")
+    status = response.status_code
+    if status in (401, 403):
+        return Probe(False, f"credentials refused ({status})")
+    if status >= 500:
+        return Probe(False, f"answers {status}")
+    return Probe(True, f"reachable ({status})")
+
+
 def post_json(
     client: httpx.Client,
     url: str,
@@ -253,6 +268,7 @@ __all__: list[str] = [
     "optional_str",
     "parse_retry_after",
     "post_json",
+    "probe_http",
     "raise_for_status",
     "receipt_fields",
     "request",

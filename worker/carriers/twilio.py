@@ -17,17 +17,30 @@ import base64
 import hashlib
 import hmac
 from collections.abc import Mapping
+from typing import Self
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import orjson
 
-from worker.carriers.base import Accepted, CarrierReceipt, InboundRequest, SegmentSubmission
+from worker.carriers.base import (
+    Accepted,
+    AdapterContext,
+    CarrierAdapter,
+    CarrierReceipt,
+    InboundRequest,
+    Probe,
+    ReceiptAuth,
+    SegmentSubmission,
+    SignatureCheck,
+)
+from worker.carriers.options import Credentials, HttpEndpoint
 from worker.carriers.responses import (
     StatusRule,
     accepted_id,
     lookup,
     optional_str,
+    probe_http,
     request,
     required_str,
 )
@@ -70,12 +83,20 @@ def signature(url: str, params: Mapping[str, str], auth_token: str) -> str:
     return base64.b64encode(digest).decode("ascii")
 
 
-class TwilioCarrier:
+class TwilioOptions(HttpEndpoint, Credentials):
+    """`[carriers.NAME]` of `type = "twilio"`: the API's `url`, the account SID as `username`,
+    the auth token as `password` (or `password_file`), optionally a `messaging_service`."""
+
+    messaging_service: str = ""  # MessagingServiceSid, sent instead of `From`
+
+
+class TwilioCarrier(CarrierAdapter[TwilioOptions]):
     """Submits whole messages to Twilio's Messages API; validates and parses status callbacks."""
 
+    type_name = "twilio"
+    Options = TwilioOptions
     submits_whole_text = True
-    honours_client_ref = False
-    acknowledges_by_receipt = False
+    receipt_auth = ReceiptAuth.SIGNATURE  # X-Twilio-Signature, keyed by the auth token
 
     def __init__(
         self,
@@ -95,6 +116,37 @@ class TwilioCarrier:
         self._auth_token = auth_token
         self._public_url = public_url.rstrip("/")
         self._messaging_service = messaging_service
+
+    @classmethod
+    def from_config(cls, name: str, options: TwilioOptions, context: AdapterContext) -> Self:
+        return cls(
+            context.client,
+            options.url,
+            name=name,
+            account_sid=options.username,
+            auth_token=options.secret,
+            public_url=context.settings.effective_public_url,
+            messaging_service=options.messaging_service,
+        )
+
+    @classmethod
+    def probe(cls, options: TwilioOptions, context: AdapterContext) -> Probe:
+        """The account resource, with the account's credentials."""
+        url = f"{options.url.rstrip('/')}/{API_VERSION}/Accounts/{options.username}.json"
+        return probe_http(context.client, url, auth=(options.username, options.secret))
+
+    @classmethod
+    def receipt_signature(
+        cls, options: TwilioOptions, *, name: str, public_url: str
+    ) -> SignatureCheck:
+        """`X-Twilio-Signature` checked with the auth token (read once, here)."""
+        auth_token = options.secret
+
+        def check(request: InboundRequest) -> bool:
+            params = dict(request.form) if request.method == "POST" else {}
+            return is_signed(request, params, auth_token, public_url=public_url, name=name)
+
+        return check
 
     def submit(self, segment: SegmentSubmission) -> Accepted:
         """POST the whole text; raise a `CarrierError` unless Twilio created the message."""
