@@ -3,8 +3,9 @@
 Every carrier table has the common keys (`type`, `rate`, `burst`, `concurrency`,
 `breaker_failures`, `breaker_cooldown`: `worker.carriers.config.CarrierConfig`); the rest are
 the adapter's, validated by its `Options` model, which forbids keys it does not know. The
-pieces HTTP adapters share are here to mix in: where the carrier is (`HttpEndpoint`), how to
-log in (`Credentials`) and the secret its receipt requests are signed with (`SignedReceipts`).
+pieces adapters share are here to mix in: where an HTTP carrier is (`HttpEndpoint`), how to
+log in (`Credentials`, `Password`) and the secret receipt requests are signed with
+(`SignedReceipts`).
 """
 
 from __future__ import annotations
@@ -41,10 +42,9 @@ class HttpEndpoint(AdapterOptions):
         return f"{parts.hostname}:{parts.port}" if parts.port else parts.hostname
 
 
-class Credentials(AdapterOptions):
-    """A username and a password, or a file holding it (container secrets)."""
+class Password(AdapterOptions):
+    """A password, or a file holding it (container secrets)."""
 
-    username: str = ""
     password: SecretStr = SecretStr("")
     password_file: str | None = None  # read when the adapter is built
 
@@ -54,6 +54,12 @@ class Credentials(AdapterOptions):
         if self.password_file:
             return Path(self.password_file).read_text().strip()
         return self.password.get_secret_value()
+
+
+class Credentials(Password):
+    """A username and its password."""
+
+    username: str = ""
 
 
 class SignedReceipts(AdapterOptions):
