@@ -88,6 +88,9 @@ class CarrierCase(ABC):
     """One adapter's test data, with a stand-in for its carrier."""
 
     table: ClassVar[dict[str, Any]]  # a `[carriers.NAME]` table, `type` included
+    # Outcomes the stand-in cannot produce at submission (an adapter that hands segments to a
+    # process of its own learns the carrier's answer later, as a receipt): those checks skip.
+    unstaged: ClassVar[frozenset[Outcome]] = frozenset()
 
     @abstractmethod
     def context(self, outcome: Outcome) -> AdapterContext:
@@ -98,8 +101,9 @@ class CarrierCase(ABC):
         """How many submissions (to `TO`) the stand-in saw."""
 
     @abstractmethod
-    def receipt_url_given(self) -> str:
-        """Where the last submission told the carrier to send its receipts."""
+    def receipt_url_given(self) -> str | None:
+        """Where the last submission told the carrier to send its receipts; None when its
+        receipts do not come over HTTP (then the receipt checks skip)."""
 
     @abstractmethod
     def receipt(self, url: str, carrier_id: str) -> InboundRequest:
@@ -339,10 +343,16 @@ def config_of(case: CarrierCase) -> CarrierConfig:
     return CarrierConfig(**case.table)
 
 
+def staged(case: CarrierCase, outcome: Outcome) -> AdapterContext:
+    if outcome in case.unstaged:
+        pytest.skip(f"the stand-in cannot answer {outcome.value!r}")
+    return case.context(outcome)
+
+
 def built(case: CarrierCase, outcome: Outcome = Outcome.ACCEPTED) -> CarrierAdapter[Any]:
     """The case's adapter, built as the registry builds it, talking to the stand-in."""
     config = config_of(case)
-    return config.adapter.from_config(NAME, config.options, case.context(outcome))
+    return config.adapter.from_config(NAME, config.options, staged(case, outcome))
 
 
 def callback_auth(case: CarrierCase) -> CallbackAuth:
@@ -355,7 +365,10 @@ def callback_auth(case: CarrierCase) -> CallbackAuth:
 def submitted(case: CarrierCase) -> tuple[str, str]:
     """Submit `segment()`; the carrier id, and the receipt URL the carrier was given."""
     carrier_id = built(case).submit(segment()).carrier_id
-    return carrier_id, case.receipt_url_given()
+    given = case.receipt_url_given()
+    if given is None:
+        pytest.skip("its receipts do not come over HTTP")
+    return carrier_id, given
 
 
 class Conformance:
@@ -495,7 +508,7 @@ class Conformance:
     def test_health_probe(self, case: CarrierCase, outcome: Outcome, ok: bool) -> None:
         """Up, credentials refused, down or unreachable, said in words; never an SMS sent."""
         config = config_of(case)
-        result = config.adapter.probe(config.options, case.context(outcome))
+        result = config.adapter.probe(config.options, staged(case, outcome))
         assert result.ok is ok
         assert result.detail
         assert case.sms_sent() == 0

@@ -11,7 +11,7 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from worker.carriers.adapters import adapter_for, register, type_names
+from worker.carriers.adapters import adapter_for, register, type_names, unregister
 from worker.carriers.base import ReceiptAuth, SegmentSubmission
 from worker.carriers.config import single_carrier
 from worker.carriers.http import HttpCarrier, HttpOptions
@@ -301,6 +301,25 @@ class TestCatalogue:
                 register(adapter)
         assert "unkeyed" not in type_names()
         assert "keyed" not in type_names()
+
+    def test_a_carrier_that_paces_itself_gets_no_shared_rate_limit(
+        self, client: httpx.Client
+    ) -> None:
+        """Its `rate` is kept by its own process; concurrency and breaker still apply."""
+
+        class SelfPaced(SimCarrier):
+            type_name = "self-paced"
+            paces_itself = True
+
+        register(SelfPaced)
+        try:
+            settings = Settings(carrier="self-paced", carrier_rate=50, carrier_concurrency=2)
+            carrier = build_carrier(settings, client, fakeredis.FakeRedis(decode_responses=True))
+        finally:
+            unregister("self-paced")
+        assert isinstance(carrier, RoutedCarrier)
+        gate = carrier.gates["self-paced"]
+        assert (gate.rate, gate.slots is not None, gate.breaker is not None) == (None, True, True)
 
 
 class TestSingleCarrier:

@@ -2,8 +2,8 @@
 
 The settings' choices (`SMSQ_CARRIER`), the carriers file's `type`, building carriers
 (`worker.carriers.registry`), their health probes and their receipt authentication all look
-adapters up here. The built-in ones are registered when this module is imported; another
-adapter module registers its class with `register` when it is imported.
+adapters up here. The built-in ones (`BUILT_IN`) are registered when this module is imported;
+an adapter defined elsewhere registers its class with `register` when it is imported.
 """
 
 from __future__ import annotations
@@ -64,5 +64,7 @@ def type_names() -> tuple[str, ...]:
     return tuple(sorted(ADAPTERS))
 
 
-for _adapter in (SimCarrier, HttpCarrier, KannelCarrier, TwilioCarrier):
+# The adapters that ship with smsq.
+BUILT_IN: tuple[Adapter, ...] = (SimCarrier, HttpCarrier, KannelCarrier, TwilioCarrier)
+for _adapter in BUILT_IN:
     register(_adapter)

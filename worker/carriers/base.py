@@ -13,9 +13,11 @@ Writing an adapter (docs/carriers.md, "Writing a carrier adapter") takes one mod
 - a class deriving from `CarrierAdapter[ItsOptions]` that declares its `type_name` (the
   table's `type`, a choice of `SMSQ_CARRIER`), its `Options` and its capabilities
   (`submits_whole_text`, `honours_client_ref`, `acknowledges_by_receipt`, `receipt_auth`,
-  `lists_receipts`), and implements `from_config`, `probe` (what `smsq carriers check` runs),
-  `submit` and `parse_receipts` (and `receipt_signature` for `ReceiptAuth.SIGNATURE`);
-- its registration in `worker.carriers.adapters` (`register(TheClass)`).
+  `lists_receipts`, `paces_itself`), and implements `from_config`, `probe` (what
+  `smsq carriers check` runs), `submit` and `parse_receipts` (and `receipt_signature` for
+  `ReceiptAuth.SIGNATURE`);
+- its registration: a built-in adapter is listed in `worker.carriers.adapters.BUILT_IN`,
+  any other calls `worker.carriers.adapters.register(TheClass)` when imported.
 
 Nothing else learns its name: the settings' choices, the carriers file's `type`, the mapping
 of `SMSQ_CARRIER_<KEY>` onto a single carrier's options, the health check, routing and receipt
@@ -178,6 +180,9 @@ class CarrierAdapter(ABC, Generic[OptionsT]):
     # A receipt request may list the receipts of many segments (a JSON list), so the API
     # counts them against `SMSQ_CARRIER_RECEIPTS_MAX`; otherwise a request carries one.
     lists_receipts: ClassVar[bool] = False
+    # The carrier's `rate` is kept by the adapter's own process (one that holds the carrier's
+    # sessions and paces what it sends on them), not by the workers' shared rate limiter.
+    paces_itself: ClassVar[bool] = False
 
     @classmethod
     @abstractmethod

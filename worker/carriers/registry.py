@@ -77,7 +77,9 @@ def gate(
             cooldown=config.breaker_cooldown,
             trial_lease=longest,
         )
-    rate = RateLimiter(client, f"{prefix}:rate", config.rate, config.burst) if config.rate else None
+    # An adapter that `paces_itself` keeps `rate` in its own process; the workers do not.
+    paced = config.rate and not config.adapter.paces_itself
+    rate = RateLimiter(client, f"{prefix}:rate", config.rate, config.burst) if paced else None
     slots = None
     if config.concurrency:
         slots = ConcurrencyLimiter(client, f"{prefix}:slots", config.concurrency, lease=longest)
