@@ -255,6 +255,24 @@ class TestCarriersFile:
         with pytest.raises(ValueError, match=complaint):
             build_carrier(Settings(carriers_file=str(path)), client, fakeredis.FakeRedis())
 
+    @pytest.mark.parametrize(
+        "table",
+        [
+            "type='kannel'\npassword='s3cret-pw'\n",  # no url
+            "type='twilio'\nurl='x'\npassword='s3cret-pw'\nsmsc='s'\n",  # Kannel's key
+            "type='kannel'\nurl='x'\npassword='s3cret-pw'\ndlr_mask=99\n",
+        ],
+    )
+    def test_errors_do_not_show_passwords(
+        self, client: httpx.Client, tmp_path: Path, table: str
+    ) -> None:
+        """What is wrong is said without echoing the table (passwords sit in it)."""
+        path = tmp_path / "carriers.toml"
+        path.write_text(f"[carriers.a]\n{table}[[routes]]\ncarriers=['a']\n")
+        with pytest.raises(ValueError, match=r"carriers\.a\.options") as caught:
+            build_carrier(Settings(carriers_file=str(path)), client, fakeredis.FakeRedis())
+        assert "s3cret-pw" not in str(caught.value)
+
     def test_missing_file_fails_loudly(self, client: httpx.Client, tmp_path: Path) -> None:
         """A carriers file that is not there is a ValueError naming it."""
         with pytest.raises(ValueError, match=r"nowhere\.toml"):

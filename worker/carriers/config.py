@@ -38,7 +38,7 @@ class CarrierConfig(BaseModel):
     and breaker. Built from a flat table: every key that is not one of the fields below is the
     adapter's (`options`)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
     type: str
     rate: float = Field(0.0, ge=0)  # messages per second, all workers together; 0 = no limit
@@ -76,7 +76,15 @@ class CarrierConfig(BaseModel):
         if kind is None:  # refused already: no options to check against
             return AdapterOptions()
         model = adapter_for(kind).Options
-        return value if isinstance(value, model) else model.model_validate(value)
+        if isinstance(value, model):
+            return value
+        unknown = sorted(set(value) - set(model.model_fields)) if isinstance(value, dict) else []
+        if unknown:  # say which keys this type does have (another type's key is a usual slip)
+            raise ValueError(
+                f"{', '.join(unknown)}: not for a {kind} carrier, whose own keys are "
+                f"{', '.join(model.model_fields)}"
+            )
+        return model.model_validate(value)
 
     @property
     def adapter(self) -> Adapter:
@@ -99,7 +107,7 @@ COMMON_KEYS = tuple(key for key in CarrierConfig.model_fields if key not in ("ty
 class RouteConfig(BaseModel):
     """Destinations (prefixes and/or countries; neither = the default route) to carriers."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
     prefixes: tuple[str, ...] = ()  # E.164 starts, e.g. "+49", "+4915"
     countries: tuple[str, ...] = ()  # ISO 3166 regions, e.g. "DE"
@@ -139,7 +147,7 @@ class RouteConfig(BaseModel):
 class CarriersConfig(BaseModel):
     """Every configured carrier by name, and the routes between them."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
     carriers: dict[str, CarrierConfig] = Field(min_length=1)
     routes: tuple[RouteConfig, ...] = Field(min_length=1)

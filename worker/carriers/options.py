@@ -19,9 +19,10 @@ from worker.webhooks import decode_secret
 
 
 class AdapterOptions(BaseModel):
-    """The base of every adapter's options: frozen, unknown keys refused."""
+    """The base of every adapter's options: frozen, unknown keys refused, and no input in
+    error messages (a table holds passwords)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
     @property
     def address(self) -> str:
