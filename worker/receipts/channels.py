@@ -54,7 +54,9 @@ class JsonPost:
     name = "POST"
     batches = False
 
-    def encode(self, url: str, receipts: Sequence[Mapping[str, Any]], webhook_id: str) -> Outgoing:
+    def encode(
+        self, url: str, receipts: Sequence[Mapping[str, Any]], webhook_id: str
+    ) -> Outgoing:
         (receipt,) = receipts
         body = orjson.dumps(dict(receipt))
         return Outgoing("POST", httpx.URL(url), body, body, webhook_id, JSON_HEADERS)
@@ -64,7 +66,9 @@ class QueryGet:
     name = "GET"
     batches = False
 
-    def encode(self, url: str, receipts: Sequence[Mapping[str, Any]], webhook_id: str) -> Outgoing:
+    def encode(
+        self, url: str, receipts: Sequence[Mapping[str, Any]], webhook_id: str
+    ) -> Outgoing:
         (receipt,) = receipts
         target = httpx.URL(url)
         ours = urlencode(flatten_query(receipt), quote_via=quote).encode("ascii")
@@ -77,7 +81,9 @@ class JsonBatch:
     name = "POST"
     batches = True
 
-    def encode(self, url: str, receipts: Sequence[Mapping[str, Any]], webhook_id: str) -> Outgoing:
+    def encode(
+        self, url: str, receipts: Sequence[Mapping[str, Any]], webhook_id: str
+    ) -> Outgoing:
         body = orjson.dumps({"receipts": [dict(receipt) for receipt in receipts]})
         return Outgoing("POST", httpx.URL(url), body, body, webhook_id, JSON_HEADERS)
 

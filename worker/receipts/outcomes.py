@@ -139,3 +139,5 @@ def record(
         store.batch_events_sent(settled.events_sent)
     if settled.dead:
         store.count("receipt_dead", settled.dead)
+
+

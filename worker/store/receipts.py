@@ -215,7 +215,9 @@ class ReceiptStore:
         False if it no longer held it."""
         return bool(self._release(keys=[endpoint_ring_key(endpoint)], args=[token, lease_ms]))
 
-    def claim(self, refs: Sequence[tuple[str, int]], now: int, lease_ms: int) -> list[Claim | int]:
+    def claim(
+        self, refs: Sequence[tuple[str, int]], now: int, lease_ms: int
+    ) -> list[Claim | int]:
         """Claim each `(message id, level)` for an attempt: a `Claim`, or 0 (done, taken, not
         due) or -1 (a level 2 waiting for its level 1), in order, in one round trip."""
         replies = self._each(self._claim_one, [(m, level, now, lease_ms) for m, level in refs])
