@@ -15,12 +15,8 @@ import orjson
 import pydantic
 import pytest
 
-from tests.unit.test_carrier_conformance import (
-    CarrierCase,
-    Conformance,
-    HttpStandIn,
-    json_to,
-)
+from tests.unit.carrier_cases import CarrierCase, HttpStandIn, json_to
+from tests.unit.test_carrier_conformance import Conformance
 from tests.unit.test_sending import Publisher
 from worker.carriers.adapters import register, unregister
 from worker.carriers.base import (
