@@ -118,7 +118,24 @@ class CarrierUnavailableError(CarrierError):
 
 
 class CarrierRejectedError(CarrierError):
-    """Permanent: the carrier refused the segment. Never retried."""
+    """Permanent: the carrier refused the segment. Never retried.
+
+    `carrier_side`: the refusal blames the carrier account or gateway (credentials, credit,
+    sender, no route there), not the message, so another carrier may take it; None when the
+    adapter did not say (then its HTTP status decides, `worker.carriers.routing`).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        carrier: str = "",
+        code: str = "",
+        status_code: int | None = None,
+        carrier_side: bool | None = None,
+    ) -> None:
+        super().__init__(message, carrier=carrier, code=code, status_code=status_code)
+        self.carrier_side = carrier_side
 
 
 class CarrierUnknownOutcomeError(CarrierError):

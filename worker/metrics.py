@@ -133,19 +133,15 @@ _SEGMENT_STATE = {
 
 
 class MeasuredCarrier:
-    """A `Carrier` that times and counts what the carrier it wraps does.
-
-    Anything else asked of it (adapter attributes such as `honours_client_ref`) is the wrapped
-    carrier's.
-    """
+    """A `Carrier` that times and counts what the carrier it wraps does; its name and declared
+    capabilities are the wrapped carrier's."""
 
     def __init__(self, inner: Carrier) -> None:
         self.inner = inner
         self.name = inner.name
         self.submits_whole_text = inner.submits_whole_text
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
+        self.honours_client_ref = inner.honours_client_ref
+        self.acknowledges_by_receipt = inner.acknowledges_by_receipt
 
     def submit(self, segment: Segment) -> Accepted:
         started = time.perf_counter()

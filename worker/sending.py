@@ -11,7 +11,7 @@ leaves it `sent`: the submission finishes when the SMSC's answer comes back as a
 
 When a request left and no answer came back (a read timeout), the segment's outcome is
 `unknown` and counted. It is sent again, with the same client reference, only when the carrier
-honours client references (`carriers.base.honours_client_ref`: a repeat gets the first answer and no
+honours client references (`Carrier.honours_client_ref`: a repeat gets the first answer and no
 second SMS); otherwise it stays `unknown`, never blindly resent, and the submission fails with
 `unknown_outcome` so the client can decide (docs/reliability.md).
 """
@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
-from worker.carriers.base import Accepted, Carrier, SegmentSubmission, honours_client_ref
+from worker.carriers.base import Accepted, Carrier, SegmentSubmission
 from worker.clock import now_ms
 from worker.contract import (
     POST_RECEIPT,
@@ -217,7 +217,7 @@ class Sender:
         if self.carrier.submits_whole_text:
             segments = segments[:1]  # the carrier segments the text itself
         total = len(segments)
-        resend = honours_client_ref(self.carrier)
+        resend = self.carrier.honours_client_ref
         submitted = 0
         unresolved: CarrierError | None = None
         finished: Finished | None = None

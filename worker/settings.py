@@ -65,7 +65,9 @@ class Settings(BaseSettings):
     # The API key `smsq send` / `smsq batch` present; default: the running `smsq up`'s own.
     api_key: SecretStr = SecretStr("")
 
-    carrier: Literal["sim", "http", "kannel", "twilio"] = "sim"
+    # The single carrier's adapter: a registered type (worker/carriers/adapters.py: sim, the
+    # default, http, kannel, twilio).
+    carrier: str = "sim"
     sim_port: int = 8025  # where `smsq up` runs the carrier simulator
     # Default: the simulator where `smsq up` runs it (SMSQ_SIM_PORT).
     carrier_url: str = Field(default_factory=lambda given: simulator_url(given["sim_port"]))
@@ -190,6 +192,14 @@ class Settings(BaseSettings):
         from worker.ssrf import parse_denied  # only here: settings stay cheap to import
 
         parse_denied(value)  # loud when wrong
+        return value
+
+    @field_validator("carrier")
+    @classmethod
+    def _check_carrier(cls, value: str) -> str:
+        from worker.carriers.adapters import adapter_for  # only here: settings stay cheap to import
+
+        adapter_for(value)  # loud when unknown, naming the known types
         return value
 
     @field_validator("allowed_countries")

@@ -38,8 +38,6 @@ router = APIRouter()
 
 UNKNOWN_CARRIER = "-"  # the metric's carrier label for names not configured (bounded labels)
 OFF_LOOP_BYTES = 65_536  # bodies larger than this are parsed in the thread pool
-# Carriers whose requests may list several receipts (a JSON list); the others carry one.
-LISTING_TYPES = frozenset({"sim", "http"})
 
 REFUSALS = {
     tokens.MISSING_TOKEN: "receipt URL without its token (ref and token query parameters)",
@@ -110,7 +108,7 @@ async def carrier_receipt(name: str, request: Request) -> Response:
     if verdict.reason is not None:
         return refused(name, verdict.reason, 403, REFUSALS[verdict.reason], field=verdict.field)
     limit = services.settings.carrier_receipts_max
-    if auth.type_of(name) in LISTING_TYPES:
+    if auth.lists_receipts(name):  # the adapter's `lists_receipts`; the others carry one
         if len(raw) > OFF_LOOP_BYTES:
             count = await run_in_threadpool(receipt_count, inbound)
         else:

@@ -181,6 +181,8 @@ class TestSubmit:
         assert caught.value.code == f"kannel_{status}"
         if body:
             assert caught.value.message == body
+        if isinstance(caught.value, CarrierRejectedError):  # 403: bad credentials
+            assert caught.value.carrier_side is (status == 403)
 
     def test_retry_after_is_kept(self, carrier: KannelCarrier, smsbox: Smsbox) -> None:
         """A 503 with Retry-After carries the wait."""

@@ -11,8 +11,10 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from worker.carriers.base import SegmentSubmission
-from worker.carriers.http import HttpCarrier
+from worker.carriers.adapters import adapter_for, register, type_names, unregister
+from worker.carriers.base import ReceiptAuth, SegmentSubmission
+from worker.carriers.config import single_carrier
+from worker.carriers.http import HttpCarrier, HttpOptions
 from worker.carriers.kannel import KannelCarrier
 from worker.carriers.registry import build_carrier, carrier_for_name
 from worker.carriers.routing import RoutedCarrier
@@ -237,6 +239,10 @@ class TestCarriersFile:
             ("[carriers.a]\ntype='sim'\nurl='x'\n[[routes]]\ncarriers=['a']\nprefixes=['+4a']\n",
              "prefix"),
             ("[carriers.a]\ntype='sim'\nurl='x'\nextra=1\n[[routes]]\ncarriers=['a']\n", "extra"),
+            ("[carriers.a]\ntype='sim'\nurl='x'\nsmsc='s'\n[[routes]]\ncarriers=['a']\n", "smsc"),
+            ("[carriers.a]\ntype='twilio'\nurl='x'\ndlr_mask=3\n[[routes]]\ncarriers=['a']\n",
+             "dlr_mask"),
+            ("[carriers.a]\ntype='kannel'\n[[routes]]\ncarriers=['a']\n", "url"),
             ("[carriers.a\n", "carriers file"),
         ],
     )  # fmt: skip
@@ -249,7 +255,114 @@ class TestCarriersFile:
         with pytest.raises(ValueError, match=complaint):
             build_carrier(Settings(carriers_file=str(path)), client, fakeredis.FakeRedis())
 
+    @pytest.mark.parametrize(
+        "table",
+        [
+            "type='kannel'\npassword='s3cret-pw'\n",  # no url
+            "type='twilio'\nurl='x'\npassword='s3cret-pw'\nsmsc='s'\n",  # Kannel's key
+            "type='kannel'\nurl='x'\npassword='s3cret-pw'\ndlr_mask=99\n",
+        ],
+    )
+    def test_errors_do_not_show_passwords(
+        self, client: httpx.Client, tmp_path: Path, table: str
+    ) -> None:
+        """What is wrong is said without echoing the table (passwords sit in it)."""
+        path = tmp_path / "carriers.toml"
+        path.write_text(f"[carriers.a]\n{table}[[routes]]\ncarriers=['a']\n")
+        with pytest.raises(ValueError, match=r"carriers\.a\.options") as caught:
+            build_carrier(Settings(carriers_file=str(path)), client, fakeredis.FakeRedis())
+        assert "s3cret-pw" not in str(caught.value)
+
     def test_missing_file_fails_loudly(self, client: httpx.Client, tmp_path: Path) -> None:
         """A carriers file that is not there is a ValueError naming it."""
         with pytest.raises(ValueError, match=r"nowhere\.toml"):
             build_carrier(Settings(carriers_file=str(tmp_path / "nowhere.toml")), client)
+
+
+class TestCatalogue:
+    def test_lists_the_built_in_adapters(self) -> None:
+        """Each built-in adapter class is registered under its type name."""
+        assert type_names() == ("http", "kannel", "sim", "twilio")
+        assert [adapter_for(name) for name in ("sim", "http", "kannel", "twilio")] == [
+            SimCarrier, HttpCarrier, KannelCarrier, TwilioCarrier
+        ]  # fmt: skip
+
+    def test_unknown_types_are_named_with_the_known_ones(self) -> None:
+        """`SMSQ_CARRIER` and the file's `type` say which types there are."""
+        with pytest.raises(ValueError, match=r"'smpp' \(known: http, kannel, sim, twilio\)"):
+            Settings(carrier="smpp")
+
+    def test_refuses_a_taken_type_name(self) -> None:
+        """A second class cannot take a registered type name."""
+
+        class Impostor(SimCarrier):
+            pass
+
+        with pytest.raises(TypeError, match="taken"):
+            register(Impostor)
+        assert adapter_for("sim") is SimCarrier
+
+    def test_refuses_a_receipt_secret_without_its_option(self) -> None:
+        """Signing with a `receipt_secret` goes with options that have one, and only with them."""
+
+        class Unkeyed(KannelCarrier):
+            type_name = "unkeyed"
+            receipt_auth = ReceiptAuth.RECEIPT_SECRET
+
+        class Keyed(HttpCarrier):
+            type_name = "keyed"
+            Options = HttpOptions
+            receipt_auth = ReceiptAuth.TOKEN
+
+        for adapter in (Unkeyed, Keyed):
+            with pytest.raises(TypeError, match="receipt_secret"):
+                register(adapter)
+        assert "unkeyed" not in type_names()
+        assert "keyed" not in type_names()
+
+    def test_a_carrier_that_paces_itself_gets_no_shared_rate_limit(
+        self, client: httpx.Client
+    ) -> None:
+        """Its `rate` is kept by its own process; concurrency and breaker still apply."""
+
+        class SelfPaced(SimCarrier):
+            type_name = "self-paced"
+            paces_itself = True
+
+        register(SelfPaced)
+        try:
+            settings = Settings(carrier="self-paced", carrier_rate=50, carrier_concurrency=2)
+            carrier = build_carrier(settings, client, fakeredis.FakeRedis(decode_responses=True))
+        finally:
+            unregister("self-paced")
+        assert isinstance(carrier, RoutedCarrier)
+        gate = carrier.gates["self-paced"]
+        assert (gate.rate, gate.slots is not None, gate.breaker is not None) == (None, True, True)
+
+
+class TestSingleCarrier:
+    @pytest.mark.parametrize(
+        ("carrier", "keys"),
+        [
+            ("sim", {"url", "receipt_secret"}),
+            ("http", {"url", "username", "password", "receipt_secret"}),
+            ("kannel", {"url", "username", "password", "smsc", "dlr_mask"}),
+            ("twilio", {"url", "username", "password", "messaging_service"}),
+        ],
+    )
+    def test_takes_the_adapter_s_own_keys_from_settings(self, carrier: str, keys: set[str]) -> None:
+        """`SMSQ_CARRIER_<KEY>` fills the options the adapter has (and only those)."""
+        settings = Settings(
+            carrier=carrier,
+            carrier_url="http://c.test",
+            carrier_username="u",
+            carrier_password=SecretStr("p"),
+            carrier_smsc="s1",
+            carrier_dlr_mask=19,
+            carrier_messaging_service="MG1",
+            carrier_receipt_secret=SecretStr("whsec_" + "a" * 32),
+            carrier_rate=5,
+        )
+        config = single_carrier(settings).carriers[carrier]
+        assert config.rate == 5
+        assert config.options.model_fields_set == keys

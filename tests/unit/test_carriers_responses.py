@@ -10,10 +10,12 @@ import pytest
 
 from worker.carriers.responses import (
     MAX_RETRY_AFTER,
+    StatusRule,
     accepted_id,
     error_details,
     parse_retry_after,
     raise_for_status,
+    request,
     transport_error,
 )
 from worker.errors import (
@@ -92,6 +94,69 @@ class TestRaiseForStatus:
     def test_passes_2xx(self, status: int) -> None:
         """Any 2xx raises nothing."""
         raise_for_status(_response(status), carrier="c")
+
+    @pytest.mark.parametrize(
+        ("status", "body", "carrier_side"),
+        [
+            (400, b"", False),
+            (422, b"", False),
+            (401, b"", True),
+            (402, b"", True),
+            (403, b"", True),
+            (404, b"", True),
+            (405, b"", True),
+            (400, b'{"error": {"code": "no_route"}}', True),
+        ],
+    )
+    def test_says_whether_a_refusal_blames_the_account(
+        self, status: int, body: bytes, carrier_side: bool
+    ) -> None:
+        """Credentials, payment, URL or method, or a code the carrier names, blame the account."""
+        rule = StatusRule(carrier_side_codes=frozenset({"no_route"}))
+        with pytest.raises(CarrierRejectedError) as caught:
+            raise_for_status(_response(status, body), carrier="c", rule=rule)
+        assert caught.value.carrier_side is carrier_side
+
+    def test_a_carrier_reads_its_own_error_details(self) -> None:
+        """The rule is the same; only reading code and message is the carrier's."""
+        rule = StatusRule(details=lambda response: ("own", response.text))
+        with pytest.raises(CarrierUnavailableError) as caught:
+            raise_for_status(_response(503, b"busy", {"retry-after": "4"}), carrier="c", rule=rule)
+        assert (caught.value.code, caught.value.message, caught.value.retry_after) == (
+            "own",
+            "busy",
+            4.0,
+        )
+
+
+class TestRequest:
+    @pytest.mark.parametrize(
+        ("answer", "error"),
+        [
+            (httpx.Response(202), None),
+            (httpx.Response(503), CarrierUnavailableError),
+            (httpx.Response(400), CarrierRejectedError),
+            (httpx.ConnectError("refused"), CarrierUnavailableError),
+            (httpx.ReadTimeout("slow"), CarrierUnknownOutcomeError),
+        ],
+    )
+    def test_applies_the_rule_to_answers_and_transport_errors(
+        self, answer: httpx.Response | httpx.HTTPError, error: type[CarrierError] | None
+    ) -> None:
+        """One call: the answer when accepted, else the `CarrierError` it means."""
+
+        def handler(request_: httpx.Request) -> httpx.Response:
+            if isinstance(answer, Exception):
+                raise answer
+            return answer
+
+        with httpx.Client(transport=httpx.MockTransport(handler)) as client:
+            if error is None:
+                assert request(client, "GET", "http://c.test/", carrier="c").status_code == 202
+                return
+            with pytest.raises(error) as caught:
+                request(client, "GET", "http://c.test/", carrier="c")
+        assert caught.value.carrier == "c"
 
 
 class TestErrorDetails:

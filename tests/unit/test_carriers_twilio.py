@@ -158,6 +158,8 @@ class TestSubmit:
         with pytest.raises(error) as caught:
             carrier.submit(make_segment())
         assert (caught.value.code, caught.value.status_code) == (code, status)
+        if isinstance(caught.value, CarrierRejectedError):  # sender not owned, auth, account
+            assert caught.value.carrier_side is (code in ("21606", "20003", "20404"))
 
     def test_created_without_sid_is_unknown(self, carrier: TwilioCarrier, api: Api) -> None:
         """A 201 without a sid may have sent it: unknown outcome, not a retry."""

@@ -19,7 +19,7 @@ from producer.api import create_app
 from producer.routes.metrics import count_otp
 from producer.services import Services
 from tests.unit.fake_services import fake_services
-from worker.carriers.base import SegmentSubmission, honours_client_ref
+from worker.carriers.base import SegmentSubmission
 from worker.carriers.sim import SimCarrier
 from worker.errors import CarrierRejectedError, CarrierUnavailableError
 from worker.metrics import StoreCollector, count_task, current_lane, measured, read_gauges
@@ -80,12 +80,13 @@ class TestMeasuredCarrier:
             carrier.submit(segment())
         assert value("smsq_carrier_errors_total", carrier="sim", kind=kind) == before + 1
 
-    def test_keeps_the_adapters_name_and_attributes(self) -> None:
-        """Name, whole-text flag and opt-ins such as `honours_client_ref` pass through."""
+    def test_keeps_the_adapters_name_and_capabilities(self) -> None:
+        """Name and the declared capabilities pass through."""
         inner = sim(lambda _: httpx.Response(200))
         carrier = measured(inner)
         assert (carrier.name, carrier.submits_whole_text) == (inner.name, inner.submits_whole_text)
-        assert honours_client_ref(carrier) == honours_client_ref(inner)
+        assert carrier.honours_client_ref is inner.honours_client_ref is True
+        assert carrier.acknowledges_by_receipt is inner.acknowledges_by_receipt is False
 
 
 class TestCountTask:

@@ -48,6 +48,8 @@ class RecordingCarrier:
 
     name = "fake"
     submits_whole_text = False
+    honours_client_ref = False
+    acknowledges_by_receipt = False
 
     def __init__(self) -> None:
         self.texts: list[str] = []

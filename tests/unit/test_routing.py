@@ -53,6 +53,8 @@ class FakeCarrier:
     name: str
     outcome: Outcome = accept
     submits_whole_text: bool = False
+    honours_client_ref: bool = False
+    acknowledges_by_receipt: bool = False
     submitted: list[SegmentSubmission] = field(default_factory=list)
 
     def submit(self, segment: SegmentSubmission) -> Accepted:

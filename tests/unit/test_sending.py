@@ -56,6 +56,8 @@ class Carrier:
 
     name = "fake"
     submits_whole_text = False
+    honours_client_ref = False
+    acknowledges_by_receipt = False
 
     def __init__(self, *outcomes: CarrierError | None) -> None:
         self.outcomes = list(outcomes)

@@ -2,7 +2,9 @@
 
 The file (`SMSQ_CARRIERS_FILE`, format in docs/carriers.md) names carriers under `[carriers.NAME]`
 and lists `[[routes]]`; without it, the single carrier of `SMSQ_CARRIER*` is the whole config.
-Both end up as one `CarriersConfig`, validated loudly when loaded.
+Both end up as one `CarriersConfig`, validated loudly when loaded. A carrier's table has the
+common keys of `CarrierConfig`; the rest are its adapter's options, validated by the adapter's
+own model (`worker.carriers.adapters`).
 """
 
 from __future__ import annotations
@@ -11,73 +13,101 @@ import re
 import tomllib
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal, Self
+from typing import Any, Self
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    SerializeAsAny,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
+from worker.carriers.adapters import Adapter, adapter_for
+from worker.carriers.options import AdapterOptions, SignedReceipts
 from worker.settings import Settings
-from worker.webhooks import decode_secret
 
-CarrierType = Literal["sim", "http", "kannel", "twilio"]
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
-
-# Carriers whose receipt requests may be signed with a `receipt_secret`.
-SIGNING_TYPES = frozenset({"sim", "http"})
-# Carriers that take the whole text and segment it themselves.
-WHOLE_TEXT_TYPES = frozenset({"http", "twilio"})
 
 
 class CarrierConfig(BaseModel):
-    """One carrier account: the adapter, where and how to reach it, its limits and breaker."""
+    """One carrier account: its adapter (`type`) and that adapter's options, its shared limits
+    and breaker. Built from a flat table: every key that is not one of the fields below is the
+    adapter's (`options`)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
-    type: CarrierType
-    url: str
-    username: str = ""
-    password: SecretStr = SecretStr("")
-    password_file: str | None = None  # read at load time (container secrets)
-    messaging_service: str = ""  # Twilio: MessagingServiceSid instead of `From`
-    smsc: str = ""  # Kannel: smsc-id to route through
-    dlr_mask: int = Field(27, ge=1, le=63)  # Kannel: 1 + 2 + 8 + 16 (docs/carriers.md)
+    type: str
     rate: float = Field(0.0, ge=0)  # messages per second, all workers together; 0 = no limit
     burst: int = Field(1, ge=1)
     concurrency: int = Field(0, ge=0)  # requests in flight, all workers together; 0 = no limit
     breaker_failures: int = Field(5, ge=0)  # consecutive failures that open it; 0 = no breaker
     breaker_cooldown: float = Field(30.0, gt=0)  # seconds open before a trial request
-    # sim / http: a Standard Webhooks secret (`whsec_…`) the carrier signs its receipt
-    # requests with, besides the per-segment tokens in their URLs (worker.receipts.tokens).
-    receipt_secret: SecretStr = SecretStr("")
+    # The adapter's keys, validated by its `Options` (unknown keys refused).
+    options: SerializeAsAny[AdapterOptions]
 
-    @field_validator("receipt_secret")
+    def __init__(self, **table: Any) -> None:
+        """From a flat table, as in the carriers file: `CarrierConfig(type="kannel",
+        url="http://kannel:13013", rate=50)`."""
+        super().__init__(**table)
+
+    @model_validator(mode="before")
     @classmethod
-    def _check_receipt_secret(cls, value: SecretStr) -> SecretStr:
-        if value.get_secret_value():
-            decode_secret(value.get_secret_value())  # ValueError: not `whsec_` + base64
+    def _gather_options(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or "options" in data:
+            return data
+        common = {key: value for key, value in data.items() if key in cls.model_fields}
+        common["options"] = {k: v for k, v in data.items() if k not in cls.model_fields}
+        return common
+
+    @field_validator("type")
+    @classmethod
+    def _known_type(cls, value: str) -> str:
+        adapter_for(value)  # ValueError naming the known types
         return value
 
-    @model_validator(mode="after")
-    def _receipt_secret_type(self) -> Self:
-        if self.receipt_secret.get_secret_value() and self.type not in SIGNING_TYPES:
-            raise ValueError(f"receipt_secret is for {sorted(SIGNING_TYPES)} carriers only")
-        return self
+    @field_validator("options", mode="before")
+    @classmethod
+    def _adapter_options(cls, value: Any, info: ValidationInfo) -> Any:
+        kind = info.data.get("type")
+        if kind is None:  # refused already: no options to check against
+            return AdapterOptions()
+        model = adapter_for(kind).Options
+        if isinstance(value, model):
+            return value
+        unknown = sorted(set(value) - set(model.model_fields)) if isinstance(value, dict) else []
+        if unknown:  # say which keys this type does have (another type's key is a usual slip)
+            raise ValueError(
+                f"{', '.join(unknown)}: not for a {kind} carrier, whose own keys are "
+                f"{', '.join(model.model_fields)}"
+            )
+        return model.model_validate(value)
 
     @property
-    def submits_whole_text(self) -> bool:
-        return self.type in WHOLE_TEXT_TYPES
+    def adapter(self) -> Adapter:
+        """The adapter class of `type`."""
+        return adapter_for(self.type)
 
     @property
-    def secret(self) -> str:
-        """The password, from `password_file` when one is named."""
-        if self.password_file:
-            return Path(self.password_file).read_text().strip()
-        return self.password.get_secret_value()
+    def receipt_secret(self) -> SecretStr:
+        """The secret the carrier signs its receipt requests with (adapters whose options are
+        `SignedReceipts`); empty for the others."""
+        if isinstance(self.options, SignedReceipts):
+            return self.options.receipt_secret
+        return SecretStr("")
+
+
+# The keys every carrier table has besides `type` (`SMSQ_CARRIER_<KEY>` for a single carrier).
+COMMON_KEYS = tuple(key for key in CarrierConfig.model_fields if key not in ("type", "options"))
 
 
 class RouteConfig(BaseModel):
     """Destinations (prefixes and/or countries; neither = the default route) to carriers."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
     prefixes: tuple[str, ...] = ()  # E.164 starts, e.g. "+49", "+4915"
     countries: tuple[str, ...] = ()  # ISO 3166 regions, e.g. "DE"
@@ -117,7 +147,7 @@ class RouteConfig(BaseModel):
 class CarriersConfig(BaseModel):
     """Every configured carrier by name, and the routes between them."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
     carriers: dict[str, CarrierConfig] = Field(min_length=1)
     routes: tuple[RouteConfig, ...] = Field(min_length=1)
@@ -136,34 +166,21 @@ class CarriersConfig(BaseModel):
             raise ValueError("at most one default route (without prefixes or countries)")
         return self
 
-    @property
-    def submits_whole_text(self) -> bool:
-        """True only when every carrier segments itself (then only whole texts are submitted)."""
-        return all(c.submits_whole_text for c in self.carriers.values())
-
 
 def single_carrier(settings: Settings) -> CarriersConfig:
     """The one carrier of `SMSQ_CARRIER*`, under its type's name, on a default route.
-    `SMSQ_CARRIER_RECEIPT_SECRET` applies to a carrier type that signs receipts (sim, http):
-    a deployment may set it once for whichever carrier it runs."""
-    signs = settings.carrier in SIGNING_TYPES
-    config = CarrierConfig(
-        type=settings.carrier,
-        url=settings.carrier_url,
-        username=settings.carrier_username,
-        password=settings.carrier_password,
-        messaging_service=settings.carrier_messaging_service,
-        smsc=settings.carrier_smsc,
-        dlr_mask=settings.carrier_dlr_mask,
-        rate=settings.carrier_rate,
-        burst=settings.carrier_burst,
-        concurrency=settings.carrier_concurrency,
-        breaker_failures=settings.carrier_breaker_failures,
-        breaker_cooldown=settings.carrier_breaker_cooldown,
-        receipt_secret=settings.carrier_receipt_secret if signs else SecretStr(""),
-    )
+
+    Each common key and each option of the adapter is `SMSQ_CARRIER_<KEY>` where the settings
+    have one; the rest keep their defaults. So `SMSQ_CARRIER_RECEIPT_SECRET` reaches only a
+    carrier type that signs receipts (sim, http): a deployment may set it once for whichever
+    carrier it runs.
+    """
+    table: dict[str, object] = {"type": settings.carrier}
+    for key in (*COMMON_KEYS, *adapter_for(settings.carrier).Options.model_fields):
+        if f"carrier_{key}" in Settings.model_fields:
+            table[key] = getattr(settings, f"carrier_{key}")
     return CarriersConfig(
-        carriers={settings.carrier: config},
+        carriers={settings.carrier: CarrierConfig.model_validate(table)},
         routes=(RouteConfig(carriers=(settings.carrier,)),),
         max_wait=settings.carrier_max_wait,
     )

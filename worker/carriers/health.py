@@ -1,62 +1,26 @@
 """`smsq carriers check`: validate the carrier configuration and probe each carrier.
 
-A probe never sends an SMS: it makes the cheapest authenticated request each carrier has
-(the simulator's `/stats`, Kannel's sendsms without a recipient, Twilio's account resource, a
-GET of the generic carrier's URL) and reads the answer: reachable, credentials refused, or
-down. Breaker states come from Redis when it answers.
+A probe never sends an SMS: each adapter makes the cheapest authenticated request its carrier
+has (`CarrierAdapter.probe`: the simulator's `/stats`, Kannel's sendsms without a recipient,
+Twilio's account resource, a GET of the generic carrier's URL) and reads the answer: reachable,
+credentials refused, or down. Breaker states come from Redis when it answers.
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 import httpx
 import redis
 
 from worker.breaker import CircuitBreaker
+from worker.carriers.base import AdapterContext, Probe
 from worker.carriers.config import CarrierConfig, CarriersConfig, load_carriers
-from worker.carriers.kannel import SENDSMS_PATH
-from worker.carriers.twilio import API_VERSION
-from worker.settings import Settings
+from worker.settings import Settings, get_settings
 
 
-@dataclass(frozen=True, slots=True)
-class Probe:
-    """One carrier's health: `ok`, and what was seen."""
-
-    ok: bool
-    detail: str
-
-
-def probe(config: CarrierConfig, client: httpx.Client) -> Probe:
-    """Ask a carrier something harmless; classify the answer."""
-    url, auth = _probe_request(config)
-    try:
-        response = client.get(url, auth=auth)
-    except httpx.HTTPError as exc:
-        return Probe(False, f"unreachable ({type(exc).__name__})")
-    status = response.status_code
-    if status in (401, 403):
-        return Probe(False, f"credentials refused ({status})")
-    if status >= 500:
-        return Probe(False, f"answers {status}")
-    return Probe(True, f"reachable ({status})")
-
-
-def _probe_request(config: CarrierConfig) -> tuple[str, tuple[str, str] | None]:
-    base = config.url.rstrip("/")
-    if config.type == "sim":
-        return f"{base}/stats", None
-    if config.type == "kannel":
-        # Credentials but no recipient: 403 if they are wrong, else a 4xx about `to`.
-        url = base + SENDSMS_PATH if urlsplit(base).path in ("", "/") else base
-        query = httpx.QueryParams({"username": config.username, "password": config.secret})
-        return f"{url}?{query}", None
-    if config.type == "twilio":
-        url = f"{base}/{API_VERSION}/Accounts/{config.username}.json"
-        return url, (config.username, config.secret)
-    return base, (config.username, config.secret) if config.username else None
+def probe(config: CarrierConfig, client: httpx.Client, settings: Settings | None = None) -> Probe:
+    """Ask a carrier something harmless, as its adapter knows how; classify the answer."""
+    context = AdapterContext(client=client, settings=settings or get_settings())
+    return config.adapter.probe(config.options, context)
 
 
 def check(
@@ -68,21 +32,14 @@ def check(
     lines = [f"{len(config.carriers)} carrier(s), {len(config.routes)} route(s) from {source}"]
     healthy = True
     for name, carrier in config.carriers.items():
-        result = probe(carrier, client)
+        result = probe(carrier, client, settings)
         healthy &= result.ok
         lines.append(
-            f"  {name:<16} {carrier.type:<7} {_host(carrier.url):<28} {result.detail}; "
+            f"  {name:<16} {carrier.type:<7} {carrier.options.address:<28} {result.detail}; "
             f"{_limits(carrier)}; breaker {_breaker(name, carrier, store)}"
         )
     lines.extend(_routes(config))
     return healthy, lines
-
-
-def _host(url: str) -> str:
-    parts = urlsplit(url)  # host and port only: credentials may sit in the rest
-    if parts.hostname is None:
-        return "?"
-    return f"{parts.hostname}:{parts.port}" if parts.port else parts.hostname
 
 
 def _limits(carrier: CarrierConfig) -> str:

@@ -2,16 +2,30 @@
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Mapping
+from typing import Self
+from urllib.parse import urlsplit
 
 import httpx
 
-from worker.carriers.base import Accepted, CarrierReceipt, InboundRequest, SegmentSubmission
+from worker.carriers.base import (
+    Accepted,
+    AdapterContext,
+    CarrierAdapter,
+    CarrierReceipt,
+    InboundRequest,
+    Probe,
+    ReceiptAuth,
+    SegmentSubmission,
+)
+from worker.carriers.options import Credentials, HttpEndpoint, SignedReceipts
 from worker.carriers.responses import (
     accepted_id,
     lookup,
     optional_str,
     post_json,
+    probe_http,
     receipt_fields,
     required_str,
 )
@@ -43,10 +57,20 @@ RECEIPT_STATUSES: dict[str, SegmentStatus] = {
 }
 
 
-class HttpCarrier:
+class HttpOptions(HttpEndpoint, Credentials, SignedReceipts):
+    """`[carriers.NAME]` of `type = "http"`: `url` (a bare base URL means an upstream smsq's
+    `/sms/send`), `username` + `password` for basic auth or a `password` alone as a bearer key
+    (an upstream smsq's API key), and the `receipt_secret` its receipts are signed with."""
+
+
+class HttpCarrier(CarrierAdapter[HttpOptions]):
     """Submits whole messages as JSON to a configurable URL and field layout."""
 
+    type_name = "http"
+    Options = HttpOptions
     submits_whole_text = True
+    receipt_auth = ReceiptAuth.RECEIPT_SECRET
+    lists_receipts = True
 
     def __init__(
         self,
@@ -71,6 +95,18 @@ class HttpCarrier:
         self._fields = {key: wire for key, wire in merged.items() if wire}
         self._id_field = id_field
         self._dlr_level = dlr_level
+
+    @classmethod
+    def from_config(cls, name: str, options: HttpOptions, context: AdapterContext) -> Self:
+        return cls(
+            context.client, _send_url(options.url), name=name, auth_header=_auth_header(options)
+        )
+
+    @classmethod
+    def probe(cls, options: HttpOptions, context: AdapterContext) -> Probe:
+        """A GET of the configured URL, with the credentials when there is a username."""
+        auth = (options.username, options.secret) if options.username else None
+        return probe_http(context.client, options.url.rstrip("/"), auth=auth)
 
     def submit(self, segment: SegmentSubmission) -> Accepted:
         """POST the whole message; raise a `CarrierError` unless it was accepted."""
@@ -119,3 +155,21 @@ def _receipt_error(item: Mapping[str, object]) -> tuple[str | None, str | None]:
     if isinstance(error, str) and error:
         return error[:64], optional_str(item, "error_message")
     return optional_str(item, "error_code", max_length=64), optional_str(item, "error_message")
+
+
+def _send_url(url: str) -> str:
+    """A bare base URL points at smsq's own send endpoint, the default request shape."""
+    if urlsplit(url).path in ("", "/"):
+        return url.rstrip("/") + "/sms/send"
+    return url
+
+
+def _auth_header(options: Credentials) -> tuple[str, str] | None:
+    """Basic auth with a username, else a bearer token (an upstream smsq API key)."""
+    password = options.secret
+    if options.username:
+        pair = f"{options.username}:{password}".encode()
+        return ("authorization", "Basic " + base64.b64encode(pair).decode("ascii"))
+    if password:
+        return ("authorization", f"Bearer {password}")
+    return None

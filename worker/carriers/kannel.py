@@ -21,14 +21,26 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
+from typing import Self
 from urllib.parse import quote, quote_from_bytes, urlsplit
 
 import httpx
+from pydantic import Field
 
-from worker.carriers.base import Accepted, CarrierReceipt, InboundRequest, SegmentSubmission
-from worker.carriers.responses import parse_retry_after, required_str, transport_error
+from worker.carriers.base import (
+    Accepted,
+    AdapterContext,
+    CarrierAdapter,
+    CarrierReceipt,
+    InboundRequest,
+    Probe,
+    ReceiptAuth,
+    SegmentSubmission,
+)
+from worker.carriers.options import Credentials, HttpEndpoint
+from worker.carriers.responses import StatusRule, probe_http, request, required_str
 from worker.contract import SegmentStatus
-from worker.errors import CarrierRejectedError, CarrierUnavailableError, ValidationError
+from worker.errors import CarrierRejectedError, ValidationError
 
 SENDSMS_PATH = "/cgi-bin/sendsms"
 
@@ -64,9 +76,6 @@ FAILED_STATS: dict[str, SegmentStatus] = {
     "UNKNOWN": SegmentStatus.UNDELIVERED,
 }
 
-# Kannel's answers that say the account or gateway is at fault, not the message.
-CARRIER_SIDE_STATUSES = frozenset({401, 403, 404, 405})
-
 # `stat:` and `err:` inside an SMPP DLR text (`%A`).
 _STAT = re.compile(r"\bstat:([A-Z]{5,8})", re.IGNORECASE)
 _ERR = re.compile(r"\berr:([0-9A-Za-z]{1,8})")
@@ -74,10 +83,23 @@ _ERR = re.compile(r"\berr:([0-9A-Za-z]{1,8})")
 _NACK = re.compile(r"^NACK/(0x[0-9A-Fa-f]{1,8})")
 
 
-class KannelCarrier:
+class KannelOptions(HttpEndpoint, Credentials):
+    """`[carriers.NAME]` of `type = "kannel"`: smsbox's `url`, the sendsms-user's `username`
+    and `password` (or `password_file`), the `smsc` to route through, the `dlr_mask`."""
+
+    smsc: str = ""  # smsc-id to route through; empty: Kannel's own routing
+    dlr_mask: int = Field(DEFAULT_DLR_MASK, ge=1, le=63)
+
+
+class KannelCarrier(CarrierAdapter[KannelOptions]):
     """Submits segments to Kannel's `/cgi-bin/sendsms`; parses its `dlr-url` callbacks."""
 
+    type_name = "kannel"
+    Options = KannelOptions
     submits_whole_text = False
+    # Receipts: the per-segment token in the `dlr-url` (Kannel signs nothing), whose `id` must
+    # be the token's segment (`wrong_segment`).
+    receipt_auth = ReceiptAuth.TOKEN
 
     def __init__(
         self,
@@ -92,8 +114,7 @@ class KannelCarrier:
     ) -> None:
         self.name = name
         self._client = client
-        path = urlsplit(url).path
-        self._url = url.rstrip("/") + SENDSMS_PATH if path in ("", "/") else url
+        self._url = sendsms_url(url)
         self._credentials = (username, password)
         self._smsc = smsc
         self._dlr_mask = dlr_mask
@@ -101,19 +122,41 @@ class KannelCarrier:
         # level 1 waits for it (`Accepted.awaiting_ack`); else Kannel's 202 is all there is.
         self.acknowledges_by_receipt = dlr_mask & (SMSC_ACK | SMSC_NACK) == SMSC_ACK | SMSC_NACK
 
+    @classmethod
+    def from_config(cls, name: str, options: KannelOptions, context: AdapterContext) -> Self:
+        return cls(
+            context.client,
+            options.url,
+            name=name,
+            username=options.username,
+            password=options.secret,
+            smsc=options.smsc,
+            dlr_mask=options.dlr_mask,
+        )
+
+    @classmethod
+    def probe(cls, options: KannelOptions, context: AdapterContext) -> Probe:
+        """sendsms with the credentials but no recipient: 403 if they are wrong, else a 4xx
+        about `to`."""
+        query = httpx.QueryParams({"username": options.username, "password": options.secret})
+        return probe_http(context.client, f"{sendsms_url(options.url)}?{query}")
+
+    @classmethod
+    def wrong_segment(cls, request: InboundRequest, ref: str) -> str | None:
+        """The `id` of a callback must be the carrier id of its token's segment (it is ours, in
+        the same URL)."""
+        return "id" if request.query.get("id") != segment_carrier_id(ref) else None
+
     def submit(self, segment: SegmentSubmission) -> Accepted:
         """GET sendsms with this segment; raise a `CarrierError` unless Kannel accepted it."""
-        carrier_id = f"{segment.message_id}.{segment.seq}"
-        try:
-            response = self._client.get(self._url + "?" + self._query(segment, carrier_id))
-        except httpx.HTTPError as exc:
-            raise transport_error(exc, carrier=self.name) from exc
-        self._raise_for_status(response)
+        own_id = segment_carrier_id(segment.client_ref)
+        url = self._url + "?" + self._query(segment, own_id)
+        request(self._client, "GET", url, carrier=self.name, rule=STATUS_RULE)
         # Only queued in Kannel: with the SMSC's answer asked for, that receipt settles it.
         awaiting = self.acknowledges_by_receipt and segment.want_receipt
-        return Accepted(carrier_id=carrier_id, awaiting_ack=awaiting)
+        return Accepted(carrier_id=own_id, awaiting_ack=awaiting)
 
-    def _query(self, segment: SegmentSubmission, carrier_id: str) -> str:
+    def _query(self, segment: SegmentSubmission, own_id: str) -> str:
         """The sendsms query string, encoded by hand: `udh` and UCS-2 `text` are bytes."""
         coding = CODINGS.get(segment.data_coding)
         if coding is None:
@@ -142,22 +185,8 @@ class KannelCarrier:
             pairs.append(("smsc", quote(self._smsc, safe="")))
         if segment.want_receipt:
             pairs.append(("dlr-mask", str(self._dlr_mask)))
-            pairs.append(("dlr-url", quote(dlr_url(segment.receipt_url, carrier_id), safe="")))
+            pairs.append(("dlr-url", quote(dlr_url(segment.receipt_url, own_id), safe="")))
         return "&".join(f"{key}={value}" for key, value in pairs)
-
-    def _raise_for_status(self, response: httpx.Response) -> None:
-        status = response.status_code
-        if 200 <= status < 300:
-            return
-        # Kannel answers in plain text, e.g. `Authorization failed for sendsms`.
-        message = response.text.strip()[:200] or f"Kannel answered {status}"
-        code = f"kannel_{status}"
-        if status >= 500 or status in (408, 429) or status < 200 or 300 <= status < 400:
-            retry_after = parse_retry_after(response.headers.get("retry-after"))
-            raise CarrierUnavailableError(
-                message, carrier=self.name, code=code, status_code=status, retry_after=retry_after
-            )
-        raise CarrierRejectedError(message, carrier=self.name, code=code, status_code=status)
 
     def parse_receipts(self, request: InboundRequest) -> list[CarrierReceipt]:
         """One receipt from the query Kannel filled in; `ValidationError` on garbage."""
@@ -177,6 +206,30 @@ class KannelCarrier:
                 done_at=_epoch_iso(query.get("ts")),
             )
         ]
+
+
+def sendsms_url(url: str) -> str:
+    """smsbox's sendsms URL: a bare base URL means `/cgi-bin/sendsms`; a path is used as given."""
+    return url.rstrip("/") + SENDSMS_PATH if urlsplit(url).path in ("", "/") else url
+
+
+def segment_carrier_id(ref: str) -> str:
+    """Our carrier id for a segment reference `message_id:seq` (Kannel names none):
+    `message_id.seq`."""
+    message_id, _, seq = ref.rpartition(":")
+    return f"{message_id}.{seq}"
+
+
+def _details(response: httpx.Response) -> tuple[str, str]:
+    """Kannel's error `(code, message)`: it answers in plain text, e.g. `Authorization failed
+    for sendsms`."""
+    status = response.status_code
+    return f"kannel_{status}", response.text.strip()[:200] or f"Kannel answered {status}"
+
+
+# The shared rule, with Kannel's plain-text answers (its 403 for bad credentials and 404/405 for
+# a wrong URL blame the account, as for every HTTP carrier: `responses.CARRIER_SIDE_STATUSES`).
+STATUS_RULE = StatusRule(details=_details)
 
 
 def decode_type(kind: str, stat: str | None = None) -> SegmentStatus:

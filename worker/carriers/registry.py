@@ -8,27 +8,18 @@
 
 from __future__ import annotations
 
-import base64
-from typing import get_args
-from urllib.parse import urlsplit
-
 import httpx
 import redis
 
 from worker.breaker import CircuitBreaker
-from worker.carriers.base import Carrier
+from worker.carriers.adapters import type_names
+from worker.carriers.base import AdapterContext, Carrier
 from worker.carriers.config import CarrierConfig, CarriersConfig, load_carriers, single_carrier
-from worker.carriers.http import HttpCarrier
-from worker.carriers.kannel import KannelCarrier
 from worker.carriers.routes import RouteTable
 from worker.carriers.routing import Gate, RoutedCarrier
-from worker.carriers.sim import SimCarrier
-from worker.carriers.twilio import TwilioCarrier
 from worker.errors import NotFoundError
 from worker.ratelimit import ConcurrencyLimiter, RateLimiter
 from worker.settings import Settings
-
-CARRIER_NAMES: tuple[str, ...] = get_args(Settings.model_fields["carrier"].annotation)
 
 
 def build_carrier(
@@ -38,7 +29,8 @@ def build_carrier(
     config = load_carriers(settings)
     guarded = any(c.rate or c.concurrency for c in config.carriers.values())
     if not settings.carriers_file and not guarded:
-        return carrier_for_name(settings.carrier, settings, client)
+        only = config.carriers[settings.carrier]
+        return adapter(settings.carrier, only, settings, client, redis_client)
     if redis_client is None:
         raise ValueError("routing, shared limits and breakers need a Redis client")
     return routed_carrier(config, settings, client, redis_client)
@@ -49,7 +41,13 @@ def routed_carrier(
 ) -> RoutedCarrier:
     """A `RoutedCarrier` over every carrier of `config`, with their limits and breakers."""
     gates = {
-        name: gate(name, adapter(name, carrier, settings, client), carrier, redis_client, settings)
+        name: gate(
+            name,
+            adapter(name, carrier, settings, client, redis_client),
+            carrier,
+            redis_client,
+            settings,
+        )
         for name, carrier in config.carriers.items()
     }
     single = None if settings.carriers_file else next(iter(config.carriers))
@@ -79,7 +77,9 @@ def gate(
             cooldown=config.breaker_cooldown,
             trial_lease=longest,
         )
-    rate = RateLimiter(client, f"{prefix}:rate", config.rate, config.burst) if config.rate else None
+    # An adapter that `paces_itself` keeps `rate` in its own process; the workers do not.
+    paced = config.rate and not config.adapter.paces_itself
+    rate = RateLimiter(client, f"{prefix}:rate", config.rate, config.burst) if paced else None
     slots = None
     if config.concurrency:
         slots = ConcurrencyLimiter(client, f"{prefix}:slots", config.concurrency, lease=longest)
@@ -90,12 +90,12 @@ def carrier_for_name(name: str, settings: Settings, client: httpx.Client) -> Car
     """The adapter called `name` (e.g. for `/carriers/{name}/dlr`), configured from settings.
 
     Every carrier of the carriers file can be built, or without one the single carrier's type
-    and the other built-in names (configured from `SMSQ_CARRIER*` too). NotFoundError for any
+    and the other registered types (configured from `SMSQ_CARRIER*` too). NotFoundError for any
     other name; ValueError when the configuration is invalid.
     """
     if settings.carriers_file:
         config = load_carriers(settings).carriers.get(name)
-    elif name in CARRIER_NAMES:
+    elif name in type_names():
         config = single_carrier(settings.model_copy(update={"carrier": name})).carriers[name]
     else:
         config = None
@@ -104,48 +104,13 @@ def carrier_for_name(name: str, settings: Settings, client: httpx.Client) -> Car
     return adapter(name, config, settings, client)
 
 
-def adapter(name: str, config: CarrierConfig, settings: Settings, client: httpx.Client) -> Carrier:
-    """The plain adapter for one carrier's configuration."""
-    if config.type == "sim":
-        return SimCarrier(client, config.url, name=name)
-    if config.type == "http":
-        return HttpCarrier(
-            client, _http_url(config.url), name=name, auth_header=_auth_header(config)
-        )
-    if config.type == "kannel":
-        return KannelCarrier(
-            client,
-            config.url,
-            name=name,
-            username=config.username,
-            password=config.secret,
-            smsc=config.smsc,
-            dlr_mask=config.dlr_mask,
-        )
-    return TwilioCarrier(
-        client,
-        config.url,
-        name=name,
-        account_sid=config.username,
-        auth_token=config.secret,
-        public_url=settings.effective_public_url,
-        messaging_service=config.messaging_service,
-    )
-
-
-def _http_url(url: str) -> str:
-    """A bare base URL points at smsq's own send endpoint, the default request shape."""
-    if urlsplit(url).path in ("", "/"):
-        return url.rstrip("/") + "/sms/send"
-    return url
-
-
-def _auth_header(config: CarrierConfig) -> tuple[str, str] | None:
-    """Basic auth with a username, else a bearer token (an upstream smsq API key)."""
-    password = config.secret
-    if config.username:
-        pair = f"{config.username}:{password}".encode()
-        return ("authorization", "Basic " + base64.b64encode(pair).decode("ascii"))
-    if password:
-        return ("authorization", f"Bearer {password}")
-    return None
+def adapter(
+    name: str,
+    config: CarrierConfig,
+    settings: Settings,
+    client: httpx.Client,
+    redis_client: redis.Redis | None = None,
+) -> Carrier:
+    """The plain adapter for one carrier's configuration, built by its class."""
+    context = AdapterContext(client=client, settings=settings, redis=redis_client)
+    return config.adapter.from_config(name, config.options, context)

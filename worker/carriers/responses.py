@@ -1,14 +1,30 @@
-"""Shared translation of carrier HTTP outcomes (status codes, httpx exceptions) into our errors."""
+"""Shared translation of carrier HTTP outcomes (status codes, httpx exceptions) into our errors.
+
+The one rule every HTTP adapter uses (`StatusRule`, `request`):
+
+- 2xx: accepted;
+- 408, 429, 5xx (and 1xx/3xx: redirects are not followed): `CarrierUnavailableError`, with
+  the answer's `Retry-After` (`worker.retry_after`);
+- any other 4xx: `CarrierRejectedError`, marked `carrier_side` when the status or the
+  carrier's own error code blames the account or gateway rather than the message;
+- no connection, or the request never fully left: `CarrierUnavailableError`;
+- no answer after the request left (read timeout, dropped connection):
+  `CarrierUnknownOutcomeError`; so is a 2xx without the carrier's id (`accepted_id`).
+
+An adapter varies only what its carrier varies: how to read the error code and message from an
+answer, and which of its codes blame the account (`StatusRule` fields).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import TypeVar
 
 import httpx
 import orjson
 
-from worker.carriers.base import InboundRequest
+from worker.carriers.base import InboundRequest, Probe
 from worker.errors import (
     CarrierError,
     CarrierRejectedError,
@@ -53,20 +69,50 @@ def error_details(response: httpx.Response) -> tuple[str, str]:
     return code, message
 
 
-def raise_for_status(response: httpx.Response, *, carrier: str) -> None:
-    """Raise the `CarrierError` a non-2xx answer means; return quietly on 2xx."""
-    status = response.status_code
-    if 200 <= status < 300:
-        return
-    code, message = error_details(response)
-    # 408 and 429 are the 4xx that mean "not now" rather than "never"; 1xx/3xx mean the
-    # carrier did not act on the request here (redirects are not followed).
-    if status >= 500 or status in (408, 429) or status < 200 or 300 <= status < 400:
-        retry_after = parse_retry_after(response.headers.get("retry-after"))
-        raise CarrierUnavailableError(
-            message, carrier=carrier, code=code, status_code=status, retry_after=retry_after
+# Refusals that blame the request's credentials, payment, URL or method, i.e. the carrier account
+# or gateway (Kannel answers 403 to bad credentials, 404 or 405 to a wrong URL), not the
+# message: another carrier may well take it.
+CARRIER_SIDE_STATUSES = frozenset({401, 402, 403, 404, 405})
+
+
+@dataclass(frozen=True, slots=True)
+class StatusRule:
+    """The shared status → error rule (module doc), with what one carrier varies."""
+
+    # The carrier's `(code, message)` in a non-2xx answer.
+    details: Callable[[httpx.Response], tuple[str, str]] = error_details
+    # Refusals (by status, or by the carrier's code) that blame the account, not the message.
+    carrier_side_statuses: frozenset[int] = CARRIER_SIDE_STATUSES
+    carrier_side_codes: frozenset[str] = frozenset()
+
+    def check(self, response: httpx.Response, *, carrier: str) -> None:
+        """Raise the `CarrierError` a non-2xx answer means; return quietly on 2xx."""
+        status = response.status_code
+        if 200 <= status < 300:
+            return
+        code, message = self.details(response)
+        # 408 and 429 are the 4xx that mean "not now" rather than "never"; 1xx/3xx mean the
+        # carrier did not act on the request here (redirects are not followed).
+        if status >= 500 or status in (408, 429) or status < 200 or 300 <= status < 400:
+            retry_after = parse_retry_after(response.headers.get("retry-after"))
+            raise CarrierUnavailableError(
+                message, carrier=carrier, code=code, status_code=status, retry_after=retry_after
+            )
+        blames_account = status in self.carrier_side_statuses or code in self.carrier_side_codes
+        raise CarrierRejectedError(
+            message, carrier=carrier, code=code, status_code=status, carrier_side=blames_account
         )
-    raise CarrierRejectedError(message, carrier=carrier, code=code, status_code=status)
+
+
+# The rule for carriers that answer errors as `{"error": {"code", "message"}}` (smsq's own shape).
+HTTP_RULE = StatusRule()
+
+
+def raise_for_status(
+    response: httpx.Response, *, carrier: str, rule: StatusRule = HTTP_RULE
+) -> None:
+    """Raise the `CarrierError` a non-2xx answer means under `rule`; return quietly on 2xx."""
+    rule.check(response, carrier=carrier)
 
 
 def transport_error(exc: httpx.HTTPError, *, carrier: str) -> CarrierError:
@@ -82,6 +128,50 @@ def transport_error(exc: httpx.HTTPError, *, carrier: str) -> CarrierError:
     )
 
 
+def request(
+    client: httpx.Client,
+    method: str,
+    url: str,
+    *,
+    carrier: str,
+    rule: StatusRule = HTTP_RULE,
+    content: bytes | None = None,
+    data: Mapping[str, str] | None = None,
+    headers: Mapping[str, str] | None = None,
+    auth: tuple[str, str] | None = None,
+) -> httpx.Response:
+    """Make a submission request; transport errors and non-2xx answers raise `CarrierError`s
+    (the module doc's rule)."""
+    try:
+        response = client.request(
+            method,
+            url,
+            content=content,
+            data=data,
+            headers=headers,
+            auth=httpx.USE_CLIENT_DEFAULT if auth is None else auth,
+        )
+    except httpx.HTTPError as exc:
+        raise transport_error(exc, carrier=carrier) from exc
+    rule.check(response, carrier=carrier)
+    return response
+
+
+def probe_http(client: httpx.Client, url: str, *, auth: tuple[str, str] | None = None) -> Probe:
+    """GET `url` (the cheapest authenticated request a carrier has; never an SMS) and read the
+    answer: 401/403 credentials refused, 5xx or no connection down, anything else reachable."""
+    try:
+        response = client.get(url, auth=httpx.USE_CLIENT_DEFAULT if auth is None else auth)
+    except httpx.HTTPError as exc:
+        return Probe(False, f"unreachable ({type(exc).__name__})")
+    status = response.status_code
+    if status in (401, 403):
+        return Probe(False, f"credentials refused ({status})")
+    if status >= 500:
+        return Probe(False, f"answers {status}")
+    return Probe(True, f"reachable ({status})")
+
+
 def post_json(
     client: httpx.Client,
     url: str,
@@ -93,12 +183,9 @@ def post_json(
     """POST a JSON body; translate transport errors and non-2xx answers into `CarrierError`s."""
     all_headers = {"content-type": "application/json"}
     all_headers.update(headers or {})
-    try:
-        response = client.post(url, content=orjson.dumps(body), headers=all_headers)
-    except httpx.HTTPError as exc:
-        raise transport_error(exc, carrier=carrier) from exc
-    raise_for_status(response, carrier=carrier)
-    return response
+    return request(
+        client, "POST", url, carrier=carrier, content=orjson.dumps(body), headers=all_headers
+    )
 
 
 def accepted_id(response: httpx.Response, path: str, *, carrier: str) -> str:
@@ -171,15 +258,20 @@ def lookup(table: Mapping[str, _T], word: str, *, field: str) -> _T:
 
 
 __all__: list[str] = [
+    "CARRIER_SIDE_STATUSES",
+    "HTTP_RULE",
     "MAX_RETRY_AFTER",
+    "StatusRule",
     "accepted_id",
     "error_details",
     "lookup",
     "optional_str",
     "parse_retry_after",
     "post_json",
+    "probe_http",
     "raise_for_status",
     "receipt_fields",
+    "request",
     "required_str",
     "transport_error",
 ]

@@ -35,12 +35,10 @@ from worker.carriers.base import (
     Carrier,
     CarrierReceipt,
     InboundRequest,
-    honours_client_ref,
 )
 from worker.carriers.base import SegmentSubmission as Segment
-from worker.carriers.kannel import CARRIER_SIDE_STATUSES
+from worker.carriers.responses import CARRIER_SIDE_STATUSES
 from worker.carriers.routes import RouteTable
-from worker.carriers.twilio import CARRIER_SIDE_CODES as TWILIO_CARRIER_SIDE
 from worker.errors import (
     CarrierError,
     CarrierRejectedError,
@@ -58,8 +56,12 @@ UNAVAILABLE, REJECTED, UNKNOWN = "unavailable", "rejected", "unknown"
 
 
 def is_carrier_side(exc: CarrierRejectedError) -> bool:
-    """Does the refusal blame the carrier account (auth, credit, sender, routing), not the SMS?"""
-    return exc.status_code in (401, 402, *CARRIER_SIDE_STATUSES) or exc.code in TWILIO_CARRIER_SIDE
+    """Does the refusal blame the carrier account (auth, credit, sender, routing), not the SMS?
+    The adapter says so (the shared HTTP rule, `worker.carriers.responses`); a refusal it did
+    not classify is judged by its HTTP status alone."""
+    if exc.carrier_side is not None:
+        return exc.carrier_side
+    return exc.status_code in CARRIER_SIDE_STATUSES
 
 
 def history_key(client_ref: str) -> str:
@@ -123,7 +125,11 @@ class RoutedCarrier:
         self.submits_whole_text = all(g.carrier.submits_whole_text for g in gates.values())
         # A segment whose outcome is unknown is resent only to the same carrier (see
         # `_candidates`), so the route honours client references when all its carriers do.
-        self.honours_client_ref = all(honours_client_ref(g.carrier) for g in gates.values())
+        self.honours_client_ref = all(g.carrier.honours_client_ref for g in gates.values())
+        # Some of its carriers' acceptances may wait for the SMSC's answer (`Accepted` says so).
+        self.acknowledges_by_receipt = any(
+            g.carrier.acknowledges_by_receipt for g in gates.values()
+        )
         self._redis = client
         self._public_url = public_url.rstrip("/")
         self._max_wait = max_wait

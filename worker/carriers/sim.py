@@ -2,14 +2,27 @@
 
 from __future__ import annotations
 
+from typing import Self
+
 import httpx
 
-from worker.carriers.base import Accepted, CarrierReceipt, InboundRequest, SegmentSubmission
+from worker.carriers.base import (
+    Accepted,
+    AdapterContext,
+    CarrierAdapter,
+    CarrierReceipt,
+    InboundRequest,
+    Probe,
+    ReceiptAuth,
+    SegmentSubmission,
+)
+from worker.carriers.options import HttpEndpoint, SignedReceipts
 from worker.carriers.responses import (
     accepted_id,
     lookup,
     optional_str,
     post_json,
+    probe_http,
     receipt_fields,
     required_str,
 )
@@ -29,18 +42,36 @@ RECEIPT_STATUSES: dict[str, SegmentStatus] = {
 NO_ERROR = frozenset({"000", "0"})
 
 
-class SimCarrier:
+class SimOptions(HttpEndpoint, SignedReceipts):
+    """`[carriers.NAME]` of `type = "sim"`: the simulator's `url` and, optionally, the
+    `receipt_secret` it signs receipts with (`smsq carrier-sim --receipt-secret`)."""
+
+
+class SimCarrier(CarrierAdapter[SimOptions]):
     """Submits segments (UDH + payload, as a real SMSC takes them) to the carrier simulator."""
 
+    type_name = "sim"
+    Options = SimOptions
     submits_whole_text = False
     # `smsq carrier-sim` answers a repeated client_ref with the first carrier id (its
     # `--dedupe-client-refs`, on by default), as a carrier honouring an idempotency key does.
     honours_client_ref = True
+    receipt_auth = ReceiptAuth.RECEIPT_SECRET
+    lists_receipts = True  # `--receipt-batch`
 
     def __init__(self, client: httpx.Client, base_url: str, name: str = "sim") -> None:
         self.name = name
         self._client = client
         self._submit_url = base_url.rstrip("/") + "/submit"
+
+    @classmethod
+    def from_config(cls, name: str, options: SimOptions, context: AdapterContext) -> Self:
+        return cls(context.client, options.url, name=name)
+
+    @classmethod
+    def probe(cls, options: SimOptions, context: AdapterContext) -> Probe:
+        """The simulator's `/stats`."""
+        return probe_http(context.client, options.url.rstrip("/") + "/stats")
 
     def submit(self, segment: SegmentSubmission) -> Accepted:
         """POST one segment to `/submit`; raise a `CarrierError` unless it was accepted."""

@@ -17,22 +17,35 @@ import base64
 import hashlib
 import hmac
 from collections.abc import Mapping
+from typing import Self
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import orjson
 
-from worker.carriers.base import Accepted, CarrierReceipt, InboundRequest, SegmentSubmission
+from worker.carriers.base import (
+    Accepted,
+    AdapterContext,
+    CarrierAdapter,
+    CarrierReceipt,
+    InboundRequest,
+    Probe,
+    ReceiptAuth,
+    SegmentSubmission,
+    SignatureCheck,
+)
+from worker.carriers.options import Credentials, HttpEndpoint
 from worker.carriers.responses import (
+    StatusRule,
     accepted_id,
     lookup,
     optional_str,
-    parse_retry_after,
+    probe_http,
+    request,
     required_str,
-    transport_error,
 )
 from worker.contract import SegmentStatus
-from worker.errors import CarrierRejectedError, CarrierUnavailableError, ValidationError
+from worker.errors import ValidationError
 
 API_VERSION = "2010-04-01"
 SIGNATURE_HEADER = "x-twilio-signature"
@@ -70,10 +83,20 @@ def signature(url: str, params: Mapping[str, str], auth_token: str) -> str:
     return base64.b64encode(digest).decode("ascii")
 
 
-class TwilioCarrier:
+class TwilioOptions(HttpEndpoint, Credentials):
+    """`[carriers.NAME]` of `type = "twilio"`: the API's `url`, the account SID as `username`,
+    the auth token as `password` (or `password_file`), optionally a `messaging_service`."""
+
+    messaging_service: str = ""  # MessagingServiceSid, sent instead of `From`
+
+
+class TwilioCarrier(CarrierAdapter[TwilioOptions]):
     """Submits whole messages to Twilio's Messages API; validates and parses status callbacks."""
 
+    type_name = "twilio"
+    Options = TwilioOptions
     submits_whole_text = True
+    receipt_auth = ReceiptAuth.SIGNATURE  # X-Twilio-Signature, keyed by the auth token
 
     def __init__(
         self,
@@ -94,6 +117,37 @@ class TwilioCarrier:
         self._public_url = public_url.rstrip("/")
         self._messaging_service = messaging_service
 
+    @classmethod
+    def from_config(cls, name: str, options: TwilioOptions, context: AdapterContext) -> Self:
+        return cls(
+            context.client,
+            options.url,
+            name=name,
+            account_sid=options.username,
+            auth_token=options.secret,
+            public_url=context.settings.effective_public_url,
+            messaging_service=options.messaging_service,
+        )
+
+    @classmethod
+    def probe(cls, options: TwilioOptions, context: AdapterContext) -> Probe:
+        """The account resource, with the account's credentials."""
+        url = f"{options.url.rstrip('/')}/{API_VERSION}/Accounts/{options.username}.json"
+        return probe_http(context.client, url, auth=(options.username, options.secret))
+
+    @classmethod
+    def receipt_signature(
+        cls, options: TwilioOptions, *, name: str, public_url: str
+    ) -> SignatureCheck:
+        """`X-Twilio-Signature` checked with the auth token (read once, here)."""
+        auth_token = options.secret
+
+        def check(request: InboundRequest) -> bool:
+            params = dict(request.form) if request.method == "POST" else {}
+            return is_signed(request, params, auth_token, public_url=public_url, name=name)
+
+        return check
+
     def submit(self, segment: SegmentSubmission) -> Accepted:
         """POST the whole text; raise a `CarrierError` unless Twilio created the message."""
         form = {"To": segment.to, "Body": segment.full_text}
@@ -103,24 +157,16 @@ class TwilioCarrier:
             form["From"] = segment.sender
         if segment.want_receipt:
             form["StatusCallback"] = segment.receipt_url
-        try:
-            response = self._client.post(self._url, data=form, auth=self._auth)
-        except httpx.HTTPError as exc:
-            raise transport_error(exc, carrier=self.name) from exc
-        self._raise_for_status(response)
+        response = request(
+            self._client,
+            "POST",
+            self._url,
+            carrier=self.name,
+            rule=STATUS_RULE,
+            data=form,
+            auth=self._auth,
+        )
         return Accepted(carrier_id=accepted_id(response, "sid", carrier=self.name))
-
-    def _raise_for_status(self, response: httpx.Response) -> None:
-        status = response.status_code
-        if 200 <= status < 300:
-            return
-        code, message = _error(response)
-        if status >= 500 or status in (408, 429) or status < 200 or 300 <= status < 400:
-            retry_after = parse_retry_after(response.headers.get("retry-after"))
-            raise CarrierUnavailableError(
-                message, carrier=self.name, code=code, status_code=status, retry_after=retry_after
-            )
-        raise CarrierRejectedError(message, carrier=self.name, code=code, status_code=status)
 
     def parse_receipts(self, request: InboundRequest) -> list[CarrierReceipt]:
         """One receipt from a signed status callback; `ValidationError` if unsigned or garbage."""
@@ -208,3 +254,7 @@ def _error(response: httpx.Response) -> tuple[str, str]:
         if isinstance(body.get("message"), str) and body["message"]:
             message = body["message"][:200]
     return code, message
+
+
+# The shared rule, with Twilio's error body and the codes that blame the account.
+STATUS_RULE = StatusRule(details=_error, carrier_side_codes=CARRIER_SIDE_CODES)

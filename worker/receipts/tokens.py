@@ -10,18 +10,20 @@ Kannel copies it through its `dlr-url` untouched). The key is derived from the s
 (`SMSQ_SECRET_KEY`) for this purpose only, never the raw key. Without a server key no tokens
 are issued, and only requests a carrier signed can be accepted.
 
-A request is accepted (`CallbackAuth.check`) when it carries a valid token, or:
-- `sim` and `http` carriers with a `receipt_secret`: a valid Standard Webhooks signature
-  (`webhook-id`, `webhook-timestamp` within 5 minutes, `webhook-signature`; what an upstream
-  smsq sends, and what `smsq carrier-sim --receipt-secret` sends), covering requests that
-  batch the receipts of many segments;
-- `twilio`: its `X-Twilio-Signature` is always required (Twilio signs the full URL, token
-  included); a token, if present, must be valid too.
+A request is accepted (`CallbackAuth.check`) when it carries a valid token, or, as the
+carrier's adapter declares (`worker.carriers.base.ReceiptAuth`):
+- `RECEIPT_SECRET` (sim, http) with a `receipt_secret` configured: a valid Standard Webhooks
+  signature (`webhook-id`, `webhook-timestamp` within 5 minutes, `webhook-signature`; what an
+  upstream smsq sends, and what `smsq carrier-sim --receipt-secret` sends), covering requests
+  that batch the receipts of many segments;
+- `SIGNATURE` (twilio): the carrier's own signature is always required (Twilio signs the full
+  URL, token included); a token, if present, must be valid too.
 A token or signature that is present must be valid even when the other one would do.
 
-A token vouches for one segment only: Kannel's `id` must be that segment's carrier id (checked
-here), and for the others the worker checks, when it applies a receipt, that the receipt's
-carrier id belongs to the segment the token named (`bound_ref`, `worker.inbound`).
+A token vouches for one segment only: where the request itself names the segment (Kannel's
+`id` is ours: `CarrierAdapter.wrong_segment`) that is checked here, and otherwise the worker
+checks, when it applies a receipt, that the receipt's carrier id belongs to the segment the
+token named (`bound_ref`, `worker.inbound`).
 """
 
 from __future__ import annotations
@@ -34,9 +36,9 @@ from dataclasses import dataclass
 from functools import lru_cache
 from urllib.parse import urlsplit
 
-from worker.carriers.base import InboundRequest
+from worker.carriers.adapters import Adapter
+from worker.carriers.base import InboundRequest, ReceiptAuth, SignatureCheck
 from worker.carriers.config import CarrierConfig, CarriersConfig
-from worker.carriers.twilio import is_signed as twilio_is_signed
 from worker.settings import Settings, get_settings
 from worker.webhooks import sign
 
@@ -109,12 +111,6 @@ def bound_ref(request: InboundRequest) -> str | None:
     return request.query.get(REF_PARAM) or None
 
 
-def kannel_id(ref: str) -> str:
-    """Kannel's carrier id for a segment reference: `message_id.seq` (see `kannel.submit`)."""
-    message_id, _, seq = ref.rpartition(":")
-    return f"{message_id}.{seq}"
-
-
 def is_signed_by(secret: str, request: InboundRequest, *, now: float | None = None) -> bool:
     """Whether a Standard Webhooks signature by `secret` covers the request: its body, or for
     a GET its exact query string (as smsq signs its own receipts, `worker.webhooks`)."""
@@ -162,8 +158,9 @@ class _Carrier:
     """What checking one carrier's callbacks needs (secrets read once, at start)."""
 
     type: str
-    receipt_secret: str
-    twilio_token: str
+    adapter: Adapter
+    receipt_secret: str  # `ReceiptAuth.RECEIPT_SECRET`: "" when none is configured
+    signature: SignatureCheck | None  # `ReceiptAuth.SIGNATURE`: the carrier's own check
 
 
 class CallbackAuth:
@@ -171,8 +168,9 @@ class CallbackAuth:
 
     def __init__(self, carriers: CarriersConfig, server_key: str, public_url: str) -> None:
         self._key = receipt_key(server_key)
-        self._public_url = public_url
-        self._carriers = {name: _prepared(config) for name, config in carriers.carriers.items()}
+        self._carriers = {
+            name: _prepared(name, config, public_url) for name, config in carriers.carriers.items()
+        }
 
     def __repr__(self) -> str:
         return f"CallbackAuth({sorted(self._carriers)})"
@@ -183,6 +181,10 @@ class CallbackAuth:
     def type_of(self, name: str) -> str:
         return self._carriers[name].type
 
+    def lists_receipts(self, name: str) -> bool:
+        """Whether a request of carrier `name` may list many receipts (its adapter says)."""
+        return self._carriers[name].adapter.lists_receipts
+
     def check(self, name: str, request: InboundRequest, *, now: float | None = None) -> Verdict:
         """Accept or refuse a request to a configured carrier's receipt URL."""
         carrier = self._carriers[name]
@@ -192,15 +194,14 @@ class CallbackAuth:
             refused = self._check_token(ref, token)
             if refused is not None:
                 return refused
-        signed = self._signed(name, carrier, request, now)
+        signed = _signed(carrier, request, now)
         if signed is False:
             return Verdict(BAD_SIGNATURE, field="signature")
         if token is None and not signed:
             return Verdict(MISSING_TOKEN if self._key else NO_SERVER_KEY, field=TOKEN_PARAM)
-        # Kannel's carrier id is ours (and in the same URL): it must be the token's segment.
-        kannel = carrier.type == "kannel"
-        if kannel and ref is not None and request.query.get("id") != kannel_id(ref):
-            return Verdict(WRONG_SEGMENT, field="id")
+        wrong = carrier.adapter.wrong_segment(request, ref) if ref is not None else None
+        if wrong is not None:
+            return Verdict(WRONG_SEGMENT, field=wrong)
         return Verdict(None, ref=ref)
 
     def _check_token(self, ref: str | None, token: str | None) -> Verdict | None:
@@ -212,24 +213,27 @@ class CallbackAuth:
             return Verdict(BAD_TOKEN, field=TOKEN_PARAM)
         return None
 
-    def _signed(
-        self, name: str, carrier: _Carrier, request: InboundRequest, now: float | None
-    ) -> bool | None:
-        """True or False when the carrier's signature is required or offered; None when the
-        request offers none it could be checked by."""
-        if carrier.type == "twilio":
-            params = dict(request.form) if request.method == "POST" else {}
-            return twilio_is_signed(
-                request, params, carrier.twilio_token, public_url=self._public_url, name=name
-            )
-        if carrier.receipt_secret and "webhook-signature" in request.headers:
-            return is_signed_by(carrier.receipt_secret, request, now=now)
-        return None
+
+def _signed(carrier: _Carrier, request: InboundRequest, now: float | None) -> bool | None:
+    """True or False when the carrier's signature is required or offered; None when the
+    request offers none it could be checked by."""
+    if carrier.signature is not None:
+        return carrier.signature(request)
+    if carrier.receipt_secret and "webhook-signature" in request.headers:
+        return is_signed_by(carrier.receipt_secret, request, now=now)
+    return None
 
 
-def _prepared(config: CarrierConfig) -> _Carrier:
+def _prepared(name: str, config: CarrierConfig, public_url: str) -> _Carrier:
+    adapter = config.adapter
+    signature = None
+    if adapter.receipt_auth is ReceiptAuth.SIGNATURE:
+        signature = adapter.receipt_signature(config.options, name=name, public_url=public_url)
+        if signature is None:
+            raise TypeError(f"{adapter.__name__} declares SIGNATURE without a receipt_signature")
     return _Carrier(
         type=config.type,
+        adapter=adapter,
         receipt_secret=config.receipt_secret.get_secret_value(),
-        twilio_token=config.secret if config.type == "twilio" else "",
+        signature=signature,
     )
