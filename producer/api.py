@@ -6,7 +6,7 @@ from fastapi import FastAPI
 
 from producer import errors
 from producer.responses import JsonResponse
-from producer.routes import batch, carriers, health, metrics, otp, sms
+from producer.routes import batch, carriers, health, metrics, mo, otp, sms
 from producer.services import Services, build_services
 from worker.settings import Settings, get_settings
 
@@ -25,6 +25,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.include_router(sms.router)
     app.include_router(otp.router)
     app.include_router(carriers.router)
+    app.include_router(mo.router)
     app.include_router(health.router)
     metrics.install(app)  # /metrics, logs, request and OTP counts (after the routes)
     return app

@@ -36,6 +36,7 @@ from producer.validation import build_message
 from worker.celery_app import create_app as create_celery_app
 from worker.contract import MessageStatus
 from worker.keys import KeyStore
+from worker.optouts import OptOuts
 from worker.otp.challenges import Verdict
 from worker.queueing import CeleryPublisher, publishes_directly
 from worker.redis_urls import store_client
@@ -80,6 +81,7 @@ class Producer:
             self.celery, self.redis, direct=publishes_directly(settings)
         )
         self._otp = OtpDesk(settings, self.redis, self.store, self.publisher)
+        self.optouts = OptOuts(self.redis)
 
     def close(self) -> None:
         self.celery.close()
@@ -140,10 +142,12 @@ class Producer:
     def send(self, to: str, content: str, **options: Any) -> str:
         """Send one message; `options` are the API's body fields (`dlr_url` or `"dlr-url"`…).
 
-        Returns the message id; raises ValidationError naming the field when invalid.
+        Returns the message id; raises ValidationError naming the field when invalid
+        (`OptedOutError`, code `opted_out`, when the number replied STOP).
         """
         body = parse_model(SendRequest, _api_body({"to": to, "content": content, **options}))
         message, _ = build_message(body, self.settings, key_id=self.key_id)
+        self.optouts.check(self.key_id, message.to)
         accept_messages(self.store, self.publisher, [message])
         return message.id
 

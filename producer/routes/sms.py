@@ -39,6 +39,7 @@ async def send(
     def accept() -> dict[str, Any]:
         geo = GeoPermissions.for_key(key.countries, services.settings)
         message, summary = build_message(body, services.settings, key_id=key.id, geo=geo)
+        services.optouts.check(key.id, message.to)  # 422 `opted_out`: the number said STOP
         accept_messages(services.store, services.publisher, [message])
         return {
             "id": message.id,
