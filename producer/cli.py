@@ -35,6 +35,7 @@ from worker.keys import (
     OTP_OPTOUT_POLICIES,
     OTP_OPTOUT_REFUSE,
     KeyStore,
+    check_otp_optout,
     parse_duration,
     parse_rate,
 )
@@ -315,6 +316,8 @@ def keys_limits(
     try:
         per_second = None if rate is None else (0.0 if rate.strip() == "0" else parse_rate(rate))
         regions = None if countries is None else check_countries(countries.split(","))
+        if otp_optout is not None:
+            check_otp_optout(otp_optout)  # bad input before looking the key up
         store = KeyStore(_redis(settings))
         found = store.set_limits(key_id, rate=per_second, burst=burst, daily=daily)
         if found and regions is not None:
