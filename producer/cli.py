@@ -281,8 +281,8 @@ def keys_list() -> None:
         countries = ",".join(key.countries) or "default"
         typer.echo(
             f"{key.id}  {key.name:<24} {state:<8} scopes={','.join(key.scopes):<13} "
-            f"rate={rate:<8} daily={daily:<12} secrets={secrets}  countries={countries}  "
-            f"mo-url={key.mo_url or '-'}  otp-optout={key.otp_optout}"
+            f"rate={rate:<8} daily={daily:<12} secrets={secrets}  mo-url={key.mo_url or '-'}  "
+            f"otp-optout={key.otp_optout}  countries={countries}"
         )
 
 

@@ -54,7 +54,7 @@ def test_keys_own_numbers_with_their_mo_urls(smsq: Run, redis_client: redis.Redi
     assert run("keys", "numbers", "remove", key_id, "+4930123456").exit_code == 1
     assert run("keys", "limits", key_id, "--mo-url", "", "--otp-optout", "refuse").exit_code == 0
     assert KeyStore(redis_client).get(key_id).mo_url == ""  # type: ignore[union-attr]
-    assert "mo-url=-  otp-optout=refuse" in run("keys", "list").output
+    assert "mo-url=-  otp-optout=refuse  countries=" in run("keys", "list").output
 
 
 def test_unsafe_mo_urls_and_unknown_keys_are_refused(smsq: Run) -> None:
