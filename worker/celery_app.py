@@ -11,6 +11,7 @@ from __future__ import annotations
 from celery import Celery
 
 from worker.contract import (
+    DRAIN_CARRIER_RECEIPTS,
     DRAIN_RECEIPTS,
     FLUSH_MO_PARTS,
     HANDLE_CARRIER_RECEIPT,
@@ -72,6 +73,7 @@ def create_app(settings: Settings | None = None, *, with_tasks: bool = False) ->
             HANDLE_CARRIER_RECEIPT: {"queue": Queue.CARRIER_DLR.value},
             FLUSH_MO_PARTS: {"queue": Queue.CARRIER_DLR.value},
             ROUTE_MO: {"queue": Queue.DLR.value},
+            DRAIN_CARRIER_RECEIPTS: {"queue": Queue.CARRIER_DLR.value},
         },
     )
     return app

@@ -24,6 +24,9 @@ HANDLE_CARRIER_RECEIPT = "sms.carrier_dlr"
 # put an MO's webhook in its endpoint's queue again (reconciled, replayed).
 FLUSH_MO_PARTS = "sms.mo.parts"
 ROUTE_MO = "sms.mo.route"
+HANDLE_CARRIER_RECEIPT = "sms.carrier_dlr"  # one kept request (before batched intake)
+# Apply the carrier receipt requests kept in the inbox, many at a time (worker.receipts.intake).
+DRAIN_CARRIER_RECEIPTS = "sms.carrier_dlr.drain"
 
 
 class Queue(StrEnum):
@@ -74,6 +77,8 @@ FINAL_STATUSES = frozenset(
         MessageStatus.CANCELLED,
     }
 )
+# States a message can still be cancelled from (nothing of it was submitted yet).
+CANCELLABLE_STATUSES = frozenset({MessageStatus.QUEUED, MessageStatus.SCHEDULED})
 # States that end the submission step (what a level-1 receipt reports).
 SUBMISSION_OUTCOMES = frozenset(
     {MessageStatus.ACCEPTED, MessageStatus.REJECTED, MessageStatus.FAILED, MessageStatus.EXPIRED}

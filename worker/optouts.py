@@ -11,7 +11,9 @@ follow the same rule unless the key's policy exempts transactional traffic (`sms
 limits KEY --otp-optout exempt`); the default refuses them too, as Twilio does (a STOP blocks
 every message from that sender, codes included).
 
-The check is one round trip (ZSCORE, or ZMSCORE for a batch chunk, on both lists, pipelined).
+The check is one round trip (ZSCORE, or ZMSCORE for a batch chunk, on both lists, pipelined);
+a single send through the API makes it inside the script that writes the message (`lists`,
+`producer.gate.Refusal`): no round trip of its own.
 """
 
 from __future__ import annotations
@@ -76,6 +78,11 @@ class OptOuts:
         if len(numbers) == 1:
             return [mine is not None or everyone is not None]
         return [a is not None or b is not None for a, b in zip(mine, everyone, strict=True)]
+
+    @staticmethod
+    def lists(key_id: str) -> tuple[str, str]:
+        """The sorted sets a send of `key_id` must not find its recipient in."""
+        return optout_key(key_id), optout_key(DEPLOYMENT)
 
     def check(self, key_id: str, number: str, *, transactional: bool = False) -> None:
         """Raise `OptedOutError` when a send of `key_id` to `number` is refused."""

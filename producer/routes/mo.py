@@ -26,6 +26,7 @@ from producer.routes.carriers import REFUSALS, REFUSED, admit, read_inbound, ref
 from producer.schemas import ERROR_RESPONSES
 from producer.services import ReadKey, Services, ServicesDep
 from worker import metrics
+from worker.carriers.base import InboundRequest
 from worker.clock import now_ms
 from worker.errors import ValidationError
 from worker.mo import formats
@@ -68,12 +69,11 @@ async def carrier_mo(name: str, request: Request) -> Response:
         )  # fmt: skip
     carrier_type = auth.type_of(name)
     try:
-        mos = formats.parse(carrier_type, inbound)
+        ids = await run_in_threadpool(_accept, services.mo_intake, name, carrier_type, inbound)
     except ValidationError as exc:
         return refused(
             name, "invalid", 422, exc.message, field=exc.field, counter=metrics.MO_REFUSED
         )
-    ids = await run_in_threadpool(_accept, services.mo_intake, name, mos)
     if carrier_type == "twilio":
         return Response(EMPTY_TWIML, media_type="text/xml")
     if carrier_type == "kannel":
@@ -81,7 +81,11 @@ async def carrier_mo(name: str, request: Request) -> Response:
     return JsonResponse({"ids": ids})
 
 
-def _accept(intake: MoIntake, carrier: str, mos: list[formats.InboundMo]) -> list[str | None]:
+def _accept(
+    intake: MoIntake, carrier: str, carrier_type: str, inbound: InboundRequest
+) -> list[str | None]:
+    """Parse the request (ValidationError: nothing stored) and store its MOs."""
+    mos = formats.parse(carrier_type, inbound)
     at = now_ms()
     ids: list[str | None] = []
     for mo in mos:
