@@ -253,6 +253,31 @@ class TestOptedOut:
         other = api.post("/sms/send", json={"to": "+4915112340002", "content": "hi"})
         assert other.status_code == 202
 
+    def test_a_refused_send_counts_toward_the_keys_rate(
+        self, api: TestClient, services: Services, key: CreatedKey
+    ) -> None:
+        """Refused in the script that would write it: nothing stored, the call counted (as any
+        refused input), so the key's next call within the second is over its rate."""
+        self.stop(services, key.key.id)
+        services.keys.set_limits(key.key.id, rate=1.0, burst=1)
+        services.gate.ttl = 0  # see the new limits at once
+        assert api.post("/sms/send", json={"to": HANDSET, "content": "hi"}).status_code == 422
+        reply = api.post("/sms/send", json={"to": "+4915112340002", "content": "hi"})
+        assert reply.status_code == 429
+
+    def test_an_idempotent_repeat_replays_the_first_answer(
+        self, api: TestClient, services: Services, key: CreatedKey
+    ) -> None:
+        """A send accepted before the STOP, repeated with its Idempotency-Key, gets its first
+        answer (nothing new is sent either way)."""
+        headers = {"idempotency-key": "order-17"}
+        body = {"to": HANDSET, "content": "hi"}
+        first = api.post("/sms/send", json=body, headers=headers)
+        self.stop(services, key.key.id)
+        again = api.post("/sms/send", json=body, headers=headers)
+        assert (first.status_code, again.status_code) == (202, 202)
+        assert again.json() == first.json()
+
     def test_the_deployments_list_refuses_every_key(
         self, api: TestClient, services: Services
     ) -> None:
