@@ -16,7 +16,7 @@ from typing import Annotated
 import redis
 import typer
 
-from producer.instance import client_settings
+from producer.instance import DataDir, client_settings, running
 from producer.validation import check_receipt_url, normalize_number
 from worker.clock import iso_ms, now_ms
 from worker.keys import KeyStore
@@ -219,15 +219,20 @@ def carriers_mo_url(
     name: Annotated[str | None, typer.Argument(help="A carrier; default: every one")] = None,
 ) -> None:
     """The URL each carrier sends inbound messages to (with its MO token: give it to
-    Kannel's sms-service `get-url` with the parameters of docs/inbound.md)."""
+    Kannel's sms-service `get-url` with the parameters of docs/inbound.md). Under
+    SMSQ_PUBLIC_URL, else the running smsq up's API."""
     from worker.carriers.config import load_carriers
     from worker.receipts.tokens import mo_url
 
     settings = client_settings(get_settings())
+    public_url = settings.effective_public_url
+    instance = running(DataDir.of(settings))
+    if "public_url" not in settings.model_fields_set and instance and instance.api_url:
+        public_url = instance.api_url  # the running smsq up's API
     names = sorted(load_carriers(settings).carriers)
     if name is not None and name not in names:
         typer.echo(f"smsq: no carrier named {name!r} (configured: {', '.join(names)})", err=True)
         raise typer.Exit(1)
     for carrier in [name] if name else names:
-        typer.echo(f"{carrier}  {mo_url(settings.effective_public_url, carrier, settings)}")
+        typer.echo(f"{carrier}  {mo_url(public_url, carrier, settings)}")
 
