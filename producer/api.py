@@ -32,7 +32,7 @@ from uvicorn.supervisors import Multiprocess
 
 from producer import errors
 from producer.responses import JsonResponse
-from producer.routes import batch, carriers, health, metrics, otp, sms
+from producer.routes import batch, carriers, health, metrics, mo, otp, sms
 from producer.services import Services, build_services
 from worker.settings import Settings, get_settings
 
@@ -55,6 +55,10 @@ ASYNC_ALLOWED: dict[str, str] = {
     ),
     "producer.routes.carriers.carrier_receipt": (
         "awaits the body (needs it raw), then one run_in_threadpool for Redis"
+    ),
+    "producer.routes.mo.carrier_mo": (
+        "awaits the body (needs it raw), checks it (HMAC), then one run_in_threadpool: parse "
+        "and store"
     ),
     "producer.routes.health.healthz": "no I/O: the loop answering is the check",
     "producer.routes.health.readyz": "its checks run via run_in_threadpool",
@@ -100,6 +104,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.include_router(sms.router)
     app.include_router(otp.router)
     app.include_router(carriers.router)
+    app.include_router(mo.router)
     app.include_router(batch.router)
     app.include_router(health.router)
     metrics.install(app)  # /metrics, logs, request and OTP counts (after the routes)

@@ -23,8 +23,9 @@ from producer.validation import build_message
 from worker.batch_progress import count_batch, watch
 from worker.clock import now_ms
 from worker.contract import CANCELLABLE_STATUSES, MessageStatus
-from worker.errors import NotFoundError, ValidationError
+from worker.errors import NotFoundError, OptedOutError, ValidationError
 from worker.geo import GeoPermissions
+from worker.optouts import OptOuts
 from worker.queueing import CeleryPublisher
 from worker.settings import Settings
 from worker.store import Message, Store
@@ -160,17 +161,19 @@ def ingest(
     `result`, the bodies continue an ingest (their indexes follow its earlier ones)."""
     result = result or IngestResult(batch_id)
     chunk: list[Message] = []
+    places: list[int] = []  # each message's index in the request
     geo = geo or GeoPermissions.for_key((), settings)  # the deployment's, built once
     for index, body in enumerate(bodies, start=len(result.accepted) + len(result.rejected)):
         outcome = _validated(index, body, settings, key_id, result.batch_id, quiet, geo)
         if isinstance(outcome, Message):
             result.held += outcome.status == MessageStatus.SCHEDULED and outcome.send_at is not None
             chunk.append(outcome)
+            places.append(index)
             if len(chunk) >= CHUNK:
-                _flush(store, publisher, result, chunk, settings.send_chunk)
+                _flush(store, publisher, result, chunk, settings.send_chunk, places)
         else:
             result.rejected.append(outcome)
-    _flush(store, publisher, result, chunk, settings.send_chunk)
+    _flush(store, publisher, result, chunk, settings.send_chunk, places)
     return result
 
 
@@ -180,15 +183,26 @@ def _flush(
     result: IngestResult,
     chunk: list[Message],
     per_task: int,
+    places: list[int],
 ) -> None:
-    """Store and queue one chunk; its send tasks carry up to `per_task` ids (`sms.send_many`)."""
+    """Store and queue one chunk, but its messages to numbers that opted out (each rejected
+    with `opted_out`, one round trip for the chunk); its send tasks carry up to `per_task`
+    ids (`sms.send_many`)."""
     if not chunk:
         return
-    ids = [m.id for m in chunk]
-    store.redis.rpush(f"{batch_key(result.batch_id)}:ids", *ids)
-    accept_messages(store, publisher, chunk, chunk=per_task)
-    result.accepted.extend(ids)
+    refused = OptOuts(store.redis).refused(chunk[0].key_id, [m.to for m in chunk])
+    sending = [m for m, no in zip(chunk, refused, strict=True) if not no]
+    for message, index, no in zip(chunk, places, refused, strict=True):
+        if no:
+            result.rejected.append(_reject(index, {"to": message.to}, OptedOutError(message.to)))
     chunk.clear()
+    places.clear()
+    if not sending:
+        return
+    ids = [m.id for m in sending]
+    store.redis.rpush(f"{batch_key(result.batch_id)}:ids", *ids)
+    accept_messages(store, publisher, sending, chunk=per_task)
+    result.accepted.extend(ids)
 
 
 def claim_batch(

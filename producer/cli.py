@@ -21,6 +21,7 @@ import typer
 from typer.core import TyperGroup
 
 from producer import campaigns, devkey
+from producer import mo as inbound
 from producer.desk import MessageDesk
 from producer.instance import DataDir, NoInstanceError, client_settings
 from producer.library import Producer
@@ -31,7 +32,15 @@ from producer.up import up as run_up
 from worker.celery_app import create_app as create_celery_app
 from worker.errors import ValidationError
 from worker.geo import check_countries
-from worker.keys import ALL_SCOPES, KeyStore, parse_duration, parse_rate
+from worker.keys import (
+    ALL_SCOPES,
+    OTP_OPTOUT_POLICIES,
+    OTP_OPTOUT_REFUSE,
+    KeyStore,
+    check_otp_optout,
+    parse_duration,
+    parse_rate,
+)
 from worker.logs import configure as configure_logs
 from worker.queueing import CeleryPublisher, publishes_directly
 from worker.quotas import Quotas
@@ -89,6 +98,10 @@ app.command("preview")(preview)
 app.command("carrier-sim")(carrier_sim)
 app.command("send")(campaigns.send)
 app.add_typer(campaigns.batch_app, name="batch")
+app.add_typer(inbound.mo_app, name="mo")
+app.add_typer(inbound.optouts_app, name="optouts")
+keys_app.add_typer(inbound.numbers_app, name="numbers")
+OTP_OPTOUT_HELP = "Its OTP codes to numbers that opted out: refuse, or exempt (transactional)"
 
 
 def _settings() -> Settings:
@@ -222,14 +235,19 @@ def keys_create(
     burst: Annotated[int, typer.Option(help="Calls at once above the rate (default 1 s)")] = 0,
     daily: Annotated[int, typer.Option(help="Messages per UTC day (a batch: its recipients)")] = 0,
     countries: Annotated[str, typer.Option(help=COUNTRIES_HELP)] = "",
+    mo_url: inbound.MoUrlOption = None,
+    otp_optout: Annotated[str, typer.Option(help=OTP_OPTOUT_HELP)] = OTP_OPTOUT_REFUSE,
 ) -> None:
     """Create a key; prints it once (only its hash is stored) and its receipt-signing secret."""
     scopes = tuple(s.strip() for s in scope.split(",") if s.strip())
+    settings = _settings()
+    url = inbound.check_mo_url(mo_url or "", settings)
     try:
         per_second = parse_rate(rate) if rate is not None else 0.0
-        created = KeyStore(_redis()).create(
-            name, scopes, rate=per_second, burst=burst, daily=daily, countries=countries.split(",")
-        )
+        created = KeyStore(_redis(settings)).create(
+            name, scopes, rate=per_second, burst=burst, daily=daily,
+            countries=countries.split(","), mo_url=url, otp_optout=otp_optout,
+        )  # fmt: skip
     except ValueError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(2) from None
@@ -267,7 +285,8 @@ def keys_list() -> None:
         countries = ",".join(key.countries) or "default"
         typer.echo(
             f"{key.id}  {key.name:<24} {state:<8} scopes={','.join(key.scopes):<13} "
-            f"rate={rate:<8} daily={daily:<12} secrets={secrets}  countries={countries}"
+            f"rate={rate:<8} daily={daily:<12} secrets={secrets}  mo-url={key.mo_url or '-'}  "
+            f"otp-optout={key.otp_optout}  countries={countries}"
         )
 
 
@@ -307,15 +326,28 @@ def keys_limits(
     burst: Annotated[int | None, typer.Option(help="Calls at once above the rate")] = None,
     daily: Annotated[int | None, typer.Option(help="Messages per UTC day; 0 = none")] = None,
     countries: Annotated[str | None, typer.Option(help=COUNTRIES_HELP + "; '' = default")] = None,
+    mo_url: Annotated[
+        str | None, typer.Option("--mo-url", help="Where its inbound messages go; '' = nowhere")
+    ] = None,
+    otp_optout: Annotated[
+        str | None, typer.Option(help=f"{OTP_OPTOUT_HELP} ({'/'.join(OTP_OPTOUT_POLICIES)})")
+    ] = None,
 ) -> None:
-    """Change a key's rate, burst, daily quota or countries (takes effect on its next call)."""
+    """Change a key's rate, burst, daily quota, countries, mo-url or OTP opt-out policy
+    (takes effect on its next call)."""
+    settings = _settings()
+    url = None if mo_url is None else inbound.check_mo_url(mo_url, settings)
     try:
         per_second = None if rate is None else (0.0 if rate.strip() == "0" else parse_rate(rate))
         regions = None if countries is None else check_countries(countries.split(","))
-        store = KeyStore(_redis())
+        if otp_optout is not None:
+            check_otp_optout(otp_optout)  # bad input before looking the key up
+        store = KeyStore(_redis(settings))
         found = store.set_limits(key_id, rate=per_second, burst=burst, daily=daily)
         if found and regions is not None:
             found = store.set_countries(key_id, regions)
+        if found and (url is not None or otp_optout is not None):
+            found = store.set_inbound(key_id, mo_url=url, otp_optout=otp_optout)
     except ValueError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(2) from None
@@ -501,6 +533,7 @@ def otp_verify_command(
 # -- Carriers: `smsq carriers check` -----------------------------------------------------------
 carriers_app = typer.Typer(help="Check the carrier configuration.", no_args_is_help=True)
 app.add_typer(carriers_app, name="carriers")
+carriers_app.command("mo-url")(inbound.carriers_mo_url)
 
 
 @carriers_app.command("check")

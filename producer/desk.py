@@ -31,7 +31,7 @@ from producer.batches import (
     record_batch,
 )
 from producer.body import parse_json_body, parse_model
-from producer.gate import Gate, GuardedWrite
+from producer.gate import Gate, GuardedWrite, Refusal
 from producer.idempotency import Idempotency
 from producer.idempotency import idempotency_key as idempotency_key_of
 from producer.listing import Filters, list_messages
@@ -42,9 +42,10 @@ from producer.validation import build_message, check_receipt_url
 from producer.views import message_view
 from worker.contract import MessageStatus
 from worker.encoding import Summary
-from worker.errors import ConflictError, NotFoundError, ValidationError
+from worker.errors import ConflictError, NotFoundError, OptedOutError, ValidationError
 from worker.geo import GeoPermissions
 from worker.keys import ApiKey
+from worker.optouts import OptOuts
 from worker.queueing import CeleryPublisher
 from worker.quotas import Charge
 from worker.receipts.config import EngineConfig
@@ -96,6 +97,7 @@ class MessageDesk:
         self.publisher = publisher
         self.gate = gate
         self.idempotency = Idempotency(store.redis)
+        self.optouts = OptOuts(store.redis)
         # Cancelling opens receipts: they go straight into their endpoints' queues.
         self.receipts = ReceiptRouter(
             ReceiptStore(store.redis), publisher, EngineConfig.from_settings(settings)
@@ -117,6 +119,7 @@ class MessageDesk:
         atomic step that writes the message; a repeat returns the first answer."""
         if caller is None or self.gate is None:
             message, summary = build_message(body, self.settings, key_id=key_id)
+            self.optouts.check(key_id, message.to)  # 422 `opted_out`: the number said STOP
             accept_messages(self.store, self.publisher, [message])
             return accepted_reply(message, summary)
         outcome = self.commit_sends([self.prepare_send(body, caller, idempotency)])[0]
@@ -135,7 +138,10 @@ class MessageDesk:
         later = stage_messages(pipe, self.store, self.publisher, [message])
         writes = [args for args, _options in pipe.command_stack]
         pipe.reset()
-        return PendingSend(GuardedWrite(caller, writes, 1, reply, idempotency), later)
+        # Refused in the write's own round trip if the recipient said STOP (`worker.optouts`).
+        refused = OptedOutError(message.to)
+        refusals = [Refusal(key, message.to, refused) for key in OptOuts.lists(caller.id)]
+        return PendingSend(GuardedWrite(caller, writes, 1, reply, idempotency, refusals), later)
 
     def commit_sends(self, sends: list[PendingSend]) -> list[dict[str, Any] | Exception]:
         """The second half: every pending send written in one round trip (each admitted on its

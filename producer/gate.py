@@ -7,8 +7,9 @@ within that time. Revocation is never cached: the first thing every keyed call d
 a script that refuses a revoked key, then takes the call from the key's limits —
 `worker.quotas`' charge alone (`admit`), or for `POST /sms/send` the guarded write below, which
 also stores and queues the message. A revoked key is refused from its next call on, and a send
-with a cached key costs one round trip: check, charge, Idempotency-Key and writes together
-(`write_many`: the sends of many calls share one pipelined round trip, `producer.intake`).
+with a cached key costs one round trip: check, charge, Idempotency-Key, refusals (the
+recipient's opt-outs, `worker.optouts`) and writes together (`write_many`: the sends of many
+calls share one pipelined round trip, `producer.intake`).
 """
 
 from __future__ import annotations
@@ -40,15 +41,18 @@ from worker.quotas import (
 KEY_CACHE_SECONDS = 2.0
 KEY_CACHE_SIZE = 10_000  # keys remembered per process; the cache starts over when full
 IDEMPOTENT_REPLAY = 4
+REFUSED = 5
 
 # KEYS[1] key record, KEYS[2] rate, KEYS[3] daily counter, KEYS[4] Idempotency-Key record,
-# KEYS[5..] the key of each write, in order.
+# KEYS[5..4+R] the sorted set of each refusal, KEYS[5+R..] the key of each write, in order.
 # ARGV[1..5] the charge (interval_us, burst, cost, daily limit, counter ttl); ARGV[6] the
-# Idempotency-Key record to keep ('' = no Idempotency-Key), ARGV[7] its ttl; ARGV[8..] the
-# writes: command, argument count n, then its n arguments after the key.
+# Idempotency-Key record to keep ('' = no Idempotency-Key), ARGV[7] its ttl; ARGV[8] R, the
+# refusals, ARGV[9..8+R] their members; then the writes: command, argument count n, then its n
+# arguments after the key.
 # Returns {0, 0} written; {1, wait_us} or {2, used} refused by the limits (nothing written);
 # {3, 0} revoked key; {4, record} the Idempotency-Key was used before (the call is counted
-# toward the rate, nothing else happens).
+# toward the rate, nothing else happens); {5, r} refusal r's member is in its set (the call is
+# counted toward the rate, nothing is written).
 GUARDED_WRITE = (
     CHARGE_FUNCTION
     + """
@@ -64,11 +68,19 @@ if ARGV[6] ~= '' then
     return {4, used}
   end
 end
+local refusals = tonumber(ARGV[8])
+for r = 1, refusals do
+  if redis.call('ZSCORE', KEYS[4 + r], ARGV[8 + r]) then
+    local verdict = charge(KEYS[2], KEYS[3], interval, burst, 0, 0, 0)
+    if verdict[1] ~= 0 then return verdict end
+    return {5, r}
+  end
+end
 local verdict = charge(KEYS[2], KEYS[3], interval, burst, tonumber(ARGV[3]),
                        tonumber(ARGV[4]), tonumber(ARGV[5]))
 if verdict[1] ~= 0 then return verdict end
 if ARGV[6] ~= '' then redis.call('SET', KEYS[4], ARGV[6], 'EX', tonumber(ARGV[7])) end
-local k, i = 5, 8
+local k, i = 5 + refusals, 9 + refusals
 while i <= #ARGV do
   local n = tonumber(ARGV[i + 1])
   if not WRITES[ARGV[i]] then return redis.error_reply('not a write: ' .. ARGV[i]) end
@@ -146,9 +158,10 @@ class Gate:
             record = orjson.dumps({"body": call.digest, "reply": call.reply}).decode()
         keys = [
             key_record(key.id), rate_key(key.id), daily_key(key.id, int(now // DAY_SECONDS)),
-            idem_key, *(str(command[1]) for command in call.writes),
+            idem_key, *(r.key for r in call.refusals), *(str(c[1]) for c in call.writes),
         ]  # fmt: skip
-        args: list[Any] = [*charge_args(key, cost), record, TTL_SECONDS]
+        args: list[Any] = [*charge_args(key, cost), record, TTL_SECONDS, len(call.refusals),
+                           *(r.member for r in call.refusals)]  # fmt: skip
         for command in call.writes:
             args += [command[0], len(command) - 2, *command[2:]]
         return [len(keys), *keys, *args]
@@ -169,6 +182,16 @@ class Gate:
 
 
 @dataclass(frozen=True, slots=True)
+class Refusal:
+    """A guarded write is refused with `error` when `member` is in the sorted set `key` (the
+    recipient on an opt-out list)."""
+
+    key: str
+    member: str
+    error: SmsqError
+
+
+@dataclass(frozen=True, slots=True)
 class GuardedWrite:
     """One call's writes (commands as redis-py stages them: name, key, arguments), to apply
     only if the key is live and its limits allow `messages` more. With `idempotency` (the
@@ -179,6 +202,7 @@ class GuardedWrite:
     messages: int
     reply: dict[str, Any]
     idempotency: tuple[str, bytes] | None = None
+    refusals: Sequence[Refusal] = ()
 
     @property
     def digest(self) -> str:
@@ -192,6 +216,8 @@ def _outcome(call: GuardedWrite, answer: Any, now: float) -> dict[str, Any] | Ex
     try:
         if verdict == IDEMPOTENT_REPLAY:
             return replay(detail, call.digest)
+        if verdict == REFUSED:
+            return call.refusals[int(detail) - 1].error
         cost = call.messages if call.key.daily else 0
         check_verdict(call.key, cost, verdict, int(detail), now)
     except SmsqError as exc:

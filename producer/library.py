@@ -139,7 +139,8 @@ class Producer:
     def send(self, to: str, content: str, **options: Any) -> str:
         """Send one message; `options` are the API's body fields (`dlr_url` or `"dlr-url"`…).
 
-        Returns the message id; raises ValidationError naming the field when invalid.
+        Returns the message id; raises ValidationError naming the field when invalid
+        (`OptedOutError`, code `opted_out`, when the number replied STOP).
         """
         body = parse_model(SendRequest, _api_body({"to": to, "content": content, **options}))
         return str(self._desk.send(body, self.key_id)["id"])

@@ -25,6 +25,7 @@ from worker.clock import iso_ms, now_ms
 from worker.contract import MessageStatus, Queue
 from worker.errors import NotFoundError, ValidationError
 from worker.geo import GeoPermissions
+from worker.optouts import OptOuts
 from worker.otp.challenges import (
     NOT_FOUND,
     Challenge,
@@ -134,6 +135,7 @@ class OtpDesk:
         self.clock = clock
         self.challenges = ChallengeStore(client)
         self.gate = SendGate(client)
+        self.optouts = OptOuts(client)
 
     def send(self, body: OtpSendRequest, key_id: str, countries: Sequence[str] = ()) -> OtpSent:
         """Send a new code, superseding the active one for (key, number, purpose); `countries`
@@ -141,6 +143,8 @@ class OtpDesk:
         keys = code_keys(self.settings)  # 503 before anything else without a server key
         geo = GeoPermissions.for_key(countries, self.settings)
         message, region = self._build_message(body, key_id, geo)
+        # Before the limits: a refused code costs no send. Exempt when the key says so.
+        self.optouts.check(key_id, message.to, transactional=True)
         now = self.clock()
         challenge_id = new_message_id()
         self.gate.admit(

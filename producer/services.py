@@ -31,6 +31,8 @@ from worker.carriers.config import load_carriers
 from worker.celery_app import create_app as create_celery_app
 from worker.errors import SmsqError
 from worker.keys import ApiKey, KeyStore
+from worker.mo.intake import MoIntake
+from worker.optouts import OptOuts
 from worker.queueing import CeleryPublisher, publishes_directly
 from worker.quotas import Quotas
 from worker.ratelimit import SourceLimiter
@@ -61,9 +63,14 @@ class Services:
     # /carriers/{name}/dlr: the configured carriers' checks, and the per-source rate limit.
     callback_auth: CallbackAuth = field(init=False)
     receipt_limiter: SourceLimiter | None = field(init=False)
+    # Inbound messages (/carriers/{name}/mo, GET /mo) and the opt-out check of sends.
+    mo_intake: MoIntake = field(init=False)
+    optouts: OptOuts = field(init=False)
 
     def __post_init__(self) -> None:
         self.quotas = Quotas(self.redis)
+        self.mo_intake = MoIntake.build(self.redis, self.publisher, self.settings)
+        self.optouts = OptOuts(self.redis)
         self.inbox = Inbox(self.redis)
         self.gate = Gate(self.redis, self.keys, self.quotas)
         self.desk = MessageDesk(self.settings, self.store, self.publisher, self.gate)

@@ -13,8 +13,10 @@ from celery import Celery
 from worker.contract import (
     DRAIN_CARRIER_RECEIPTS,
     DRAIN_RECEIPTS,
+    FLUSH_MO_PARTS,
     HANDLE_CARRIER_RECEIPT,
     POST_RECEIPT,
+    ROUTE_MO,
     SEND_MANY,
     SEND_SMS,
     Queue,
@@ -69,6 +71,8 @@ def create_app(settings: Settings | None = None, *, with_tasks: bool = False) ->
             POST_RECEIPT: {"queue": Queue.DLR.value},
             DRAIN_RECEIPTS: {"queue": Queue.DLR.value},
             HANDLE_CARRIER_RECEIPT: {"queue": Queue.CARRIER_DLR.value},
+            FLUSH_MO_PARTS: {"queue": Queue.CARRIER_DLR.value},
+            ROUTE_MO: {"queue": Queue.DLR.value},
             DRAIN_CARRIER_RECEIPTS: {"queue": Queue.CARRIER_DLR.value},
         },
     )

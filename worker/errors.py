@@ -3,7 +3,8 @@
 SmsqError
 ├── ValidationError              client input breaks the contract (422 at the API; carries `field`)
 │   ├── EncodingError            text cannot be encoded as asked (carries the offending characters)
-│   └── TooManySegmentsError     text needs more segments than allowed (carries `segments`, `limit`)
+│   ├── TooManySegmentsError     text needs more segments than allowed (carries `segments`, `limit`)
+│   └── OptedOutError            the recipient opted out of the key's messages (`opted_out`)
 ├── NotFoundError                no such message / batch / key (404)
 ├── ConflictError                idempotency key reused with another body (409)
 ├── RateLimitedError             a quota is exhausted (429; carries `retry_after`)
@@ -67,6 +68,20 @@ class TooManySegmentsError(ValidationError):
         )
         self.segments = segments
         self.limit = limit
+
+
+class OptedOutError(ValidationError):
+    """The recipient replied STOP to the sender's messages (`worker.optouts`): refused, 422
+    `opted_out` naming `to`."""
+
+    def __init__(self, number: str, *, field: str = "to") -> None:
+        super().__init__(
+            "the recipient opted out of these messages (replied STOP); it can opt back in by "
+            "replying START",
+            field=field,
+            code="opted_out",
+        )
+        self.number = number
 
 
 class NotFoundError(SmsqError):

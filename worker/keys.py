@@ -7,10 +7,13 @@ end (the overlap window); until then receipts carry one signature per secret, so
 that still holds the old secret keeps verifying while it switches.
 
 Keys:  smsq:key:{key_id}  hash {id, name, created_at, scopes, secrets, revoked, rate, burst,
-                                daily, countries}; `secrets` is space-separated `whsec_…`
-                                tokens, each with `|{expires_at_ms}` once it is being retired;
-                                `countries` the key's geo permissions (`US,GB`, `*`; empty:
-                                the deployment's, worker.geo)
+                                daily, countries, mo_url, otp_optout}; `secrets` is
+                                space-separated `whsec_…` tokens, each with `|{expires_at_ms}`
+                                once it is being retired; `countries` the key's geo permissions
+                                (`US,GB`, `*`; empty: the deployment's, worker.geo); `mo_url`
+                                where its inbound messages go by default, `otp_optout` whether
+                                its OTP codes go to numbers that opted out (`refuse`, `exempt`;
+                                worker.mo, worker.optouts)
        smsq:keyhash:{sha256}  -> key_id
        smsq:keys  set of key ids
 """
@@ -35,6 +38,11 @@ ALL_SCOPES = ("send", "otp", "read")
 KEYS_SET = "smsq:keys"
 _RATE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*(?:/\s*(s|sec|second|m|min|minute|h|hour))?\s*$")
 _PER = {"s": 1, "sec": 1, "second": 1, "m": 60, "min": 60, "minute": 60, "h": 3600, "hour": 3600}
+# A key's policy for OTP codes to numbers that opted out (`worker.optouts`).
+OTP_OPTOUT_FIELD = "otp_optout"
+OTP_OPTOUT_REFUSE = "refuse"
+OTP_OPTOUT_EXEMPT = "exempt"
+OTP_OPTOUT_POLICIES = (OTP_OPTOUT_REFUSE, OTP_OPTOUT_EXEMPT)
 _DURATION = re.compile(r"^\s*([0-9]+)\s*(s|m|h|d)?\s*$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -113,6 +121,8 @@ class ApiKey:
     burst: int = 0  # requests allowed at once above the rate; 0 = one second's worth
     daily: int = 0  # messages per UTC day; 0 = unlimited
     countries: tuple[str, ...] = ()  # where it may send (`*` = anywhere); () = the deployment's
+    mo_url: str = ""  # where its inbound messages go, unless a number of its says otherwise
+    otp_optout: str = OTP_OPTOUT_REFUSE  # its OTP codes to numbers that opted out
 
     @property
     def secrets(self) -> tuple[str, ...]:
@@ -152,10 +162,14 @@ class KeyStore:
         burst: int = 0,
         daily: int = 0,
         countries: Sequence[str] = (),
+        mo_url: str = "",
+        otp_optout: str = OTP_OPTOUT_REFUSE,
     ) -> CreatedKey:
-        """A new key; ValueError for unknown scopes or countries, or negative limits."""
+        """A new key; ValueError for unknown scopes or countries, negative limits or an
+        unknown OTP opt-out policy (`mo_url` is checked by the caller: `worker.ssrf`)."""
         if rate < 0 or burst < 0 or daily < 0:
             raise ValueError("rate, burst and daily must be >= 0")
+        check_otp_optout(otp_optout)
         checked = check_scopes(scopes)
         regions = check_countries(countries)
         key_id = secrets.token_hex(8)
@@ -163,7 +177,8 @@ class KeyStore:
         secret = new_webhook_secret()
         record = ApiKey(
             key_id, name, checked, (SigningSecret(secret),), now_ms(),
-            rate=rate, burst=burst, daily=daily, countries=regions,
+            rate=rate, burst=burst, daily=daily, countries=regions, mo_url=mo_url,
+            otp_optout=otp_optout,
         )  # fmt: skip
         pipe = self.redis.pipeline(transaction=True)
         pipe.hset(
@@ -179,6 +194,8 @@ class KeyStore:
                 "burst": str(burst),
                 "daily": str(daily),
                 "countries": ",".join(regions),
+                "mo_url": mo_url,
+                OTP_OPTOUT_FIELD: otp_optout,
             },
         )
         pipe.set(f"smsq:keyhash:{key_hash(api_key)}", key_id)
@@ -201,6 +218,8 @@ class KeyStore:
             burst=int(data.get("burst") or 0),
             daily=int(data.get("daily") or 0),
             countries=tuple(c for c in data.get("countries", "").split(",") if c),
+            mo_url=data.get("mo_url", ""),
+            otp_optout=data.get(OTP_OPTOUT_FIELD) or OTP_OPTOUT_REFUSE,
         )
 
     def authenticate(self, api_key: str) -> ApiKey | None:
@@ -248,6 +267,21 @@ class KeyStore:
         self.redis.hset(key_record(key_id), "countries", ",".join(regions))
         return True
 
+    def set_inbound(
+        self, key_id: str, *, mo_url: str | None = None, otp_optout: str | None = None
+    ) -> bool:
+        """Change where a key's inbound messages go (`""`: nowhere) or its OTP opt-out policy
+        (None leaves one as it is); False if there is no such key."""
+        if otp_optout is not None:
+            check_otp_optout(otp_optout)
+        if not self.redis.exists(key_record(key_id)):
+            return False
+        changed: dict[Any, Any] = {"mo_url": mo_url, OTP_OPTOUT_FIELD: otp_optout}
+        changed = {k: v for k, v in changed.items() if v is not None}
+        if changed:
+            self.redis.hset(key_record(key_id), mapping=changed)
+        return True
+
     def rotate_secret(self, key_id: str, overlap_seconds: int) -> str | None:
         """Add a new signing secret; the ones in use stop signing `overlap_seconds` from now
         (or sooner, if an earlier rotation already set them an end). Returns the new secret,
@@ -282,6 +316,13 @@ class KeyStore:
         raw = cast(str | None, self.redis.hget(key_record(key_id), "secrets"))
         now = now_ms()
         return tuple(s.secret for s in decode_secrets(raw) if s.is_live(now))
+
+
+def check_otp_optout(policy: str) -> str:
+    """An OTP opt-out policy (`refuse`, `exempt`); ValueError otherwise."""
+    if policy not in OTP_OPTOUT_POLICIES:
+        raise ValueError(f"the OTP opt-out policy is refuse or exempt, not {policy!r}")
+    return policy
 
 
 def burst_of(key: ApiKey) -> int:

@@ -92,6 +92,29 @@ RECEIPT_ATTEMPTS = Counter(
     "Client receipt (dlr-url) delivery attempts by result: sent, retry, gone, dead.",
     ["result"],
 )
+MO_RECEIVED = Counter(
+    "smsq_mo",
+    "Inbound (MO) messages by outcome: queued (webhook to its owner), stored (owner without "
+    "mo-url), unowned, duplicate, part (waiting for its other parts).",
+    ["carrier", "outcome"],
+)
+MO_REFUSED = Counter(
+    "smsq_carrier_mo_refused",
+    "Inbound (MO) requests refused at /carriers/{name}/mo, by reason: unknown_carrier, "
+    "rate_limited, missing_token, bad_token, bad_signature, no_server_key, invalid.",
+    ["carrier", "reason"],
+)
+MO_WEBHOOK_ATTEMPTS = Counter(
+    "smsq_mo_webhook_attempts",
+    "Inbound message webhook (mo-url) delivery attempts by result: sent, retry, gone, dead.",
+    ["result"],
+)
+OPTOUT_CHANGES = Counter(
+    "smsq_optouts",
+    "Opt-out list changes by inbound keyword: added (STOP…), removed (START…); by list: key, "
+    "deployment (the MO had no owner).",
+    ["change", "list"],
+)
 TASKS = Counter("smsq_tasks", "Celery tasks run, by task and final state.", ["task", "state"])
 TASK_SECONDS = Histogram(
     "smsq_task_seconds", "Run time of Celery tasks.", ["task"], buckets=LATENCY_BUCKETS

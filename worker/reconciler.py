@@ -23,6 +23,9 @@ costs what is overdue, never a scan of every message.
   by `grace`: its task is published again (the receipt's claim makes a duplicate harmless).
 - `watch:inbox`: an inbound carrier receipt request kept in the inbox and not applied `grace`
   after it came (its task was lost): queued again (applying a receipt twice changes nothing).
+- `mo:watch`: an inbound message's webhook still due, or sending past its lease, overdue by
+  `grace`: routed again (`sms.mo.route`; its claim makes a duplicate harmless), and looked at
+  again `grace` later.
 
 Republishing one item again backs off: grace × 2^n after the n-th time. Before the watch
 lists, a pass puts back the tasks dead workers held (`worker.redelivery`, after
@@ -40,6 +43,7 @@ from worker.clock import now_ms
 from worker.contract import (
     FINAL_STATUSES,
     POST_RECEIPT,
+    ROUTE_MO,
     SEND_SMS,
     MessageStatus,
     Queue,
@@ -58,7 +62,7 @@ from worker.store import (
     message_key,
 )
 from worker.store.inbox import Inbox
-from worker.store.keys import INBOX_KEY, INBOX_WATCH_KEY
+from worker.store.keys import INBOX_KEY, INBOX_WATCH_KEY, MO_WATCH_KEY
 
 log = logging.getLogger(__name__)
 
@@ -154,6 +158,8 @@ class Reconciler:
         overdue = self._due(INBOX_WATCH_KEY, now - grace_ms)
         if overdue:
             done.add(self._inbound(overdue, now))
+        for mo_id in self._due(MO_WATCH_KEY, now - grace_ms):
+            done.add(self._mo_webhook(mo_id, now))
         if any(action not in ("busy", "in_flight", "awaiting_ack") for action in done.counts):
             log.info("reconciler pass: %s", done.counts)
         return done
@@ -301,6 +307,17 @@ class Reconciler:
             return "busy"
         self.store.count("republished_inbound")
         return "republished_inbound"
+
+    # -- inbound messages' webhooks ---------------------------------------------------------
+    def _mo_webhook(self, mo_id: str, now: int) -> str:
+        """Route the webhook again (the task drops it from the watch if it is done)."""
+        if self._backlogged(Queue.DLR.value):
+            self.redis.zadd(MO_WATCH_KEY, {mo_id: now})
+            return "busy"
+        self.publisher.publish(ROUTE_MO, [mo_id], Queue.DLR)
+        self.redis.zadd(MO_WATCH_KEY, {mo_id: now + self._ms(self.config.grace)})
+        self.store.count("republished_mo")
+        return "republished_mo"
 
     def _level_one_pending(self, message_id: str) -> bool:
         state = self.redis.hget(message_key(message_id), "rcpt:1:state")

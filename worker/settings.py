@@ -129,6 +129,16 @@ class Settings(BaseSettings):
     dlr_batch_max: int = Field(100, ge=1, le=10_000)
     dlr_batch_window_ms: int = Field(200, ge=1, le=60_000)
 
+    # Inbound (MO) messages and opt-outs (docs/inbound.md): the built-in keyword lists of these
+    # languages (`worker.mo.keywords`: en, es, fr, de, it, pt), plus the words given here
+    # (comma-separated; matched case- and accent-insensitively against the whole message).
+    mo_languages: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["en"])
+    mo_optout_keywords: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    mo_optin_keywords: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # The parts of a multipart MO are awaited this long (seconds); then what came is stored
+    # and delivered, the missing parts marked.
+    mo_reassembly_seconds: int = Field(300, ge=1, le=24 * 3600)
+
     worker_concurrency: int = 32
     # Message ids per send task of a batch (`sms.send_many`, one lane); 1 = a task per message.
     send_chunk: int = Field(16, ge=1, le=1000)
@@ -178,6 +188,20 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
+
+    @field_validator("mo_languages", "mo_optout_keywords", "mo_optin_keywords", mode="before")
+    @classmethod
+    def _split_words(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("mo_languages")
+    @classmethod
+    def _check_languages(cls, value: list[str]) -> list[str]:
+        from worker.mo.keywords import check_languages  # only here: settings stay cheap
+
+        return check_languages(value)
 
     @field_validator("dlr_allow_private")
     @classmethod

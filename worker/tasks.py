@@ -21,13 +21,17 @@ from worker.celery_app import MAX_COUNTDOWN_SECONDS, create_app
 from worker.contract import (
     DRAIN_CARRIER_RECEIPTS,
     DRAIN_RECEIPTS,
+    FLUSH_MO_PARTS,
     HANDLE_CARRIER_RECEIPT,
     POST_RECEIPT,
+    ROUTE_MO,
     SEND_MANY,
     SEND_SMS,
 )
 from worker.inbound import ReceiptIntake, inbound_request
 from worker.inbound import done as inbox_done
+from worker.mo.intake import MoIntake
+from worker.mo.webhook import due_again
 from worker.otp.resend import RESEND_OTP, Resender
 from worker.receipts.engine import EngineStoppedError, ReceiptEngine
 from worker.receipts.intake import IntakeDrain
@@ -159,6 +163,27 @@ def _carrier(name: str) -> Carrier:
     if name == rt.carrier.name:
         return rt.carrier
     return carrier_for_name(name, rt.settings, rt.http)
+
+
+# Inbound (MO) messages (worker.mo).
+@app.task(name=FLUSH_MO_PARTS)
+def flush_mo_parts(carrier: str, sender: str, recipient: str, reference: int, total: int) -> str:
+    """A multipart MO's wait is over: store whatever parts came (nothing if it was whole)."""
+    intake = _once("mo", lambda rt: MoIntake.build(rt.redis, rt.publisher, rt.settings))
+    mo_id = intake.flush(str(carrier), str(sender), str(recipient), int(reference), int(total))
+    return "stored" if mo_id else "complete"
+
+
+@app.task(name=ROUTE_MO)
+def route_mo(mo_id: str) -> str:
+    """Put an MO's webhook in its endpoint's queue again (reconciled, replayed)."""
+    rt = runtime()
+    found = due_again(rt.receipts.mo, str(mo_id), rt.router.clock())
+    if found is None:
+        return "done"
+    record, due = found
+    rt.router.route_mo(record.id, record.mo_url, record.key_id, due)
+    return "routed"
 
 
 # OTP (#7): the scheduled resend; the producer schedules it by name (`worker.otp.resend`).

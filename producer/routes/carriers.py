@@ -23,6 +23,7 @@ from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Request
 from fastapi.responses import PlainTextResponse, Response
+from prometheus_client import Counter
 from starlette.concurrency import run_in_threadpool
 
 from producer.errors import PayloadTooLargeError, error_response
@@ -37,6 +38,7 @@ from worker.receipts import intake, tokens
 router = APIRouter()
 
 UNKNOWN_CARRIER = "-"  # the metric's carrier label for names not configured (bounded labels)
+RECEIPTS_REFUSED = metrics.CARRIER_RECEIPTS_REFUSED
 OFF_LOOP_BYTES = 65_536  # bodies larger than this are parsed in the thread pool
 
 REFUSALS = {
@@ -76,38 +78,14 @@ async def carrier_receipt(name: str, request: Request) -> Response:
     # (~10 % of this route's CPU in the app).
     services: Services = request.app.state.services
     auth = services.callback_auth
-    label = name if auth.is_configured(name) else UNKNOWN_CARRIER
-    if services.receipt_limiter is not None:
-        wait = services.receipt_limiter.wait(request.client.host if request.client else "")
-        if wait > 0:
-            retry_after = str(max(1, math.ceil(wait)))
-            return refused(
-                label, "rate_limited", 429, "too many receipt requests from this address",
-                headers={"retry-after": retry_after},
-            )  # fmt: skip
-    if label == UNKNOWN_CARRIER:
-        return refused(label, "unknown_carrier", 404, f"no carrier named {name[:32]!r}")
-    raw = await request.body()
-    if len(raw) > services.settings.max_body_bytes:
-        raise PayloadTooLargeError("body too large", code="too_large")
-    content_type = request.headers.get("content-type", "")
-    form = (
-        dict(parse_qsl(raw.decode("utf-8", "replace"), keep_blank_values=True))
-        if content_type.startswith("application/x-www-form-urlencoded")
-        else {}
-    )
-    inbound = InboundRequest(
-        method=request.method,
-        url=str(request.url),
-        query=dict(request.query_params),
-        headers={k.lower(): v for k, v in request.headers.items()},
-        body=raw,
-        form=form,
-    )
+    refusal = admit(services, request, name)
+    if refusal is not None:
+        return refusal
+    inbound = await read_inbound(request, services.settings.max_body_bytes)
     verdict = auth.check(name, inbound)
     if verdict.reason is not None:
         return refused(name, verdict.reason, 403, REFUSALS[verdict.reason], field=verdict.field)
-    limit = services.settings.carrier_receipts_max
+    limit, raw = services.settings.carrier_receipts_max, inbound.body
     if auth.lists_receipts(name):  # the adapter's `lists_receipts`; the others carry one
         if len(raw) > OFF_LOOP_BYTES:
             count = await run_in_threadpool(receipt_count, inbound)
@@ -124,10 +102,53 @@ async def carrier_receipt(name: str, request: Request) -> Response:
         "query": inbound.query,
         "headers": inbound.headers,
         "body": base64.b64encode(raw).decode(),
-        "form": form,
+        "form": inbound.form,
     }
     await run_in_threadpool(intake.accept, services.inbox, services.publisher, name, queued)
     return PlainTextResponse("OK")
+
+
+def admit(
+    services: Services, request: Request, name: str, counter: Counter = RECEIPTS_REFUSED
+) -> Response | None:
+    """The checks before a carrier callback is read: the source's rate (429, shared by
+    receipts and MOs) and a configured carrier (404); None when both pass. `counter` counts
+    a refusal (`carrier`, `reason`)."""
+    label = name if services.callback_auth.is_configured(name) else UNKNOWN_CARRIER
+    if services.receipt_limiter is not None:
+        wait = services.receipt_limiter.wait(request.client.host if request.client else "")
+        if wait > 0:
+            retry_after = str(max(1, math.ceil(wait)))
+            return refused(
+                label, "rate_limited", 429, "too many carrier requests from this address",
+                headers={"retry-after": retry_after}, counter=counter,
+            )  # fmt: skip
+    if label == UNKNOWN_CARRIER:
+        return refused(
+            label, "unknown_carrier", 404, f"no carrier named {name[:32]!r}", counter=counter
+        )
+    return None
+
+
+async def read_inbound(request: Request, max_bytes: int) -> InboundRequest:
+    """A carrier's request as received (413 beyond `max_bytes`), its form decoded."""
+    raw = await request.body()
+    if len(raw) > max_bytes:
+        raise PayloadTooLargeError("body too large", code="too_large")
+    content_type = request.headers.get("content-type", "")
+    form = (
+        dict(parse_qsl(raw.decode("utf-8", "replace"), keep_blank_values=True))
+        if content_type.startswith("application/x-www-form-urlencoded")
+        else {}
+    )
+    return InboundRequest(
+        method=request.method,
+        url=str(request.url),
+        query=dict(request.query_params),
+        headers={k.lower(): v for k, v in request.headers.items()},
+        body=raw,
+        form=form,
+    )
 
 
 def receipt_count(request: InboundRequest) -> int:
@@ -146,8 +167,9 @@ def refused(
     *,
     field: str | None = None,
     headers: dict[str, str] | None = None,
+    counter: Counter = RECEIPTS_REFUSED,
 ) -> Response:
-    """Count a refused request and answer it with the JSON error shape."""
-    metrics.CARRIER_RECEIPTS_REFUSED.labels(carrier, reason).inc()
+    """Count a refused request (in `counter`) and answer it with the JSON error shape."""
+    counter.labels(carrier, reason).inc()
     code = {404: "not_found", 429: "rate_limited", 403: "forbidden"}.get(status, reason)
     return error_response(status, code, message, field, headers)

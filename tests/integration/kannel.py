@@ -6,6 +6,10 @@ it is handed (`Got message N: <from to udh <udh> data <text>>`, url-encoded). Be
 SMSC reports delivery (DLR type 1) for every message it hands over with a device-level
 `dlr-mask`, so receipts really come back through smsbox's `dlr-url`.
 
+With `mo_url`, smsbox's `sms-service` fetches that URL for every inbound message (the group
+docs/inbound.md documents), and a second fake SMSC connection (`handsets`) takes the MOs that
+`Kannel.send_mo` has a short-lived fakesmsc client send, as a handset's reply.
+
 fakesmsc only ever delivers. With `smpp_port`, bearerbox instead binds (`smsc = smpp`,
 transceiver) to an SMPP SMSC on that port, e.g. our stand-in (`tests.smpp.smsc`), which can
 refuse a `submit_sm` or report `EXPIRED`, `UNDELIV`, `REJECTD`.
@@ -70,9 +74,27 @@ username = {username}
 password = {password}
 max-messages = 1
 
+{service}"""
+
+NO_SERVICE = """\
 group = sms-service
 keyword = default
 text = "No service"
+"""
+
+# The sms-service group of docs/inbound.md, and the connection handsets' replies come in on.
+MO_SERVICE = """\
+group = sms-service
+keyword = default
+catch-all = true
+max-messages = 0
+get-url = "{url}&from=%p&to=%P&text=%b&udh=%u&coding=%c&charset=%C&id=%I"
+
+group = smsc
+smsc = fake
+smsc-id = handsets
+port = {port}
+connect-allow-ip = "127.0.0.1"
 """
 
 FAKE_SMSC = """\
@@ -117,6 +139,32 @@ class Kannel:
 
     url: str
     output: Path
+    handsets_port: int = 0  # with `mo_url`: where `send_mo` connects
+
+    def send_mo(self, sender: str, to: str, kind: str, data: str, timeout: float = 10.0) -> None:
+        """Have a handset's reply come in (fakesmsc's message `sender to kind data`: `data`
+        url-encoded for kinds `data` and `ucs2`), then disconnect."""
+        if not (FAKESMSC and self.handsets_port):
+            raise RuntimeError("Kannel runs without an MO service (mo_url)")
+        command = [FAKESMSC, "-H", "127.0.0.1", "-r", str(self.handsets_port), "-m", "1",
+                   f"{sender} {to} {kind} {data}"]  # fmt: skip
+        client = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+        )
+        try:
+            deadline = time.monotonic() + timeout
+            assert client.stdout is not None
+            while time.monotonic() < deadline:  # it stays connected after sending: stop it
+                line = client.stdout.readline()
+                if b"sent message 1" in line:
+                    return
+                if not line and client.poll() is not None:
+                    break
+            raise RuntimeError("fakesmsc did not send the MO")
+        finally:
+            stop_process(client, 5.0)
+            if client.stdout is not None:
+                client.stdout.close()
 
     def handed(self) -> list[Handed]:
         """What the fake SMSC received so far, in order."""
@@ -144,17 +192,23 @@ def free_ports(count: int) -> list[int]:
 
 
 @contextmanager
-def running_kannel(directory: Path, *, smpp_port: int | None = None) -> Iterator[Kannel]:
+def running_kannel(
+    directory: Path, *, smpp_port: int | None = None, mo_url: str | None = None
+) -> Iterator[Kannel]:
     """Start bearerbox, the SMSC (Kannel's fake SMSC client, or a bind to the SMPP SMSC on
-    `smpp_port`) and smsbox; stop them (by pid) afterwards, whatever fails."""
+    `smpp_port`) and smsbox; stop them (by pid) afterwards, whatever fails. `mo_url`: the
+    sms-service fetches it (with a query already) for each inbound message."""
     if not (BEARERBOX and SMSBOX and FAKESMSC):
         raise RuntimeError(KANNEL_MISSING)
-    admin, box, smsc, sendsms = free_ports(4)
+    admin, box, smsc, sendsms, handsets = free_ports(5)
     config = directory / "kannel.conf"
     group = SMPP_SMSC.format(port=smpp_port) if smpp_port else FAKE_SMSC.format(port=smsc)
+    service = MO_SERVICE.format(url=mo_url, port=handsets) if mo_url else NO_SERVICE
     values = {"admin": admin, "box": box, "sendsms": sendsms, "dir": directory}
     config.write_text(
-        CONFIG.format(username=USERNAME, password=PASSWORD, smsc_group=group, **values)
+        CONFIG.format(
+            username=USERNAME, password=PASSWORD, smsc_group=group, service=service, **values
+        )
     )
     output = directory / "fakesmsc.out"
     with ExitStack() as stack:
@@ -176,7 +230,7 @@ def running_kannel(directory: Path, *, smpp_port: int | None = None) -> Iterator
         url = f"http://127.0.0.1:{sendsms}"
         _wait_sendsms(url)
         _wait_smsc_online(f"http://127.0.0.1:{admin}/status.txt?password=admin-secret")
-        yield Kannel(url, output)
+        yield Kannel(url, output, handsets if mo_url else 0)
 
 
 def _wait_port(port: int, timeout: float = 15.0) -> None:

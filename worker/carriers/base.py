@@ -131,7 +131,8 @@ class Carrier(Protocol):
 
 OptionsT = TypeVar("OptionsT", bound=AdapterOptions)
 # Whether a receipt request bears the carrier's valid signature.
-SignatureCheck = Callable[[InboundRequest], bool]
+# Checks a carrier's signature on a request to one of its routes (`dlr` receipts, `mo` inbound).
+SignatureCheck = Callable[[InboundRequest, str], bool]
 
 
 class ReceiptAuth(StrEnum):

@@ -142,9 +142,11 @@ class TwilioCarrier(CarrierAdapter[TwilioOptions]):
         """`X-Twilio-Signature` checked with the auth token (read once, here)."""
         auth_token = options.secret
 
-        def check(request: InboundRequest) -> bool:
+        def check(request: InboundRequest, route: str) -> bool:
             params = dict(request.form) if request.method == "POST" else {}
-            return is_signed(request, params, auth_token, public_url=public_url, name=name)
+            return is_signed(
+                request, params, auth_token, public_url=public_url, name=name, route=route
+            )
 
         return check
 
@@ -201,23 +203,25 @@ def is_signed(
     *,
     public_url: str,
     name: str,
+    route: str = "dlr",
 ) -> bool:
-    """Whether `X-Twilio-Signature` matches the URL Twilio was given (under `public_url`) or
-    the URL as received (each with and without the default port), in constant time."""
+    """Whether `X-Twilio-Signature` matches the URL Twilio was given (under `public_url`:
+    `/carriers/{name}/{route}`, `dlr` for status callbacks, `mo` for inbound messages) or the
+    URL as received (each with and without the default port), in constant time."""
     given = request.headers.get(SIGNATURE_HEADER, "")
     if not given or not auth_token:
         return False
-    for url in _candidate_urls(request.url, public_url.rstrip("/"), name):
+    for url in _candidate_urls(request.url, public_url.rstrip("/"), name, route):
         expected = signature(url, params, auth_token)
         if hmac.compare_digest(expected.encode(), given.encode()):
             return True
     return False
 
 
-def _candidate_urls(received: str, public_url: str, name: str) -> list[str]:
+def _candidate_urls(received: str, public_url: str, name: str, route: str) -> list[str]:
     """The URL Twilio signed: ours from SMSQ_PUBLIC_URL, as received, each ± default port."""
     query = urlsplit(received).query
-    public = f"{public_url}/carriers/{name}/dlr" + (f"?{query}" if query else "")
+    public = f"{public_url}/carriers/{name}/{route}" + (f"?{query}" if query else "")
     urls: list[str] = []
     for url in (public, received):
         for variant in (url, _toggle_default_port(url)):

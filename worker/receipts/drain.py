@@ -24,6 +24,7 @@ from typing import Any
 import redis
 
 from worker.errors import WebhookError
+from worker.mo import webhook as mo_webhook
 from worker.receipts.channels import channel_for
 from worker.receipts.client import ReceiptClient
 from worker.receipts.config import EngineConfig
@@ -31,13 +32,16 @@ from worker.receipts.endpoints import HealthPolicy, Round, endpoint_for
 from worker.receipts.outcomes import Attempt, Outcome, UnsignedReceiptError, record, settle
 from worker.receipts.payload import build_payload
 from worker.receipts.routing import ReceiptRouter
+from worker.store.mo import MoClaim
 from worker.store.receipts import BatchEvent, Claim, EndpointHealth, ReceiptStore, Take
 
 # A drain holds its endpoint this long (ms), renewed while it works: a drain that died frees
 # its endpoint for the next one after this at most.
 HOLD_MS = 15_000
-# A batch callback event in an endpoint's queue is `b:{batch id}` (receipts: `{id}:{level}`).
+# A batch callback event in an endpoint's queue is `b:{batch id}`, an inbound message's
+# webhook `m:{mo id}` (`worker.mo.webhook`); receipts are `{id}:{level}`.
 EVENT_PREFIX = "b:"
+MO_PREFIX = mo_webhook.MEMBER_PREFIX
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,11 +169,12 @@ class Drain:
         return config.take
 
     async def _prepare(self, members: Sequence[str]) -> list[Attempt]:
-        """Claim the receipts (and load the batch events) taken; one request each, or one per
-        `dlr-batch` group."""
+        """Claim the receipts and MO webhooks (and load the batch events) taken; one request
+        each, or one per `dlr-batch` group."""
         kit = self.kit
-        refs = [_ref(m) for m in members if not m.startswith(EVENT_PREFIX)]
         batch_ids = [m.removeprefix(EVENT_PREFIX) for m in members if m.startswith(EVENT_PREFIX)]
+        mo_ids = [m.removeprefix(MO_PREFIX) for m in members if m.startswith(MO_PREFIX)]
+        refs = [_ref(m) for m in members if not m.startswith((EVENT_PREFIX, MO_PREFIX))]
         claims: list[Claim] = []
         if refs:
             lease = kit.config.lease_ms(len(refs))
@@ -178,7 +183,15 @@ class Drain:
         events: list[BatchEvent] = []
         if batch_ids:
             events = [e for e in await kit.call(kit.store.batch_events, batch_ids) if e]
-        return _attempts(claims, kit.config.batch_max) + [_event_attempt(e) for e in events]
+        mos: list[MoClaim] = []
+        if mo_ids:
+            lease = kit.config.lease_ms(len(mo_ids))
+            mos = [c for c in await kit.call(kit.store.mo.claim, mo_ids, kit.clock(), lease) if c]
+        return (
+            _attempts(claims, kit.config.batch_max)
+            + [_event_attempt(e) for e in events]
+            + [Attempt([], mo_webhook.outgoing(c), c.record.key_id, mo=c) for c in mos]
+        )
 
     # -- sending ----------------------------------------------------------------------------
     async def _send(self, attempt: Attempt) -> Outcome:

@@ -10,9 +10,11 @@ from typing import Any
 
 from worker import metrics
 from worker.errors import WebhookError, WebhookGoneError
+from worker.mo import webhook as mo_webhook
 from worker.receipts.channels import Outgoing
 from worker.receipts.retries import next_attempt_at
 from worker.receipts.routing import ReceiptRouter
+from worker.store.mo import MoClaim, MoSettlement
 from worker.store.receipts import BatchEvent, Claim, ReceiptStore, Routing, Settlement
 
 log = logging.getLogger(__name__)
@@ -24,13 +26,15 @@ class UnsignedReceiptError(WebhookError):
 
 @dataclass(slots=True)
 class Attempt:
-    """One request: one receipt, several (`dlr-batch`) to the same URL, or a batch event."""
+    """One request: one receipt, several (`dlr-batch`) to the same URL, a batch event, or an
+    inbound message's webhook."""
 
     claims: list[Claim]
     outgoing: Outgoing
     key_id: str
     batch_id: str = ""  # a `dlr-batch` POST's webhook-id
     event: BatchEvent | None = None
+    mo: MoClaim | None = None
 
 
 @dataclass(slots=True)
@@ -56,6 +60,7 @@ class Settled:
     routing: dict[str, Routing] = field(default_factory=dict)
     dead: int = 0
     events_sent: list[BatchEvent] = field(default_factory=list)
+    mo: list[tuple[MoClaim, MoSettlement]] = field(default_factory=list)
 
 
 def settle(outcomes: Sequence[Outcome], now: int) -> Settled:
@@ -65,6 +70,14 @@ def settle(outcomes: Sequence[Outcome], now: int) -> Settled:
         event = outcome.attempt.event
         if event is not None and outcome.ok:
             settled.events_sent.append(event)
+        mo = outcome.attempt.mo
+        if mo is not None:
+            unsigned = isinstance(outcome.error, UnsignedReceiptError)
+            verdict = mo_webhook.settlement(
+                mo, outcome.status_code, outcome.error, now, unsigned=unsigned
+            )
+            settled.mo.append((mo, verdict))
+            metrics.MO_WEBHOOK_ATTEMPTS.labels(verdict.outcome).inc()
         for claim in outcome.attempt.claims:
             settled.routing[claim.message_id] = Routing(
                 claim.dlr_url, claim.dlr_method, claim.dlr_batch, claim.key_id
@@ -137,7 +150,30 @@ def record(
         router.route(list(refs), routing=settled.routing, dues=list(dues))
     if settled.events_sent:
         store.batch_events_sent(settled.events_sent)
+    if settled.mo:
+        _record_mo(store, router, settled.mo, clock())
     if settled.dead:
         store.count("receipt_dead", settled.dead)
 
 
+
+
+def _record_mo(
+    store: ReceiptStore,
+    router: ReceiptRouter,
+    settled: list[tuple[MoClaim, MoSettlement]],
+    now: int,
+) -> None:
+    """Settle MO webhooks, route their retries when due, count the dead."""
+    answers = store.mo.settle([verdict for _, verdict in settled], now)
+    for (claim, verdict), answer in zip(settled, answers, strict=True):
+        log.info(
+            "mo webhook %s", verdict.outcome,
+            extra={"mo_id": verdict.mo_id, "attempt": claim.attempt,
+                   "status_code": verdict.status_code, "why": verdict.why or None},
+        )  # fmt: skip
+        if verdict.outcome == "retry" and answer:
+            router.route_mo(verdict.mo_id, claim.record.mo_url, claim.record.key_id, verdict.due)
+    dead = sum(1 for _, verdict in settled if verdict.outcome == "dead")
+    if dead:
+        store.count("mo_webhook_dead", dead)

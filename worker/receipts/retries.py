@@ -11,21 +11,33 @@ stops at once. Meanwhile a failing endpoint is also backed off as a whole
 from __future__ import annotations
 
 import random
+from typing import Protocol
 
 from worker.contract import POST_RECEIPT, Queue
 from worker.errors import WebhookError
 from worker.queueing import Publisher
 from worker.store import DEAD_LETTER_KEY, Store
-from worker.store.receipts import Claim
 
 RETRY_SCHEDULE_SECONDS = (5, 30, 120, 600, 1800, 3600, 7200, 18000, 36000, 28800)
 GIVE_UP_AFTER_MS = 24 * 3600 * 1000
 
 
+class Attempted(Protocol):
+    """What the schedule needs of a claimed receipt (or MO webhook)."""
+
+    @property
+    def attempt(self) -> int: ...
+    @property
+    def base(self) -> int: ...
+    @property
+    def first_attempt_at(self) -> int | None: ...
+
+
 def next_attempt_at(
-    claim: Claim, error: WebhookError, now: int, rng: random.Random | None = None
+    claim: Attempted, error: WebhookError, now: int, rng: random.Random | None = None
 ) -> int | None:
-    """When the receipt's next attempt is due (ms), or None: dead-letter it."""
+    """When the receipt's (or MO webhook's) next attempt is due (ms), or None: dead-letter
+    it."""
     first = claim.first_attempt_at or now
     # Attempts before a replay do not count against the fresh schedule a replay starts.
     index = claim.attempt - claim.base - 1

@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 from worker.clock import now_ms
 from worker.contract import DRAIN_RECEIPTS, Queue
+from worker.mo.webhook import member as mo_member
 from worker.queueing import Publisher
 from worker.receipts.channels import channel_for
 from worker.receipts.config import EngineConfig
@@ -86,10 +87,18 @@ class ReceiptRouter:
     def route_event(self, batch_id: str, url: str, key_id: str) -> None:
         """Put a campaign's pending callback event (`ReceiptStore.put_batch_event`) in the
         queue of its endpoint: it travels like a receipt, with the same isolation."""
+        self._route_member(f"b:{batch_id}", url, key_id)
+
+    def route_mo(self, mo_id: str, url: str, key_id: str, due: int | None = None) -> None:
+        """Put an inbound message's webhook (`worker.mo.webhook`) in the queue of its
+        endpoint, due now or at `due` (ms): it travels like a receipt."""
+        self._route_member(mo_member(mo_id), url, key_id, due)
+
+    def _route_member(self, member: str, url: str, key_id: str, due: int | None = None) -> None:
         now = self.clock()
         endpoint = endpoint_for(key_id, url).id
-        placement = Placement(endpoint, f"b:{batch_id}", now, now)
-        (at,) = self.store.place([placement], now)
+        at_ms = max(now, due or now)
+        (at,) = self.store.place([Placement(endpoint, member, at_ms, at_ms)], now)
         if at:
             self.ring(endpoint, at, now)
 

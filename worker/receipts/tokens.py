@@ -24,6 +24,13 @@ A token vouches for one segment only: where the request itself names the segment
 `id` is ours: `CarrierAdapter.wrong_segment`) that is checked here, and otherwise the worker
 checks, when it applies a receipt, that the receipt's carrier id belongs to the segment the
 token named (`bound_ref`, `worker.inbound`).
+
+Inbound messages (`/carriers/{name}/mo`, `CallbackAuth.check_mo`) name no segment: a request
+is accepted with the carrier's signature (Twilio's, always required for `twilio`; Standard
+Webhooks with the `receipt_secret` of `sim` / `http`), or with the carrier's MO token,
+`token=` in the URL the operator configured (Kannel's sms-service `get-url`): HMAC-SHA256 of
+`mo:{name}` under the same derived key, 128 bits, url-safe base64 (`mo_url`, printed by
+`smsq carriers mo-url`). As for receipts, whichever is present must be valid.
 """
 
 from __future__ import annotations
@@ -96,6 +103,19 @@ def segment_receipt_url(
         return base_url
     ref = segment_ref(message_id, seq)
     return f"{base_url}?{REF_PARAM}={ref}&{TOKEN_PARAM}={segment_token(key, ref)}"
+
+
+def mo_token(key: bytes, name: str) -> str:
+    """Carrier `name`'s MO token: what its `/carriers/{name}/mo` URL carries as `token`."""
+    return segment_token(key, f"mo:{name}")
+
+
+def mo_url(public_url: str, name: str, settings: Settings | None = None) -> str:
+    """The URL carrier `name` sends inbound messages to, with its MO token (bare without a
+    server key: then only signed requests get in)."""
+    base = f"{public_url.rstrip('/')}/carriers/{name}/mo"
+    key = _settings_key((settings or get_settings()).secret_key.get_secret_value())
+    return base if key is None else f"{base}?{TOKEN_PARAM}={mo_token(key, name)}"
 
 
 def for_carrier(receipt_url: str, public_url: str, name: str) -> str:
@@ -204,6 +224,24 @@ class CallbackAuth:
             return Verdict(WRONG_SEGMENT, field=wrong)
         return Verdict(None, ref=ref)
 
+    def check_mo(self, name: str, request: InboundRequest, *, now: float | None = None) -> Verdict:
+        """Accept or refuse a request to a configured carrier's MO URL (module doc)."""
+        carrier = self._carriers[name]
+        token = request.query.get(TOKEN_PARAM)
+        if token is not None:
+            if self._key is None:
+                return Verdict(NO_SERVER_KEY, field=TOKEN_PARAM)
+            if not hmac.compare_digest(
+                mo_token(self._key, name).encode(), token.encode("utf-8", "replace")
+            ):
+                return Verdict(BAD_TOKEN, field=TOKEN_PARAM)
+        signed = _signed(carrier, request, now, route="mo")
+        if signed is False:
+            return Verdict(BAD_SIGNATURE, field="signature")
+        if token is None and not signed:
+            return Verdict(MISSING_TOKEN if self._key else NO_SERVER_KEY, field=TOKEN_PARAM)
+        return Verdict(None)
+
     def _check_token(self, ref: str | None, token: str | None) -> Verdict | None:
         if self._key is None:
             return Verdict(NO_SERVER_KEY, field=TOKEN_PARAM)
@@ -214,11 +252,14 @@ class CallbackAuth:
         return None
 
 
-def _signed(carrier: _Carrier, request: InboundRequest, now: float | None) -> bool | None:
+
+def _signed(
+    carrier: _Carrier, request: InboundRequest, now: float | None, route: str = "dlr"
+) -> bool | None:
     """True or False when the carrier's signature is required or offered; None when the
     request offers none it could be checked by."""
     if carrier.signature is not None:
-        return carrier.signature(request)
+        return carrier.signature(request, route)
     if carrier.receipt_secret and "webhook-signature" in request.headers:
         return is_signed_by(carrier.receipt_secret, request, now=now)
     return None

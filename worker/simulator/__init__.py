@@ -33,6 +33,11 @@ Receipt, `receipt_delay` seconds after acceptance, `POST <receipt_url>`:
 
 `POST /outage` `{"down": true}` (until told), `{"seconds": N}` or `{"down": false}`.
 
+`POST /mo` `{"from", "to", "text", "url"?, "split"?, "order"?, "reference_bits"?, "id"?}`:
+  send an inbound message to smsq (`url`, default `--mo-url`), signed with `--receipt-secret`
+  as receipts are; `split` cuts a long text into concatenated parts (`order` "reverse": last
+  part first). Answers `{"sent": N, "answers": [{"status", "body"}]}` (`worker.simulator.mo`).
+
 `GET /stats` (for tests):
     {"submissions": N, "by_client_ref": {ref: count}, "duplicates": [ref, ...],
      "mismatches": [refs whose payload decoded to other than `text`],

@@ -1,4 +1,4 @@
-"""The simulator's Starlette app: `/submit`, `/stats`, `/reset`, `/outage`."""
+"""The simulator's Starlette app: `/submit`, `/stats`, `/reset`, `/outage`, `/mo`."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from worker.simulator.config import SimulatorConfig
+from worker.simulator.mo import MoRequestError, MoSender
 from worker.simulator.receipts import ReceiptSender
 from worker.simulator.script import Script
 from worker.simulator.state import BadPayloadError, Segment, SimulatorState
@@ -79,6 +80,7 @@ class Simulator:
             batch_window=config.receipt_batch_window_ms / 1000.0,
             secret=config.receipt_secret,
         )
+        self.mo = MoSender(config.mo_url, config.receipt_secret, config.receipt_timeout)
         self._rng = random.Random(config.seed)  # a simulation, not a secret
         self.script = Script(config, self._rng)
 
@@ -137,6 +139,15 @@ class Simulator:
             return _error(400, "bad_request", "give 'down' (bool) or 'seconds' (>= 0)")
         return _json({"down": self.script.is_down()})
 
+    async def send_mo(self, request: Request) -> Response:
+        """Send an inbound message to smsq (`worker.simulator.mo`); smsq's answers."""
+        try:
+            body = orjson.loads(await request.body())
+            answers = await self.mo.send(body)
+        except (orjson.JSONDecodeError, MoRequestError) as exc:
+            return _error(400, "bad_request", str(exc))
+        return _json({"sent": len(answers), "answers": answers})
+
     async def _latency(self) -> None:
         delay = self.script.latency()
         if delay > 0:
@@ -186,9 +197,11 @@ def create_simulator_app(config: SimulatorConfig | None = None) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await simulator.receipts.start()
+        await simulator.mo.start()
         try:
             yield
         finally:
+            await simulator.mo.stop()
             await simulator.receipts.stop()
 
     app = Starlette(
@@ -197,6 +210,7 @@ def create_simulator_app(config: SimulatorConfig | None = None) -> Starlette:
             Route("/stats", simulator.stats, methods=["GET"]),
             Route("/reset", simulator.reset, methods=["POST"]),
             Route("/outage", simulator.outage, methods=["POST"]),
+            Route("/mo", simulator.send_mo, methods=["POST"]),
         ],
         lifespan=lifespan,
     )

@@ -78,6 +78,14 @@ def carrier_sim(
             show_default=False,
         ),
     ] = "",
+    mo_url: Annotated[
+        str,
+        typer.Option(
+            help="Where POST /mo sends inbound messages. Default: SMSQ_PUBLIC_URL's "
+            "/carriers/sim/mo.",
+            show_default=False,
+        ),
+    ] = "",
     scenario: Annotated[
         Path | None, typer.Option(help="TOML file of these settings; flags given win.")
     ] = None,
@@ -85,6 +93,8 @@ def carrier_sim(
     """Run a carrier simulator: an SMSC over HTTP that reassembles, answers and sends receipts."""
     if not receipt_secret:  # what smsq's API checks for its single carrier (`smsq up` sets it)
         receipt_secret = get_settings().carrier_receipt_secret.get_secret_value()
+    if not mo_url:  # `smsq up` gives its children the API's public URL
+        mo_url = f"{get_settings().effective_public_url}/carriers/sim/mo"
     given = dict(locals())
     host, port, log_level = given.pop("host"), given.pop("port"), given.pop("log_level")
     scenario_path = given.pop("scenario")

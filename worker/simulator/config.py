@@ -49,6 +49,9 @@ class SimulatorConfig:
     # request is signed with it, and batched receipts are grouped by the receipt URL's path
     # (one request for many segments, whose per-segment tokens it cannot all carry).
     receipt_secret: str = field(default="", repr=False)
+    # Where `POST /mo` sends inbound messages unless its body names a URL: smsq's
+    # `/carriers/{name}/mo` (`smsq carrier-sim` defaults to SMSQ_PUBLIC_URL's `sim` carrier).
+    mo_url: str = ""
 
     def __post_init__(self) -> None:
         for name in ("undelivered_ratio", "expired_ratio", "error_rate_5xx", "error_rate_429"):

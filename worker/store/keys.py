@@ -23,6 +23,21 @@ Carrier receipt requests, kept until applied (`worker.store.inbox`):
 Campaigns:
   batch:{id}           hash: the batch (counts, callback URL, its pending callback event)
   batch:{id}:ids       list: the batch's message ids, in request order
+Inbound (MO) messages (`worker.mo`, `worker.store.mo`):
+  mo:{id}              hash: the MO (from, to, text, carrier, owner) and its webhook's delivery
+  mo:key:{key id}      sorted set (all scores 0): the key's MO ids, by id (time-ordered);
+                       `-` holds the MOs no key owns
+  mo:key:{key id}:to:{number}  the same, for MOs sent to one of the key's numbers
+  mo:parts:{carrier}:{from}:{to}:{ref}:{total}  hash: parts of a multipart MO (`{seq}` -> text)
+  mo:seen:{carrier}:{carrier id}  string: the MO stored for a carrier's id (duplicates)
+  mo:watch             sorted set: MO ids whose webhook is due or in flight, by when it must
+                       have moved (the reconciler routes it again)
+  mo:dead              sorted set: MO ids whose webhook was dead-lettered, by when
+  mo:number:{number}   hash {key_id, mo_url}: which key owns MOs sent to a number (`*`: any
+                       number no key owns)
+  key:{key id}:numbers set: the numbers a key owns
+Opt-outs (`worker.optouts`):
+  optout:{key id}      set: numbers that opted out of the key's messages (`*`: of everyone's)
 """
 
 from __future__ import annotations
@@ -86,3 +101,37 @@ def endpoint_health_key(endpoint: str) -> str:
 
 def batch_key(batch_id: str) -> str:
     return f"{PREFIX}batch:{batch_id}"
+
+
+MO_WATCH_KEY = f"{PREFIX}mo:watch"
+MO_DEAD_KEY = f"{PREFIX}mo:dead"
+
+
+def mo_key(mo_id: str) -> str:
+    return f"{PREFIX}mo:{mo_id}"
+
+
+def mo_index_key(key_id: str, to: str = "") -> str:
+    """The MO ids of a key (`-`: no owner), or of one of its numbers."""
+    return f"{PREFIX}mo:key:{key_id}" + (f":to:{to}" if to else "")
+
+
+def mo_parts_key(carrier: str, sender: str, recipient: str, ref: int, total: int) -> str:
+    return f"{PREFIX}mo:parts:{carrier}:{sender}:{recipient}:{ref}:{total}"
+
+
+def mo_seen_key(carrier: str, carrier_id: str) -> str:
+    return f"{PREFIX}mo:seen:{carrier}:{carrier_id}"
+
+
+def mo_number_key(number: str) -> str:
+    return f"{PREFIX}mo:number:{number}"
+
+
+def key_numbers_key(key_id: str) -> str:
+    return f"{PREFIX}key:{key_id}:numbers"
+
+
+def optout_key(owner: str) -> str:
+    """The opt-out list of an API key, or with `*` the deployment's."""
+    return f"{PREFIX}optout:{owner}"

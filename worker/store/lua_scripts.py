@@ -7,10 +7,11 @@ as `receipt_snapshot`); each file's header says its KEYS, ARGV and what it guara
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 import redis
 from redis.commands.core import Script
@@ -68,6 +69,21 @@ def source(name: str, *libraries: str) -> str:
 def register(client: redis.Redis, name: str, *libraries: str) -> Script:
     """Register script `name` on `client` (EVALSHA, with a transparent EVAL fallback)."""
     return client.register_script(source(name, *libraries))
+
+
+def each(
+    client: redis.Redis, call: Callable[..., Any], items: Sequence[Sequence[Any]]
+) -> list[Any]:
+    """`call(client_or_pipeline, *item)` for every item in one round trip; a single item is
+    sent alone (a pipeline of scripts would first ask SCRIPT EXISTS)."""
+    if not items:
+        return []
+    if len(items) == 1:
+        return [call(client, *items[0])]
+    pipe = client.pipeline(transaction=False)
+    for item in items:
+        call(pipe, *item)
+    return list(pipe.execute())
 
 
 # The libraries each script runs with (their functions), besides the prelude.

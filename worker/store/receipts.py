@@ -30,6 +30,7 @@ from worker.store.keys import (
     message_key,
     segments_key,
 )
+from worker.store.mo import MoStore
 
 Client = redis.Redis | redis.client.Pipeline
 # A planned drain's flag outlives its time by this much (ms): if its task is lost, the next
@@ -157,6 +158,7 @@ class ReceiptStore:
         self._settle = lua_scripts.register(client, "receipt_settle")
         self._event_sent = lua_scripts.register(client, "batch_event_sent")
         self._release = lua_scripts.register(client, "endpoint_release")
+        self.mo = MoStore(client)  # inbound messages' webhooks travel the same queues
 
     # -- routing ----------------------------------------------------------------------------
     def routing(self, message_ids: Sequence[str]) -> list[Routing | None]:
@@ -301,16 +303,8 @@ class ReceiptStore:
         pipe.execute()
 
     def _each(self, call: Callable[..., Any], items: Sequence[Sequence[Any]]) -> list[Any]:
-        """`call(client, *item)` for every item in one round trip (a single item alone: a
-        pipeline of scripts would first ask SCRIPT EXISTS)."""
-        if not items:
-            return []
-        if len(items) == 1:
-            return [call(self.redis, *items[0])]
-        pipe = self.redis.pipeline(transaction=False)
-        for item in items:
-            call(pipe, *item)
-        return list(pipe.execute())
+        """`call(client, *item)` for every item in one round trip (`lua_scripts.each`)."""
+        return lua_scripts.each(self.redis, call, items)
 
 
 def read_health(client: redis.Redis, endpoint: str) -> EndpointHealth:
