@@ -100,10 +100,11 @@ def post_receipt(message_id: str, level: int) -> str:
 
 
 @app.task(name=DRAIN_RECEIPTS)
-def drain_receipts(endpoint: str) -> str:
-    """Wake this process's receipt engine to drain one endpoint's queue; returns at once."""
+def drain_receipts(endpoint: str, batching: int = 0) -> str:
+    """Wake this process's receipt engine to drain one endpoint's queue; returns at once.
+    `batching`: its receipts travel in `dlr-batch` POSTs."""
     try:
-        _engine().ring(str(endpoint))
+        _engine().ring(str(endpoint), batching=bool(batching))
     except EngineStoppedError as exc:
         raise Reject(exc, requeue=True) from exc  # another worker's engine takes it
     return "ringing"

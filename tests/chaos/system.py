@@ -34,11 +34,12 @@ SEND_QUEUES = "otp,normal,bulk"
 WATCHED = ("submit", "receipt", "inbox")  # watch lists that empty when a run is done
 RECEIPT_QUEUES = "dlr,carrier-dlr"  # each its own worker, as `smsq up` runs them
 # Fast enough for a run of seconds, slow enough to be true: a claim is stale after 4 s (no
-# carrier request can last longer: 1 s connect + 1 s read). Receipts keep the production
-# deadline (10 s): a receiver slowed by a loaded machine must not look like a failure.
+# carrier request can last longer: 1 s connect + 1 s read). Receipts get a 5 s deadline, far
+# above what a loopback receiver needs even on a loaded machine: a slow answer must not look
+# like a failure (a repeat), and a claim a crash left behind runs out in seconds.
 TIMINGS = {
     "SMSQ_CARRIER_CONNECT_TIMEOUT": "1", "SMSQ_CARRIER_READ_TIMEOUT": "1",
-    "SMSQ_DLR_CONNECT_TIMEOUT": "3", "SMSQ_DLR_TIMEOUT": "10",
+    "SMSQ_DLR_CONNECT_TIMEOUT": "3", "SMSQ_DLR_TIMEOUT": "5",
     "SMSQ_RECONCILE_INTERVAL": "0.5", "SMSQ_RECONCILE_GRACE": "5",
     "SMSQ_RECONCILE_CLAIM_LEASE": "4", "SMSQ_RECONCILE_RECEIPT_DEADLINE": "300",
     "SMSQ_RECONCILE_UNACKED_AFTER": "15",

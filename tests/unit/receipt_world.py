@@ -65,7 +65,7 @@ class Publisher:
         with self.lock:
             self.now.append((task, list(args), queue))
         if task == DRAIN_RECEIPTS and self.engine is not None:
-            self.engine.ring(str(args[0]))
+            self.engine.ring(str(args[0]), batching=len(args) > 1)
 
     def publish_later(self, task: str, args: Sequence[Any], queue: str, delay: float) -> None:
         with self.lock:
@@ -184,7 +184,7 @@ class World:
             planned, self.publisher.later = self.publisher.later, []
         for task, args, _queue, _delay in planned:
             if task == DRAIN_RECEIPTS:
-                self.engine.ring(str(args[0]))
+                self.engine.ring(str(args[0]), batching=len(args) > 1)
         self.settle()
 
     def later_drains(self) -> list[float]:

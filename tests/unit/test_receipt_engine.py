@@ -302,8 +302,7 @@ class TestIsolation:
 
 class TestBatches:
     def test_dlr_batch_receipts_to_one_url_travel_together(self, make_world: MakeWorld) -> None:
-        """`dlr-batch` receipts gathered in a window go in a few signed POSTs per URL (the
-        first take of an endpoint is a normal one; once it is known to batch, whole batches)."""
+        """`dlr-batch` receipts gathered in a window go in one signed POST per URL."""
         world = make_world()
         messages = [world.message(batch=True) for _ in range(30)]
         for message in messages:
@@ -311,7 +310,7 @@ class TestBatches:
         assert world.requests == []  # the window gathers them
         assert world.later_drains()
         world.advance(world.config.batch_window_ms)
-        assert len(world.requests) == 2
+        assert len(world.requests) == 1
         verifier = Webhook(world.key.webhook_secret)
         arrived = []
         for request in world.requests:

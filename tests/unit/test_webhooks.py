@@ -118,6 +118,7 @@ class TestSign:
             ([generate_secret()], "", ValueError),
             (generate_secret(), "evt_1", TypeError),
         ],
+        ids=["none", "empty", "not-base64", "dot-in-id", "empty-id", "bare-string"],
     )
     def test_refuses_bad_input(
         self, secrets: list[str], msg_id: str, error: type[Exception]

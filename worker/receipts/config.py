@@ -26,7 +26,7 @@ class EngineConfig:
     endpoint_concurrency: int = 4
     key_concurrency: int = 16
     max_in_flight: int = 256
-    take: int = 16
+    take: int = 8
     linger_ms: int = 20
     linger_rounds: int = 2
     batch_max: int = 100

@@ -100,11 +100,14 @@ class ReceiptEngine:
             loop.run_until_complete(self.client.aclose())
             loop.close()
 
-    def ring(self, endpoint: str) -> None:
-        """Drain `endpoint` (unless this process drains it already); returns at once."""
+    def ring(self, endpoint: str, *, batching: bool = False) -> None:
+        """Drain `endpoint` (unless this process drains it already); returns at once.
+        `batching`: its receipts travel in `dlr-batch` POSTs (take whole batches)."""
         loop = self._loop
         if loop is None or self._closing:
             raise EngineStoppedError("the receipt engine is not running")
+        if batching:
+            self._batching.add(endpoint)
         loop.call_soon_threadsafe(self._wake, endpoint)
 
     def stop(self, timeout: float = 10.0) -> None:

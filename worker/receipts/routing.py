@@ -65,14 +65,16 @@ class ReceiptRouter:
                 continue
             due = dues[index] if dues is not None else now
             placements.append(self._placement(message_id, level, where, max(due, now), now))
-        rings: dict[str, int] = {}
+        rings: dict[str, tuple[int, bool]] = {}
         for placement, at in zip(
             placements, self.store.place(placements, now, self.config.batch_max), strict=True
         ):
             if at:
-                rings[placement.endpoint] = min(at, rings.get(placement.endpoint, at))
-        for endpoint, at in rings.items():
-            self.ring(endpoint, at, now)
+                earliest, batching = rings.get(placement.endpoint, (at, False))
+                batching = batching or placement.start > placement.due
+                rings[placement.endpoint] = (min(at, earliest), batching)
+        for endpoint, (at, batching) in rings.items():
+            self.ring(endpoint, at, now, batching=batching)
         return len(placements)
 
     def _placement(
@@ -102,10 +104,14 @@ class ReceiptRouter:
         if at:
             self.ring(endpoint, at, now)
 
-    def ring(self, endpoint: str, at: int, now: int | None = None) -> None:
-        """Start a drain of `endpoint` at `at` (ms): now, or through the durable schedule."""
+    def ring(
+        self, endpoint: str, at: int, now: int | None = None, *, batching: bool = False
+    ) -> None:
+        """Start a drain of `endpoint` at `at` (ms): now, or through the durable schedule.
+        `batching`: its receipts travel in `dlr-batch` POSTs (the drain takes whole batches)."""
         delay_ms = at - (self.clock() if now is None else now)
+        args = [endpoint, 1] if batching else [endpoint]
         if delay_ms <= RING_NOW_MS:
-            self.publisher.publish(DRAIN_RECEIPTS, [endpoint], Queue.DLR)
+            self.publisher.publish(DRAIN_RECEIPTS, args, Queue.DLR)
         else:
-            self.publisher.publish_later(DRAIN_RECEIPTS, [endpoint], Queue.DLR, delay_ms / 1000)
+            self.publisher.publish_later(DRAIN_RECEIPTS, args, Queue.DLR, delay_ms / 1000)
