@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import redis
+from httpx import URL
 from hypothesis import settings as hypothesis_settings
 
 from worker.embedded_redis import EmbeddedRedis
@@ -30,11 +31,16 @@ def clean_settings(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 
 @pytest.fixture(scope="session")
-def redis_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A Redis for the whole session: SMSQ_TEST_REDIS_URL, else a private embedded server."""
+def redis_server_url(
+    tmp_path_factory: pytest.TempPathFactory, worker_id: str
+) -> Iterator[str]:
+    """A Redis for the whole session: SMSQ_TEST_REDIS_URL, else a private embedded server.
+    Test processes (`./smsq test` runs two) each get their own: a server each, or on a given
+    Redis a database each (`gw1` uses database 1)."""
     given = os.environ.get("SMSQ_TEST_REDIS_URL")
     if given:
-        yield given
+        database = int(worker_id.removeprefix("gw")) if worker_id.startswith("gw") else 0
+        yield str(URL(given).copy_with(path=f"/{database}")) if database else given
         return
     server = EmbeddedRedis(Path(tmp_path_factory.mktemp("redis")), appendonly=False)
     url = server.start()

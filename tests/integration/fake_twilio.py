@@ -49,12 +49,17 @@ class FakeTwilio:
     account_sid: str = ACCOUNT_SID
     auth_token: str = AUTH_TOKEN
     callback_delay: float = 0.05
+    # Cleared: status callbacks wait until it is set again (a test holds them back meanwhile).
+    callbacks_open: threading.Event = field(default_factory=threading.Event)
     down: bool = False
     refused_numbers: set[str] = field(default_factory=set)  # answered 400 / 21211
     messages: list[dict[str, Any]] = field(default_factory=list)
     callbacks_sent: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        self.callbacks_open.set()
 
     def snapshot(self) -> list[dict[str, Any]]:
         with self.lock:
@@ -136,6 +141,8 @@ class FakeTwilio:
         resource = sent["resource"]
         for status in ("sent", "delivered"):
             await asyncio.sleep(self.callback_delay)
+            while not self.callbacks_open.is_set():
+                await asyncio.sleep(0.02)
             params = {
                 "AccountSid": self.account_sid, "ApiVersion": "2010-04-01",
                 "From": resource["from"] or "", "To": resource["to"],
