@@ -1,6 +1,6 @@
 """The end-to-end benchmark of issue 9: fixed scenarios against a real smsq on loopback.
 
-`python -m bench e2e [--scale 1.0] [--only a,b,c,d,e]`
+`python -m bench e2e [--scale 1.0] [--only a,b,c,d,e,i]`
 
 Starts its own Redis (AOF on), carrier simulator (20 ms latency), receipt counter, API and one
 worker process per lane, then runs each scenario and prints one table, next to the engine
@@ -11,6 +11,9 @@ ceiling measured in the same run (no-op Celery tasks drained by one worker on th
   c  5,000 three-segment messages, level-1 receipts
   d  OTP accept→submit p50 / p99 while a bulk backlog drains
   e  1,000,000 scheduled messages: Redis bytes per item, worker RSS before/after, firing delay
+  i  isolation: 40 messages to a dlr-url that dribbles (a byte every 2 s), 40 to one that never
+     answers, 2,000 to a healthy one (level 1): every healthy receipt arrives, and how late
+     after its event (p50 / p99), while the hostile ones wait; the inbox never backs up
 
 `--scale` multiplies every count (the test suite runs 0.005 to prove the harness works).
 `--dlr-batch` sends the messages of a–c with `dlr-batch: true` (receipts to one `dlr-url` in
@@ -43,12 +46,14 @@ from bench.harness import (
     wait_http,
     wait_until,
 )
+from bench.hostile import dribble, hostile_server, silent
 from worker.embedded_redis import EmbeddedRedis, free_port
 from worker.keys import KeyStore
 
 # Disjoint number ranges per scenario (5,000,000 + offset stays a valid 7-digit US number).
 OFFSETS = {
     "a": 0, "b": 100_000, "c": 200_000, "d": 300_000, "e": 1_000_000, "on-time": 3_000_000,
+    "i": 3_100_000,
 }  # fmt: skip
 OTP_BODY = {"to": "+447911123456", "content": "Your code is 123456", "priority": "otp"}
 THREE_SEGMENTS = "x" * 400  # 400 GSM-7 septets: three concatenated segments
@@ -242,6 +247,36 @@ def scheduled(system: System, count: int) -> None:
                f"{statistics.median(delays):.0f} / {max(delays):.0f}")  # fmt: skip
 
 
+def isolation(system: System, healthy: int, hostile: int) -> None:
+    """Scenario i: hostile endpoints beside a healthy one (`bench.hostile`)."""
+    before = system.receipts().get("1", 0)
+    with hostile_server(dribble) as dribbler, hostile_server(silent) as mute:
+        for port, offset in ((dribbler, 0), (mute, hostile)):
+            system.api.post("/sms/batch", json={
+                "content": "hostile", "recipients": numbers(hostile, OFFSETS["i"] + offset),
+                "dlr": True, "dlr-level": 1, "dlr-url": f"http://127.0.0.1:{port}/dlr",
+            }).raise_for_status()  # fmt: skip
+        started = time.monotonic()
+        system.api.post("/sms/batch", json={
+            "content": "healthy", "recipients": numbers(healthy, OFFSETS["i"] + 2 * hostile),
+            "dlr": True, "dlr-level": 1, "dlr-url": f"{system.receiver_url}/r?timed=1",
+        }).raise_for_status()  # fmt: skip
+        inbox = 0
+
+        def arrived() -> bool:
+            nonlocal inbox
+            inbox = max(inbox, int(system.client.hlen("smsq:inbox")))
+            return system.receipts().get("1", 0) - before >= healthy
+
+        elapsed = wait_until(arrived, 600, poll=0.2) - started
+        late = httpx.get(f"{system.receiver_url}/latency", timeout=10).json()
+    system.add("i: healthy receipts (arrived / sent)", f"{healthy:,} / {healthy:,}")
+    system.add("i: healthy receipts/s beside hostile endpoints", f"{healthy / elapsed:,.0f}")
+    system.add("i: healthy receipt after its event, p50 / p99 / max (ms)",
+               f"{late['p50']:.0f} / {late['p99']:.0f} / {late['max']:.0f}")  # fmt: skip
+    system.add("i: carrier receipt requests waiting in the inbox, most", f"{inbox:,}")
+
+
 def run(
     scale: float,
     only: set[str],
@@ -286,6 +321,8 @@ def run(
                     otp_under_backlog(system, n(100_000), max(2.0, 20 * min(scale, 1.0)))
                 if "e" in only:
                     scheduled(system, n(1_000_000))
+                if "i" in only:
+                    isolation(system, n(2_000), 40)
                 system.api.close()
                 return system.results
         finally:
@@ -301,7 +338,7 @@ def print_table(rows: list[tuple[str, str]]) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench e2e", description=__doc__)
     parser.add_argument("--scale", type=float, default=1.0)
-    parser.add_argument("--only", default="a,b,c,d,e")
+    parser.add_argument("--only", default="a,b,c,d,e,i")
     parser.add_argument("--dlr-batch", action="store_true", help="a–c ask for dlr-batch")
     parser.add_argument("--carrier-receipt-batch", type=int, default=1, metavar="N")
     parser.add_argument("--send-processes", type=int, default=2, help="normal-lane workers")

@@ -13,8 +13,8 @@ pytestmark = pytest.mark.integration
 
 class TestE2eHarness:
     def test_every_scenario_reports_its_figures(self) -> None:
-        """Scenarios a–e all run against a real smsq and print their rows."""
-        rows = dict(run(0.002, {"a", "b", "c", "d", "e"}))
+        """Scenarios a–e and i all run against a real smsq and print their rows."""
+        rows = dict(run(0.002, {"a", "b", "c", "d", "e", "i"}))
         for name in (
             "engine ceiling: no-op Celery tasks/s, 1 worker",
             "a: messages/s end to end",
@@ -22,6 +22,7 @@ class TestE2eHarness:
             "c: segments/s",
             "d: OTP accept→submit p99 (ms)",
             "e: Redis bytes per scheduled message (hash + events + schedule)",
+            "i: healthy receipt after its event, p50 / p99 / max (ms)",
         ):
             assert name in rows, f"missing {name!r} in {sorted(rows)}"
         assert rows["e: scheduled messages"] == "2,000"

@@ -9,15 +9,13 @@ receipt arrives while theirs still wait, carrier receipts keep being applied, an
 
 from __future__ import annotations
 
-import socket
-import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterator
 from functools import partial
 from typing import Any
 
 import pytest
 
+from bench.hostile import dribble, hostile_server, silent
 from tests.integration.stack import Stack, running_stack, wait_for
 
 pytestmark = pytest.mark.integration
@@ -25,51 +23,6 @@ pytestmark = pytest.mark.integration
 HEALTHY = 100  # level 3: two receipts each
 HOSTILE = 10  # per bad endpoint
 LANES = ["otp,normal,bulk", "dlr", "carrier-dlr"]  # as smsq up runs them
-
-
-@contextmanager
-def hostile_server(talk: Callable[[socket.socket, threading.Event], None]) -> Iterator[int]:
-    """A TCP server on loopback running `talk` on every connection, in a thread each."""
-    listener = socket.create_server(("127.0.0.1", 0), backlog=128)
-    stop = threading.Event()
-    threads: list[threading.Thread] = []
-
-    def accept() -> None:
-        while not stop.is_set():
-            try:
-                connection, _ = listener.accept()
-            except OSError:
-                return
-            thread = threading.Thread(target=talk, args=(connection, stop), daemon=True)
-            thread.start()
-            threads.append(thread)
-
-    acceptor = threading.Thread(target=accept, daemon=True)
-    acceptor.start()
-    try:
-        yield listener.getsockname()[1]
-    finally:
-        stop.set()
-        listener.close()
-        acceptor.join(5)
-        for thread in threads:
-            thread.join(5)
-
-
-def dribble(connection: socket.socket, stop: threading.Event) -> None:
-    with connection:
-        try:
-            connection.recv(65_536)
-            connection.sendall(b"HTTP/1.1 200 OK\r\n")
-            while not stop.wait(2.0):
-                connection.sendall(b"X")
-        except OSError:
-            return
-
-
-def silent(connection: socket.socket, stop: threading.Event) -> None:
-    with connection:
-        stop.wait(60)
 
 
 @pytest.fixture(scope="module")

@@ -25,11 +25,13 @@ import socket
 import ssl
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
-from typing import NamedTuple
+from collections.abc import Callable, Mapping, Sequence
+from typing import NamedTuple, Protocol
 
+import httptools
 import httpx
 
+from worker import http1
 from worker.errors import (
     UnsafeUrlError,
     WebhookGoneError,
@@ -56,12 +58,24 @@ class PoolKey(NamedTuple):
     address: str
 
 
+# Tests give an httpx transport per pool instead of the network (`httpx.MockTransport`).
 TransportFactory = Callable[[PoolKey], httpx.AsyncBaseTransport]
 
 
-def classify(response: httpx.Response) -> int:
-    """Return the status of a 2xx answer; raise the matching `WebhookError` for anything else."""
-    status = response.status_code
+class Reply(Protocol):
+    """An answer's status and headers; its body still to be read (`drain`) or dropped."""
+
+    @property
+    def status(self) -> int: ...
+
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+
+    async def drain(self, budget: float, limit: int) -> bool: ...
+
+
+def classify(status: int, headers: Mapping[str, str]) -> int:
+    """Return a 2xx status; raise the matching `WebhookError` for anything else."""
     if 200 <= status < 300:
         return status
     if status == 410:
@@ -70,7 +84,7 @@ def classify(response: httpx.Response) -> int:
         raise WebhookUnavailableError(
             f"HTTP {status}",
             status_code=status,
-            retry_after=parse_retry_after(response.headers.get("retry-after"), cap=MAX_RETRY_AFTER),
+            retry_after=parse_retry_after(headers.get("retry-after"), cap=MAX_RETRY_AFTER),
         )
     if 300 <= status < 400:
         raise WebhookRejectedError(
@@ -102,10 +116,11 @@ class ReceiptClient:
         self._pool_size = pool_size
         self._max_response_bytes = max_response_bytes
         self._resolver = resolver
-        self._transport_factory = transport_factory or self._real_transport
+        self._transport_factory = transport_factory
         self._clock = clock
-        self._pools: OrderedDict[PoolKey, httpx.AsyncBaseTransport] = OrderedDict()
+        self._pools: OrderedDict[PoolKey, http1.Pool | httpx.AsyncBaseTransport] = OrderedDict()
         self._resolved: dict[tuple[str, int], tuple[float, IPAddress]] = {}
+        self._tls = ssl.create_default_context()
 
     async def send(
         self, outgoing: Outgoing, secrets: Sequence[str], *, timestamp: int | None = None
@@ -114,26 +129,28 @@ class ReceiptClient:
         started = self._clock()
         try:
             async with asyncio.timeout(self.deadline):
-                response = await self._send(outgoing, secrets, timestamp)
+                reply = await self._send(outgoing, secrets, timestamp)
         except TimeoutError as exc:
             raise WebhookUnavailableError(f"timeout after {self.deadline:g} s") from exc
         except httpx.TimeoutException as exc:
             raise WebhookUnavailableError(f"timeout ({type(exc).__name__})") from exc
-        except httpx.TransportError as exc:
+        except (httpx.TransportError, OSError, EOFError) as exc:
             raise WebhookUnavailableError(_network_reason(exc)) from exc
-        try:
-            await self._drain(response, self.deadline - (self._clock() - started))
-        finally:
-            await response.aclose()
-        return classify(response)
+        except httptools.HttpParserError as exc:
+            raise WebhookUnavailableError(f"invalid HTTP answer: {exc}") from exc
+        # The status is the answer; the body is read within what is left of the deadline and
+        # up to a size, so a hostile endpoint cannot hold us, and then dropped. A broken or
+        # slow body does not undo the status the client already sent.
+        await reply.drain(self.deadline - (self._clock() - started), self._max_response_bytes)
+        return classify(reply.status, reply.headers)
 
     async def _send(
         self, outgoing: Outgoing, secrets: Sequence[str], timestamp: int | None
-    ) -> httpx.Response:
+    ) -> Reply:
         url = outgoing.url
         parsed = check_url(str(url), allow_private=self._allow_private, deny=self._deny)
         address = parsed.ip or await self._resolve(parsed.host, parsed.port)
-        transport = self._pool(PoolKey(parsed.scheme, parsed.host, parsed.port, str(address)))
+        key = PoolKey(parsed.scheme, parsed.host, parsed.port, str(address))
         when = int(time.time()) if timestamp is None else timestamp
         headers = [
             ("host", url.netloc.decode("ascii")),
@@ -141,20 +158,12 @@ class ReceiptClient:
             *outgoing.headers,
             *signature_headers(secrets, outgoing.webhook_id, when, outgoing.signed).items(),
         ]
-        timeout = {"connect": self._connect_timeout, "read": self.deadline,
-                   "write": self.deadline, "pool": self.deadline}  # fmt: skip
-        extensions: dict[str, object] = {"timeout": timeout}
-        if parsed.scheme == "https":
-            # TLS SNI and certificate checks on the hostname, not on the address we dial.
-            extensions["sni_hostname"] = parsed.host
-        request = httpx.Request(
-            outgoing.method,
-            url.copy_with(host=str(address)),
-            headers=headers,
-            content=outgoing.body if outgoing.method == "POST" else None,
-            extensions=extensions,
-        )
-        return await transport.handle_async_request(request)
+        body = outgoing.body if outgoing.method == "POST" else b""
+        pool = self._pool(key)
+        if isinstance(pool, http1.Pool):
+            target = url.raw_path.decode("ascii")
+            return await pool.exchange(outgoing.method, target, headers, body)
+        return await _HttpxReply.exchange(pool, key, outgoing.method, url, headers, body)
 
     async def _resolve(self, host: str, port: int) -> IPAddress:
         """The first checked address of `host` (resolved once, then remembered briefly)."""
@@ -173,49 +182,84 @@ class ReceiptClient:
         self._resolved[(host, port)] = (now + DNS_CACHE_SECONDS, addresses[0])
         return addresses[0]
 
-    def _pool(self, key: PoolKey) -> httpx.AsyncBaseTransport:
+    def _pool(self, key: PoolKey) -> http1.Pool | httpx.AsyncBaseTransport:
         pool = self._pools.get(key)
         if pool is not None:
             self._pools.move_to_end(key)
             return pool
-        pool = self._pools[key] = self._transport_factory(key)
+        if self._transport_factory is not None:
+            pool = self._transport_factory(key)
+        else:
+            # TLS SNI and certificate checks on the hostname, not on the address we dial.
+            pool = http1.Pool(
+                key.address, key.port, tls=self._tls if key.scheme == "https" else None,
+                server_hostname=key.host, size=self._pool_size,
+                connect_timeout=self._connect_timeout,
+            )  # fmt: skip
+        self._pools[key] = pool
         while len(self._pools) > MAX_POOLS:
             _, oldest = self._pools.popitem(last=False)
-            asyncio.get_running_loop().create_task(oldest.aclose())
+            _close(oldest)
         return pool
-
-    def _real_transport(self, _key: PoolKey) -> httpx.AsyncBaseTransport:
-        # No retries: the receipt schedule is the one retry layer. Keep-alive per pool key.
-        limits = httpx.Limits(
-            max_connections=self._pool_size,
-            max_keepalive_connections=self._pool_size,
-            keepalive_expiry=30.0,
-        )
-        return httpx.AsyncHTTPTransport(retries=0, http2=False, limits=limits, trust_env=False)
-
-    async def _drain(self, response: httpx.Response, budget: float) -> None:
-        # The status is the answer; the body is read within what is left of the deadline and
-        # up to a size, so a hostile endpoint cannot hold us, and then dropped. A broken or
-        # slow body does not undo the status the client already sent.
-        if response.is_stream_consumed or budget <= 0:
-            return
-        received = 0
-        try:
-            async with asyncio.timeout(budget):
-                async for chunk in response.aiter_raw():
-                    received += len(chunk)
-                    if received >= self._max_response_bytes:
-                        break
-        except (TimeoutError, httpx.TransportError):
-            pass
 
     async def aclose(self) -> None:
         pools, self._pools = list(self._pools.values()), OrderedDict()
         for pool in pools:
-            await pool.aclose()
+            if isinstance(pool, http1.Pool):
+                pool.close()
+            else:
+                await pool.aclose()
 
 
-def _network_reason(exc: httpx.TransportError) -> str:
+def _close(pool: http1.Pool | httpx.AsyncBaseTransport) -> None:
+    if isinstance(pool, http1.Pool):
+        pool.close()
+    else:
+        asyncio.get_running_loop().create_task(pool.aclose())
+
+
+class _HttpxReply:
+    """A `Reply` from an httpx transport (what tests stand in for the network with)."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        self.response = response
+        self.status = response.status_code
+        self.headers: Mapping[str, str] = response.headers
+
+    @classmethod
+    async def exchange(
+        cls,
+        transport: httpx.AsyncBaseTransport,
+        key: PoolKey,
+        method: str,
+        url: httpx.URL,
+        headers: Sequence[tuple[str, str]],
+        body: bytes,
+    ) -> _HttpxReply:
+        extensions = {"sni_hostname": key.host} if key.scheme == "https" else {}
+        request = httpx.Request(
+            method, url.copy_with(host=key.address), headers=list(headers),
+            content=body if method == "POST" else None, extensions=extensions,
+        )  # fmt: skip
+        return cls(await transport.handle_async_request(request))
+
+    async def drain(self, budget: float, limit: int) -> bool:
+        received = 0
+        try:
+            if not self.response.is_stream_consumed and budget > 0:
+                async with asyncio.timeout(budget):
+                    async for chunk in self.response.aiter_raw():
+                        received += len(chunk)
+                        if received >= limit:
+                            return False
+        except (TimeoutError, httpx.TransportError):
+            return False
+        finally:
+            await self.response.aclose()
+        return True
+
+
+def _network_reason(exc: Exception) -> str:
     """What a network error was, in a few words (shown as why a receipt waits)."""
     cause: BaseException | None = exc
     while cause is not None:
@@ -226,7 +270,10 @@ def _network_reason(exc: httpx.TransportError) -> str:
         if isinstance(cause, ssl.SSLError):
             return f"TLS: {str(cause)[:120]}"
         cause = cause.__cause__ or cause.__context__
-    kind = "cannot connect" if isinstance(exc, httpx.ConnectError) else "network error"
+    if isinstance(exc, EOFError):
+        return "the connection closed before an answer"
+    connecting = isinstance(exc, httpx.ConnectError | ConnectionRefusedError)
+    kind = "cannot connect" if connecting else "network error"
     return f"{kind}: {(str(exc) or type(exc).__name__)[:120]}"
 
 
