@@ -16,9 +16,10 @@ from typing import Literal, Self
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from worker.settings import Settings
+from worker.smpp.config import SMPP_KEYS, SmppConfig
 from worker.webhooks import decode_secret
 
-CarrierType = Literal["sim", "http", "kannel", "twilio"]
+CarrierType = Literal["sim", "http", "kannel", "twilio", "smpp"]
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 
 # Carriers whose receipt requests may be signed with a `receipt_secret`.
@@ -33,7 +34,7 @@ class CarrierConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     type: CarrierType
-    url: str
+    url: str = ""  # every type but smpp, which binds to `smpp.host` / `smpp.port`
     username: str = ""
     password: SecretStr = SecretStr("")
     password_file: str | None = None  # read at load time (container secrets)
@@ -48,6 +49,25 @@ class CarrierConfig(BaseModel):
     # sim / http: a Standard Webhooks secret (`whsec_…`) the carrier signs its receipt
     # requests with, besides the per-segment tokens in their URLs (worker.receipts.tokens).
     receipt_secret: SecretStr = SecretStr("")
+    # smpp: its own keys (`worker.smpp.config`), written flat beside the others in the file.
+    smpp: SmppConfig | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _nest_smpp_keys(cls, data: object) -> object:
+        if isinstance(data, dict) and data.get("type") == "smpp" and "smpp" not in data:
+            own = {key: value for key, value in data.items() if key in SMPP_KEYS}
+            rest = {key: value for key, value in data.items() if key not in SMPP_KEYS}
+            return {**rest, "smpp": own}
+        return data
+
+    @model_validator(mode="after")
+    def _url_or_bind(self) -> Self:
+        if self.type != "smpp" and not self.url:
+            raise ValueError(f"a {self.type} carrier needs a url")
+        if (self.type == "smpp") != (self.smpp is not None):
+            raise ValueError("host, port, system_id, bind… are for smpp carriers only")
+        return self
 
     @field_validator("receipt_secret")
     @classmethod
@@ -64,6 +84,8 @@ class CarrierConfig(BaseModel):
 
     @property
     def submits_whole_text(self) -> bool:
+        if self.smpp is not None:  # message_payload: the SMSC cuts the text itself
+            return self.smpp.long_text == "payload"
         return self.type in WHOLE_TEXT_TYPES
 
     @property

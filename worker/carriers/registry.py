@@ -23,6 +23,7 @@ from worker.carriers.kannel import KannelCarrier
 from worker.carriers.routes import RouteTable
 from worker.carriers.routing import Gate, RoutedCarrier
 from worker.carriers.sim import SimCarrier
+from worker.carriers.smpp import SmppCarrier
 from worker.carriers.twilio import TwilioCarrier
 from worker.errors import NotFoundError
 from worker.ratelimit import ConcurrencyLimiter, RateLimiter
@@ -49,9 +50,12 @@ def routed_carrier(
 ) -> RoutedCarrier:
     """A `RoutedCarrier` over every carrier of `config`, with their limits and breakers."""
     gates = {
-        name: gate(name, adapter(name, carrier, settings, client), carrier, redis_client, settings)
+        name: gate(
+            name, adapter(name, carrier, settings, client, redis_client), carrier, redis_client,
+            settings,
+        )
         for name, carrier in config.carriers.items()
-    }
+    }  # fmt: skip
     single = None if settings.carriers_file else next(iter(config.carriers))
     return RoutedCarrier(
         gates,
@@ -79,7 +83,9 @@ def gate(
             cooldown=config.breaker_cooldown,
             trial_lease=longest,
         )
-    rate = RateLimiter(client, f"{prefix}:rate", config.rate, config.burst) if config.rate else None
+    # An SMPP carrier's rate counts PDUs on its binds: its connector keeps it, not the workers.
+    paced = config.rate and config.type != "smpp"
+    rate = RateLimiter(client, f"{prefix}:rate", config.rate, config.burst) if paced else None
     slots = None
     if config.concurrency:
         slots = ConcurrencyLimiter(client, f"{prefix}:slots", config.concurrency, lease=longest)
@@ -104,8 +110,16 @@ def carrier_for_name(name: str, settings: Settings, client: httpx.Client) -> Car
     return adapter(name, config, settings, client)
 
 
-def adapter(name: str, config: CarrierConfig, settings: Settings, client: httpx.Client) -> Carrier:
-    """The plain adapter for one carrier's configuration."""
+def adapter(
+    name: str,
+    config: CarrierConfig,
+    settings: Settings,
+    client: httpx.Client,
+    redis_client: redis.Redis | None = None,
+) -> Carrier:
+    """The plain adapter for one carrier's configuration (an SMPP one queues on Redis)."""
+    if config.smpp is not None:
+        return SmppCarrier(redis_client, config.smpp, name=name)
     if config.type == "sim":
         return SimCarrier(client, config.url, name=name)
     if config.type == "http":

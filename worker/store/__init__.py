@@ -26,6 +26,7 @@ from worker import scripts
 from worker.clock import now_ms
 from worker.contract import SegmentStatus
 from worker.records import AggregateResult, Finished, Message, SegmentState, parse_segments
+from worker.store import lua_scripts
 from worker.store.keys import (
     COUNTERS_KEY,
     DEAD_LETTER_KEY,
@@ -65,6 +66,7 @@ class Store:
     def __init__(self, client: redis.Redis) -> None:
         self.redis = client
         self._scripts = scripts.load(client)
+        self._link = lua_scripts.register(client, "carrier_id_link")
 
     # -- messages -------------------------------------------------------------------------
     def create(self, message: Message, event: str = "accepted") -> None:
@@ -229,6 +231,25 @@ class Store:
                   _recorded(sent)],
         )  # fmt: skip
         return bool(changed), [orjson.loads(item) for item in parked]
+
+    def link_carrier_ids(
+        self, carrier: str, links: Sequence[tuple[str, int, str]]
+    ) -> list[list[dict[str, str]]]:
+        """Index each segment `(message id, seq)` also under a second carrier id (an SMSC's
+        answer to a segment already indexed under ours) and make it the segment's carrier id;
+        for each, the receipts parked for that id (in one pipelined round trip)."""
+        found = self._each(
+            lambda client, message_id, seq, carrier_id: self._link(
+                keys=[
+                    segments_key(message_id), carrier_index_key(carrier, carrier_id),
+                    parked_receipts_key(carrier, carrier_id),
+                ],
+                args=[seq, carrier_id, f"{message_id}:{seq}", CARRIER_INDEX_TTL_SECONDS],
+                client=client,
+            ),
+            links,
+        )  # fmt: skip
+        return [[orjson.loads(item) for item in parked] for parked in found]
 
     def park_receipt(
         self,

@@ -1,0 +1,202 @@
+"""The `smpp` carrier end to end: a real `smsq smpp` connector process bound to the SMPP SMSC
+stand-in, a real worker and API, real Redis; clients' receipts at a real receiver.
+
+The SMSC's answer to submit_sm is the level-1 receipt (a refusal a final `rejected` with the
+SMPP status), its deliver_sm (or data_sm) receipt the level-2 one, over the same binds.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import Counter, defaultdict
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.integration.smpp_stack import SmppStack, smpp_stack
+from tests.integration.stack import wait_for
+from tests.smpp.smsc import Outcome, RunningSmsc, by_last_digit, running_smsc
+from worker.encoding import decode_segment, reassemble, summarize
+from worker.smpp.pdu import Status, Tag
+
+pytestmark = pytest.mark.integration
+
+SHORT = "Your code is 123456"
+GSM_LONG = "SMPP GSM test {with} [extension] chars €uro ~ | ^ \\ " * 7  # escapes
+UCS2_LONG = "Привет, мир! Emoji 😀 stay whole. " * 6  # surrogate pairs
+
+# What the SMSC does, by the destination's last digit.
+SCRIPT = by_last_digit(
+    {
+        "1": Outcome(submit_status=Status.RINVDSTADR),
+        "2": Outcome(stat="UNDELIV", err="034"),
+        "3": Outcome(stat="EXPIRED", data_sm=True),
+        "4": Outcome(stat="REJECTD", err="011", tlvs=False),
+        "5": Outcome(receipt_first=True, resp_delay=0.3),
+        "6": Outcome(resp_delay=1.5),
+    }
+)
+ACCEPTED = ("accepted", "ESME_ROK")
+paths = (f"/r/{n}" for n in itertools.count())
+
+
+@pytest.fixture(scope="class")
+def smsc() -> Iterator[RunningSmsc]:
+    with running_smsc(SCRIPT) as running:
+        yield running
+
+
+@pytest.fixture(scope="class")
+def system(
+    redis_server_url: str, smsc: RunningSmsc, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[SmppStack]:
+    directory = Path(tmp_path_factory.mktemp("smpp"))
+    with smpp_stack(redis_server_url, smsc, directory, "upstream") as running:
+        yield running
+
+
+def texts_at(smsc: RunningSmsc, to: str) -> list[tuple[str, int]]:
+    """The texts submitted to `to`, reassembled from their parts' UDH and unpacked septets."""
+    parts = [s.pdu for s in smsc.submitted if s.pdu.destination_addr == to.lstrip("+")]
+    decoded = [
+        decode_segment(p.udh, _packed(p.text_bytes, p.udh, p.data_coding), p.data_coding)
+        for p in parts
+    ]
+    by_reference = defaultdict(list)
+    for segment in decoded:
+        by_reference[segment.reference].append(segment)
+    return [(reassemble(group), len(group)) for group in by_reference.values()]
+
+
+def _packed(data: bytes, udh: bytes, coding: int) -> bytes:
+    """SMPP carries GSM text as one septet per octet; the decoder reads packed TP-UD."""
+    if coding != 0:
+        return data
+    from worker.encoding.gsm7 import header_septets, pack
+
+    return pack(data, 7 * header_septets(len(udh)) - 8 * len(udh))
+
+
+class TestSmppCarrier:
+    @pytest.mark.parametrize(
+        ("to", "final", "receipts"),
+        [
+            ("+4915110000010", "delivered", [ACCEPTED, ("delivered", "DELIVRD")]),
+            ("+4915110000011", "rejected", [("rejected", "REJECTD")]),
+            ("+4915110000012", "undelivered", [ACCEPTED, ("undelivered", "UNDELIV")]),
+            ("+4915110000013", "expired", [ACCEPTED, ("expired", "EXPIRED")]),
+            ("+4915110000014", "rejected", [ACCEPTED, ("rejected", "REJECTD")]),
+            ("+4915110000015", "delivered", [ACCEPTED, ("delivered", "DELIVRD")]),
+            ("+4915110000016", "delivered", [ACCEPTED, ("delivered", "DELIVRD")]),
+        ],
+        ids=["delivered", "submit-refused", "undeliv", "expired-data-sm", "rejectd-text-only",
+             "receipt-before-resp", "slow-resp"],
+    )  # fmt: skip
+    def test_the_smscs_answers_become_the_receipts(
+        self, system: SmppStack, to: str, final: str, receipts: list[tuple[str, str]]
+    ) -> None:
+        """Level 1 is the submit_sm_resp (a refusal a final `rejected` carrying the SMPP
+        status), level 2 the receipt that came back over the bind; the message ends so."""
+        path = next(paths)
+        message_id = system.send(to, SHORT, path)
+        system.stack.wait_all([message_id], {final}, timeout=20)
+        got = system.receipts(path, len(receipts))
+        assert [(r["status"], r["message_status"]) for r in got] == receipts
+        assert [r["level"] for r in got] == list(range(1, len(receipts) + 1))
+        if to.endswith("1"):
+            assert got[0]["error"]["code"] == "0x0000000B"
+        elif final != "delivered":
+            assert got[-1]["error"]["code"] in {"034", "smpp_EXPIRED", "011"}
+
+    def test_the_segment_is_named_by_the_smscs_id(self, system: SmppStack) -> None:
+        """The SMSC's message id becomes the segment's carrier id; one submit_sm per segment,
+        addressed international 1/1 without '+', an alphanumeric sender 5/0."""
+        message_id = system.send("+4915110000020", SHORT, next(paths))
+        (message,) = system.stack.wait_all([message_id], {"delivered"})
+        (submitted,) = [s for s in system.smsc.submitted if s.pdu.destination_addr.endswith("20")]
+        assert message["segments"][0]["carrier_id"] == submitted.message_id
+        assert message["segments"][0]["carrier"] == "upstream"
+        pdu = submitted.pdu
+        assert (pdu.dest_addr_ton, pdu.dest_addr_npi, pdu.destination_addr) == (
+            1, 1, "4915110000020",
+        )  # fmt: skip
+        assert (pdu.source_addr_ton, pdu.source_addr_npi, pdu.source_addr) == (5, 0, "smsq")
+        assert (pdu.registered_delivery, pdu.data_coding, pdu.esm_class) == (1, 0, 0)
+
+    @pytest.mark.parametrize(
+        ("text", "to", "parts"),
+        [(GSM_LONG, "+4915110000030", summarize(GSM_LONG).segments),
+         (UCS2_LONG, "+4915110000040", summarize(UCS2_LONG).segments)],
+        ids=["gsm-multipart", "ucs2-multipart"],
+    )  # fmt: skip
+    def test_multipart_text_arrives_whole(
+        self, system: SmppStack, text: str, to: str, parts: int
+    ) -> None:
+        """Each part goes with its UDH (esm_class 0x40); reassembled at the SMSC the text is
+        the original; the message is delivered once every part is."""
+        path = next(paths)
+        message_id = system.send(to, text, path)
+        (message,) = system.stack.wait_all([message_id], {"delivered"})
+        assert [s["status"] for s in message["segments"]] == ["delivered"] * parts
+        assert texts_at(system.smsc, to) == [(text, parts)]
+        assert [(r["level"], r["status"]) for r in system.receipts(path, 2)] == [
+            (1, "accepted"), (2, "delivered"),
+        ]  # fmt: skip
+
+    def test_throttling_backs_off_without_failing(self, system: SmppStack) -> None:
+        """ESME_RTHROTTLED answers pause the bind and the segments go again: all delivered,
+        each submitted once (the throttled attempts were refused, not taken)."""
+        system.smsc.call(lambda: setattr(system.smsc.smsc, "throttle_next", 6))
+        tos = [f"+49151100001{n}0" for n in range(10)]
+        ids = [system.send(to, f"throttled {to}", next(paths), level=2) for to in tos]
+        system.stack.wait_all(ids, {"delivered"}, timeout=20)
+        assert system.smsc.counters.throttled == 6
+        counted = Counter(s.pdu.destination_addr for s in system.smsc.submitted)
+        assert all(counted[to.lstrip("+")] == 1 for to in tos)
+
+    def test_an_unbind_is_followed_by_a_new_bind(self, system: SmppStack) -> None:
+        """The SMSC unbinds every session; the connector binds again and sends on."""
+        binds = system.smsc.counters.binds
+        system.smsc.call(system.smsc.smsc.unbind_all)
+        wait_for(lambda: system.smsc.counters.binds >= binds + 2, 15, "binding again")
+        message_id = system.send("+4915110000050", SHORT, next(paths))
+        system.stack.wait_all([message_id], {"delivered"})
+
+
+@pytest.fixture(scope="class")
+def hex_smsc() -> Iterator[RunningSmsc]:
+    with running_smsc(id_base="hex", receipt_id_base="decimal") as running:
+        yield running
+
+
+@pytest.fixture(scope="class")
+def options_system(
+    redis_server_url: str, hex_smsc: RunningSmsc, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[SmppStack]:
+    directory = Path(tmp_path_factory.mktemp("smpp-options"))
+    keys = {
+        "bind": "transmitter + receiver", "binds": 1, "long_text": "sar",
+        "id_bases": ["hex", "decimal"],
+    }  # fmt: skip
+    with smpp_stack(redis_server_url, hex_smsc, directory, "sarhex", **keys) as running:
+        yield running
+
+
+class TestSmppOptions:
+    def test_hex_answers_match_decimal_receipts_over_a_receiver(
+        self, options_system: SmppStack
+    ) -> None:
+        """Ids answered in hex and reported in decimal (`id_bases`) still correlate, with the
+        receipts arriving on the receiver bind of a transmitter + receiver pair; a long text
+        goes as sar_* TLVs, no UDH."""
+        system, path = options_system, next(paths)
+        message_id = system.send("+4915110000060", GSM_LONG, path)
+        (message,) = system.stack.wait_all([message_id], {"delivered"})
+        parts = [s.pdu for s in system.smsc.submitted if s.pdu.destination_addr.endswith("60")]
+        total = summarize(GSM_LONG).segments
+        assert [p.tlvs[Tag.SAR_SEGMENT_SEQNUM][0] for p in parts] == list(range(1, total + 1))
+        assert {p.tlvs[Tag.SAR_TOTAL_SEGMENTS] for p in parts} == {bytes([total])}
+        assert {p.esm_class for p in parts} == {0}
+        assert [r["status"] for r in system.receipts(path, 2)] == ["accepted", "delivered"]
+        assert message["segments"][0]["carrier_id"] == "1"  # 00000001 in hex, 1 in decimal
