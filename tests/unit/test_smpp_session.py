@@ -3,14 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 
+import fakeredis
 import pytest
 
 from tests.smpp.smsc import Outcome, Smsc
-from worker.smpp.link import TokenBucket
+from tests.unit.test_receipt_intake_auth import Jobs
+from worker.contract import SegmentStatus
+from worker.inbound import Parking, ReceiptIntake
+from worker.smpp.config import SmppConfig
+from worker.smpp.link import CarrierLink, TokenBucket, Window
+from worker.smpp.outcomes import Outcomes
 from worker.smpp.pdu import Command, Pdu, ShortMessage, Status, message_id_of
+from worker.smpp.queue import Entry, SegmentQueue
 from worker.smpp.session import BindError, Endpoint, NoResponseError, Session, SessionClosedError
+from worker.store import Store
 
 SUBMIT = ShortMessage("smsq", "4915112345678", b"hi", registered_delivery=1).encode()
 
@@ -87,3 +97,28 @@ class TestTokenBucket:
         bucket = TokenBucket(1.0, 2)
         assert [bucket.reserve(only_now=True) for _ in range(3)] == [0.0, 0.0, None]
         assert TokenBucket(0).reserve(only_now=True) == 0.0  # no limit
+
+
+class TestStaleEntries:
+    def test_an_entry_queued_past_the_deadline_is_failed_unsent(self) -> None:
+        """Queued longer than `max_age` (the reconciler's deadline for the SMSC's answer):
+        failed, never written; a fresh one behind it goes."""
+        client = fakeredis.FakeRedis()
+        segments = SegmentQueue(client, "up", "me")
+        store = Store(fakeredis.FakeRedis(decode_responses=True))
+        outcomes = Outcomes("up", segments, ReceiptIntake(store, Jobs(), parking=Parking()))
+
+        async def scenario(executor: ThreadPoolExecutor) -> None:
+            config = SmppConfig(host="smsc", system_id="smsq")
+            link = CarrierLink("up", config, "pw", segments, outcomes, executor, max_age=60)
+            now = int(time.time() * 1000)
+            stale, fresh = Entry(f"{now - 61_000}-0", "m1:1", b""), Entry(f"{now}-0", "m2:1", b"")
+            link.ready.extend([stale, fresh])
+            assert link._take_batch(Window(10)) == [fresh]
+            (answer,) = link._batch.answers
+            assert (answer.entry, answer.status, answer.error_code) == (
+                stale, SegmentStatus.FAILED, "not_sent",
+            )  # fmt: skip
+
+        with ThreadPoolExecutor(1) as executor:
+            asyncio.run(scenario(executor))

@@ -63,6 +63,7 @@ def run(settings: Settings) -> int:
                     name, carrier.smpp, carrier.secret, queue, Outcomes(name, queue, intake),
                     executor, rate=carrier.rate, burst=carrier.burst,
                     response_timeout=settings.carrier_read_timeout * 3,
+                    max_age=settings.reconcile_ack_deadline,
                 )
             )  # fmt: skip
         asyncio.run(_serve(links))

@@ -13,6 +13,8 @@
   error goes again after 1, 2, 4… s, `MAX_TRIES` times in all, then fails; no answer (the
   session died, or `response_timeout` passed) is an unknown outcome, never resent.
 - **Receipts and MO** (deliver_sm, data_sm) are stored, and only then answered.
+- **Stale entries** (queued longer than `max_age`, the reconciler's deadline for an SMSC's
+  answer) are failed unsent.
 - **Orphans**: every couple of seconds the link says it is alive and takes over the entries of
   connectors that are not (`SegmentQueue.orphans`).
 """
@@ -147,6 +149,7 @@ class CarrierLink:
         rate: float = 0.0,
         burst: int = 1,
         response_timeout: float = 30.0,
+        max_age: float = 3600.0,
     ) -> None:
         self.name = name
         self.config = config
@@ -158,6 +161,7 @@ class CarrierLink:
         self.executor = executor
         self.bucket = TokenBucket(rate, burst)
         self.response_timeout = response_timeout
+        self.max_age = max_age  # seconds an entry may wait to be sent
         self.sessions: list[Session] = []
         self.ready = ReadyLine()
         self.in_hand = 0  # entries read and not yet done
@@ -300,19 +304,34 @@ class CarrierLink:
     def _take_batch(self, window: Window) -> list[Entry]:
         """Entries to write now: one (its window slot taken), and more while the window has
         room and the rate a free slot."""
-        entry = self.ready.take()
+        entry = self._next()
         if entry is None:
             return []
         batch = [entry]
         while len(self.ready) and window.free > 0:
             if self.bucket.reserve(only_now=True) is None:
                 break
-            taken = self.ready.take()
+            taken = self._next()
             if taken is None:
                 break
             window.take()
             batch.append(taken)
         return batch
+
+    def _next(self) -> Entry | None:
+        """The next entry still worth sending. One queued longer than `max_age` is failed
+        unsent: by then the reconciler gives its segment up (no SMSC answer within its
+        deadline), and the client was told; sending it now would contradict that."""
+        while (entry := self.ready.take()) is not None:
+            if time.time() * 1000 - entry.queued_at <= self.max_age * 1000:
+                return entry
+            self._store(
+                Answer(
+                    entry, SegmentStatus.FAILED, error_code="not_sent",
+                    error_message=f"waited over {self.max_age:g} s for a bind; not sent",
+                )
+            )  # fmt: skip
+        return None
 
     async def _prepare(self, session: Session, batch: list[Entry]) -> bool:
         """Wait out a throttle pause and the rate; mark the batch written. False (the batch

@@ -57,6 +57,11 @@ class Entry:
     written: bool = False  # a dead connector may have sent it
 
     @property
+    def queued_at(self) -> int:
+        """When the worker queued it (Unix ms: the first half of a stream entry id)."""
+        return int(self.id.partition("-")[0])
+
+    @property
     def segment(self) -> tuple[str, int]:
         message_id, _, seq = self.ref.rpartition(":")
         return message_id, int(seq)
