@@ -401,3 +401,26 @@ def running_smsc(
         loop.call_soon_threadsafe(loop.stop)
         thread.join(10)
         loop.close()
+
+
+def main() -> None:
+    """`python -m tests.smpp.smsc PORT [--no-receipts]`: serve until killed (benchmarks)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m tests.smpp.smsc", description=main.__doc__)
+    parser.add_argument("port", type=int)
+    parser.add_argument("--no-receipts", action="store_true")
+    args = parser.parse_args()
+    outcome = Outcome(stat="" if args.no_receipts else "DELIVRD")
+
+    async def serve() -> None:
+        smsc = Smsc(lambda to: outcome)
+        await smsc.start(port=args.port)
+        await asyncio.Event().wait()
+
+    with suppress(KeyboardInterrupt):
+        asyncio.run(serve())
+
+
+if __name__ == "__main__":
+    main()

@@ -148,11 +148,13 @@ def _done_at(text: str) -> str | None:
     if found is None:
         return None
     stamp = found.group(1)
+    year, month, day, hour, minute, second = (
+        int(stamp[i : i + 2] or 0) for i in range(0, 12, 2)
+    )  # not strptime: ten times slower, once per receipt
     try:
-        parsed = datetime.strptime(stamp, "%y%m%d%H%M%S" if len(stamp) == 12 else "%y%m%d%H%M")
+        return datetime(2000 + year, month, day, hour, minute, second, tzinfo=UTC).isoformat()
     except ValueError:
         return None
-    return parsed.replace(tzinfo=UTC).isoformat()
 
 
 @dataclass(frozen=True, slots=True)

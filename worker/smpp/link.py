@@ -4,7 +4,7 @@
   open: a lost or refused one is bound again after 1 s, doubling to 30 s (30 s at once after
   a refused password or system id).
 - **Feeding**: entries are read from the stream (`worker.smpp.queue`) only while the bound
-  transmitters have room: at most two windows' worth per session in the connector's hands.
+  transmitters have room: at most four windows' worth per session in the connector's hands.
 - **Sending**: each transmitter keeps at most `window` submit_sm unanswered; every PDU takes
   a slot of the carrier's `rate` (PDUs per second, all binds together, bursts of `burst`).
   An entry is marked `written` just before its submit_sm goes out.
@@ -54,6 +54,8 @@ THROTTLE_PAUSE = 1.0
 MAX_TRIES = 6  # submit_sm answered with a transient error: tries in all before failing
 READ_BLOCK_MS = 500
 READ_MAX = 200
+BATCH_WAIT = 0.002  # seconds answers may wait to be stored together
+IN_HAND_WINDOWS = 4  # entries a transmitter may have in the connector's hands, in windows
 DRAIN_SECONDS = 5.0  # on a clean stop: how long answers to what was sent are awaited
 
 
@@ -259,7 +261,7 @@ class CarrierLink:
         """Read entries while the bound transmitters have room for them."""
         while True:
             senders = sum(1 for s in self.sessions if s.transmits and s.is_open)
-            room = senders * self.config.window * 2 - self.in_hand
+            room = senders * self.config.window * IN_HAND_WINDOWS - self.in_hand
             if room <= 0:
                 self._room.clear()
                 with contextlib.suppress(TimeoutError):
@@ -436,6 +438,7 @@ class CarrierLink:
         backoff = BACKOFF_FIRST
         while True:
             await self._stored.wait()
+            await asyncio.sleep(BATCH_WAIT)  # let the answers arriving together join
             self._stored.clear()
             batch, after = self._batch, self._after
             self._batch, self._after = Batch(), []
