@@ -90,11 +90,18 @@ class SmppStack:
 
 @contextmanager
 def smpp_stack(
-    redis_url: str, smsc: RunningSmsc, directory: Path, name: str, **keys: Any
+    redis_url: str,
+    smsc: RunningSmsc,
+    directory: Path,
+    name: str,
+    *,
+    via: int | None = None,
+    **keys: Any,
 ) -> Iterator[SmppStack]:
     """Run the system with one SMPP carrier `name` (carriers-file `keys` on top) and its
-    connector, bound to `smsc`; wait until every bind is up."""
-    path = carriers_file(directory, name, smsc.port, **keys)
+    connector, bound to `smsc` (or to the SMSC on port `via`, e.g. Jasmin, in front of it);
+    wait until every bind is up."""
+    path = carriers_file(directory, name, via or smsc.port, **keys)
     receiver = Receiver()
     with ExitStack() as stack:
         receiver_url = stack.enter_context(serve_app(receiver.app()))
@@ -110,5 +117,8 @@ def smpp_stack(
         system.start_connector()
         pairs = keys.get("bind") == "transmitter + receiver"
         binds = int(keys.get("binds", 2)) * (2 if pairs else 1)
-        wait_for(lambda: smsc.bound_sessions() >= binds, 20, "the connector's binds")
+        if via is None:
+            wait_for(lambda: smsc.bound_sessions() >= binds, 20, "the connector's binds")
+        else:
+            wait_for(lambda: running.redis.keys("smsq:smpp:*:alive:*"), 20, "the connector")
         yield system
