@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
 
 import fakeredis
@@ -11,7 +12,7 @@ from pydantic import SecretStr
 
 from worker.breaker import CircuitBreaker
 from worker.carriers.config import CarrierConfig
-from worker.carriers.health import check, probe
+from worker.carriers.health import Probe, check, probe
 from worker.settings import Settings
 
 
@@ -102,3 +103,16 @@ class TestCheck:
         assert "5/s burst 1" in lines[1]
         assert "open" in lines[1]
         assert lines[-1] == "  route default: sim"
+
+
+class TestSmppProbe:
+    def test_an_smsc_is_probed_by_connecting(self, seen: list[httpx.Request]) -> None:
+        """No HTTP request, no bind: the SMSC's port accepts a connection, or not."""
+        listener = socket.create_server(("127.0.0.1", 0))
+        port = listener.getsockname()[1]
+        smpp = {"type": "smpp", "host": "127.0.0.1", "port": port, "system_id": "smsq"}
+        with client_answering(200, seen) as client:
+            assert probe(CarrierConfig.model_validate(smpp), client) == Probe(True, "port open")
+            listener.close()
+            down = probe(CarrierConfig.model_validate(smpp), client)
+        assert (down.ok, seen) == (False, [])

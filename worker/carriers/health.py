@@ -2,12 +2,13 @@
 
 A probe never sends an SMS: it makes the cheapest authenticated request each carrier has
 (the simulator's `/stats`, Kannel's sendsms without a recipient, Twilio's account resource, a
-GET of the generic carrier's URL) and reads the answer: reachable, credentials refused, or
-down. Breaker states come from Redis when it answers.
+GET of the generic carrier's URL, a TCP connection to an SMSC) and reads the answer:
+reachable, credentials refused, or down. Breaker states come from Redis when it answers.
 """
 
 from __future__ import annotations
 
+import socket
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -31,6 +32,8 @@ class Probe:
 
 def probe(config: CarrierConfig, client: httpx.Client) -> Probe:
     """Ask a carrier something harmless; classify the answer."""
+    if config.smpp is not None:
+        return _probe_smpp(config.smpp.host, config.smpp.port)
     url, auth = _probe_request(config)
     try:
         response = client.get(url, auth=auth)
@@ -42,6 +45,16 @@ def probe(config: CarrierConfig, client: httpx.Client) -> Probe:
     if status >= 500:
         return Probe(False, f"answers {status}")
     return Probe(True, f"reachable ({status})")
+
+
+def _probe_smpp(host: str, port: int) -> Probe:
+    """An SMSC's port accepts a connection (no bind: an account's binds may all be taken by
+    the connector, and a refused extra bind would say nothing of its credentials)."""
+    try:
+        socket.create_connection((host, port), timeout=3).close()
+    except OSError as exc:
+        return Probe(False, f"unreachable ({type(exc).__name__})")
+    return Probe(True, "port open")
 
 
 def _probe_request(config: CarrierConfig) -> tuple[str, tuple[str, str] | None]:
@@ -71,11 +84,17 @@ def check(
         result = probe(carrier, client)
         healthy &= result.ok
         lines.append(
-            f"  {name:<16} {carrier.type:<7} {_host(carrier.url):<28} {result.detail}; "
+            f"  {name:<16} {carrier.type:<7} {_where(carrier):<28} {result.detail}; "
             f"{_limits(carrier)}; breaker {_breaker(name, carrier, store)}"
         )
     lines.extend(_routes(config))
     return healthy, lines
+
+
+def _where(carrier: CarrierConfig) -> str:
+    if carrier.smpp is not None:
+        return f"{carrier.smpp.host}:{carrier.smpp.port}"
+    return _host(carrier.url)
 
 
 def _host(url: str) -> str:
