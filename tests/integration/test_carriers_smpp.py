@@ -265,21 +265,44 @@ class TestConnectorDeath:
         # scheduler's would be after its grace.
         time.sleep(1.0)
         reconcile_once(system)
+        assert_receipts_once(system, "/chaos", expected)
 
-        def arrived() -> Counter[tuple[str, int]] | None:
-            got = Counter((r.json()["id"], r.json()["level"]) for r in system.receiver.snapshot())
-            return got if len(got) >= len(expected) else None
+    def test_a_stopped_connector_leaves_nothing_unknown(self, chaos_system: SmppStack) -> None:
+        """SIGTERM mid-run: the connector waits for the answers to what it wrote, stores them
+        and leaves; the next one takes the rest over at once: all delivered, each once."""
+        system, smsc = chaos_system, chaos_system.smsc
+        start = smsc.counters.submits
+        ids = [system.send(f"+49151310{n:05d}", f"calm {n:05d}", "/calm") for n in range(100)]
+        wait_for(lambda: smsc.counters.submits - start >= 30, 20, "the first submits")
+        system.stop_connectors()
+        assert smsc.counters.submits - start < 100, "the stop came too late to matter"
+        system.start_connector()
+        final = wait_for(lambda: _all_final(system, ids), 30, "every message final")
+        assert set(final.values()) == {"delivered"}
+        texts = Counter(s.pdu.short_message for s in smsc.submitted[start:])
+        assert (len(texts), max(texts.values())) == (100, 1)
+        assert_receipts_once(system, "/calm", {(m, level) for m in ids for level in (1, 2)})
 
-        try:
-            got = wait_for(arrived, 20, "receipts")
-        except AssertionError:
-            seen = Counter((r.json()["id"], r.json()["level"]) for r in system.receiver.snapshot())
-            missing = sorted(expected - set(seen))[:3]
-            raise AssertionError(
-                [(m, level, system.stack.message(m)) for m, level in missing]
-            ) from None
-        assert max(got.values()) == 1, "a receipt reached the client twice"
-        assert set(got) == expected
+
+def assert_receipts_once(system: SmppStack, path: str, expected: set[tuple[str, int]]) -> None:
+    """Exactly the `expected` (message id, level) receipts reach `path`, each once."""
+
+    def seen() -> Counter[tuple[str, int]]:
+        found = [r.json() for r in system.receiver.snapshot() if r.path == path]
+        return Counter((r["id"], r["level"]) for r in found)
+
+    def all_there() -> Counter[tuple[str, int]] | None:
+        found = seen()
+        return found if len(found) >= len(expected) else None
+
+    try:
+        got = wait_for(all_there, 20, f"receipts at {path}")
+    except AssertionError:
+        missing = sorted(expected - set(seen()))[:3]
+        details = [(m, level, system.stack.message(m)) for m, level in missing]
+        raise AssertionError(details) from None
+    assert max(got.values()) == 1, "a receipt reached the client twice"
+    assert set(got) == expected
 
 
 def reconcile_once(system: SmppStack) -> None:

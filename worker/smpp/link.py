@@ -173,6 +173,7 @@ class CarrierLink:
         self._batch = Batch()
         self._after: list[Callable[[], None]] = []  # run once the batch is stored
         self._stored = asyncio.Event()
+        self._storing = False
         self._stopping = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Task[None]] = set()
@@ -228,7 +229,8 @@ class CarrierLink:
             )
             try:
                 await session.open()
-            except (OSError, TimeoutError, BindError) as exc:
+            except Exception as exc:  # noqa: BLE001 - whatever failed, this bind is tried again
+                session.close()
                 if isinstance(exc, BindError) and exc.status in AUTH_FAILURES:
                     backoff = BACKOFF_CAP
                 log.warning(
@@ -282,6 +284,8 @@ class CarrierLink:
         while session.is_open:
             await self.ready.wait()
             await window.acquire()
+            if self._stopping.is_set():
+                return  # winding down: what is not written stays for the next connector
             batch = self._take_batch(window)
             if not batch:
                 window.release()
@@ -444,6 +448,7 @@ class CarrierLink:
             self._batch, self._after = Batch(), []
             if not (batch.answers or batch.receipts or batch.messages):
                 continue
+            self._storing = True
             try:
                 await self._call(self.outcomes.store, batch)
             except Exception:
@@ -453,6 +458,8 @@ class CarrierLink:
                 backoff = min(BACKOFF_CAP, backoff * 2)
                 self._stored.set()
                 continue
+            finally:
+                self._storing = False
             backoff = BACKOFF_FIRST
             for answer in batch.answers:
                 self._tries.pop(answer.entry.id, None)
@@ -463,8 +470,9 @@ class CarrierLink:
 
     @property
     def idle(self) -> bool:
-        """Nothing waits to be stored."""
-        return not (self._batch.answers or self._batch.receipts or self._batch.messages)
+        """Nothing waits to be stored, nothing is being stored."""
+        waiting = self._batch.answers or self._batch.receipts or self._batch.messages
+        return not (waiting or self._storing)
 
     # -- orphans ------------------------------------------------------------------------------
     async def _reclaim(self) -> None:
