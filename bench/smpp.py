@@ -29,6 +29,7 @@ from worker.embedded_redis import EmbeddedRedis, free_port
 from worker.smpp import queue
 from worker.smpp.config import SmppConfig
 from worker.smpp.pdu import Command, Pdu
+from worker.smpp.queue import SegmentQueue
 from worker.smpp.session import Endpoint, Session
 from worker.smpp.submit import submit_body
 from worker.store import Message, Store, carrier_index_key, segments_key
@@ -89,7 +90,7 @@ def queue_segments(client: redis.Redis, raw: redis.Redis, n: int, offset: int) -
         pipe.execute()
     pipe = raw.pipeline(transaction=False)
     for i in range(n):
-        pipe.xadd(queue.stream_key(CARRIER), {"ref": f"b{offset + i}:1", "pdu": body(i)})
+        queue.enqueue(pipe, CARRIER, f"b{offset + i}:1", body(i), "normal")
     pipe.execute()
 
 
@@ -108,12 +109,12 @@ def through_smsq(tmp: Path, redis_url: str, smsc_port: int, n: int, binds: int, 
            "SMSQ_LOG_LEVEL": "ERROR"}  # fmt: skip
     with processes(env) as group:
         group.start("-m", "producer", "smpp")
-        stream = queue.stream_key(CARRIER)
+        streams = SegmentQueue(raw, CARRIER, "bench")
         wait_until(lambda: bool(client.keys(f"smsq:smpp:{CARRIER}:alive:*")), 30)
         time.sleep(1.0)  # every bind up (the first heartbeat comes with the first bind)
         queue_segments(client, raw, n, offset)
         started = time.monotonic()
-        ended = wait_until(lambda: client.xlen(stream) == 0, 600, poll=0.02)
+        ended = wait_until(lambda: streams.depth() == 0, 600, poll=0.02)
     client.close()
     raw.close()
     return n / (ended - started)

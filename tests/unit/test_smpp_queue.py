@@ -38,7 +38,7 @@ class TestSegmentQueue:
         those it wrote come back marked (an unknown outcome); its done ones are gone."""
         client = raw(server)
         for n in range(3):
-            queue.enqueue(client, "up", f"m{n}:1", b"pdu%d" % n)
+            queue.enqueue(client, "up", f"m{n}:1", b"pdu%d" % n, "normal")
         dead = SegmentQueue(client, "up", "dead")
         dead.create_group()
         first, second, third = dead.read(10, 0)
@@ -51,9 +51,22 @@ class TestSegmentQueue:
         assert alive.orphans() == []  # taken once; the dead consumer is forgotten
         assert (first.segment, third.pdu) == (("m0", 1), b"pdu2")
 
+    def test_otps_are_read_before_a_backlog(self, server: fakeredis.FakeServer) -> None:
+        """A campaign queued first does not hold an OTP back: the OTP lane is read first,
+        then normal, then bulk (an unknown lane counts as normal)."""
+        client = raw(server)
+        for n, lane in enumerate(["bulk", "bulk", "normal", "otp", "weird"]):
+            queue.enqueue(client, "up", f"m{n}:1", b"pdu", lane)
+        segments = SegmentQueue(client, "up", "me")
+        segments.create_group()
+        assert [e.ref for e in segments.read(3, 0)] == ["m3:1", "m2:1", "m4:1"]
+        assert [(e.ref, e.lane) for e in segments.read(10, 0)] == [
+            ("m0:1", "bulk"), ("m1:1", "bulk"),
+        ]  # fmt: skip
+
     def test_a_live_connectors_entries_stay_its_own(self, server: fakeredis.FakeServer) -> None:
         client = raw(server)
-        queue.enqueue(client, "up", "m1:1", b"pdu")
+        queue.enqueue(client, "up", "m1:1", b"pdu", "normal")
         busy = SegmentQueue(client, "up", "busy")
         busy.create_group()
         busy.heartbeat()
@@ -63,7 +76,7 @@ class TestSegmentQueue:
     def test_a_throttled_entry_is_unmarked(self, server: fakeredis.FakeServer) -> None:
         """Answered (throttled) means not sent: unmarked, it is sent again after a death."""
         client = raw(server)
-        queue.enqueue(client, "up", "m1:1", b"pdu")
+        queue.enqueue(client, "up", "m1:1", b"pdu", "normal")
         dead = SegmentQueue(client, "up", "dead")
         dead.create_group()
         entries = dead.read(10, 0)
@@ -94,7 +107,7 @@ class TestOutcomes:
             )
         )
         store.claim_segment(message_id, 1)
-        queue.enqueue(segments.client, "up", f"{message_id}:1", b"pdu")
+        queue.enqueue(segments.client, "up", f"{message_id}:1", b"pdu", "normal")
         store.accept_segment(message_id, 1, "up", f"{message_id}.1", sent=True)
         (entry,) = segments.read(1, 0)
         return entry
@@ -141,7 +154,7 @@ class TestOutcomes:
             )
         )
         store.claim_segment("u1", 1)
-        queue.enqueue(segments.client, "up", "u1:1", b"pdu")
+        queue.enqueue(segments.client, "up", "u1:1", b"pdu", "normal")
         (entry,) = segments.read(1, 0)
         outcomes.store(Batch(answers=[Answer(entry, SegmentStatus.UNKNOWN, error_code="x")]))
         _, parked = store.accept_segment("u1", 1, "up", "u1.1", sent=True)

@@ -20,6 +20,7 @@ from worker.errors import (
     CarrierUnknownOutcomeError,
     ValidationError,
 )
+from worker.metrics import current_lane
 from worker.smpp import queue
 from worker.smpp.config import SmppConfig
 from worker.smpp.submit import submit_body
@@ -58,7 +59,8 @@ class SmppCarrier:
         except ValueError as exc:  # a short_message past 254 octets, an address past its size
             raise CarrierRejectedError(str(exc), carrier=self.name, code="smpp_encoding") from exc
         try:
-            queue.enqueue(self._redis, self.name, segment.client_ref, body)
+            # On its message's lane (the task's): the connector reads OTPs first.
+            queue.enqueue(self._redis, self.name, segment.client_ref, body, current_lane.get())
         except redis.TimeoutError as exc:  # it may be queued: never queued twice blindly
             raise CarrierUnknownOutcomeError(
                 f"queueing for the connector timed out: {exc}", carrier=self.name, code="queue"

@@ -31,7 +31,7 @@ from collections.abc import Callable, Coroutine
 from concurrent.futures import Executor
 from typing import Any, TypeVar
 
-from worker.contract import SegmentStatus
+from worker.contract import Priority, SegmentStatus
 from worker.smpp.config import SmppConfig
 from worker.smpp.inbound import (
     NotAReceiptError,
@@ -48,6 +48,7 @@ from worker.smpp.statuses import AUTH_FAILURES, Verdict, describe, error_code, v
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+OTP = Priority.OTP.value
 
 BACKOFF_FIRST, BACKOFF_CAP = 1.0, 30.0
 THROTTLE_PAUSE = 1.0
@@ -276,7 +277,8 @@ class CarrierLink:
                 await asyncio.sleep(1.0)
                 continue
             self.in_hand += len(entries)
-            self.ready.extend(entries)
+            self.ready.put_front([e for e in entries if e.lane == OTP])  # before a backlog
+            self.ready.extend([e for e in entries if e.lane != OTP])
 
     async def _send(self, session: Session) -> None:
         """Write submit_sm on one session while it is open, `window` unanswered at most."""
