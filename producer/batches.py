@@ -10,19 +10,19 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, cast
 
 import pydantic
 
 from producer.quiet_hours import QuietHours, release_time
-from producer.schemas import BatchRequest, SendRequest
+from producer.schemas import BatchRequest, Recipient, SendRequest
 from producer.submission import accept_messages
 from producer.validation import build_message
 from worker.batch_progress import count_batch, watch
 from worker.clock import now_ms
-from worker.contract import MessageStatus
+from worker.contract import CANCELLABLE_STATUSES, MessageStatus
 from worker.errors import NotFoundError, ValidationError
 from worker.geo import GeoPermissions
 from worker.queueing import CeleryPublisher
@@ -55,25 +55,39 @@ def render(template: str, variables: Mapping[str, Any]) -> str:
     return _VARIABLE.sub(substitute, template)
 
 
-def expand(request: BatchRequest) -> Iterator[dict[str, Any] | ValidationError]:
-    """One send body per recipient (or the error that makes that recipient invalid)."""
-    common = {k: v for k, v in request.model_dump(by_alias=True).items() if k in _COMMON}
-    common = {k: v for k, v in common.items() if v is not None}
-    if request.messages is not None:
-        for message in request.messages:
-            yield {**common, **message}
-        return
-    for recipient in request.recipients or []:
-        to, variables = (
-            (recipient, {}) if isinstance(recipient, str) else (recipient.to, recipient.vars)
-        )
-        try:
-            content = render(request.content or "", {"to": to, **variables})
-        except ValidationError as exc:
-            yield exc
-            continue
-        client_ref = None if isinstance(recipient, str) else recipient.client_ref
-        yield {**common, "to": to, "content": content, "client_ref": client_ref}
+def expand(
+    request: BatchRequest, items: Sequence[Any] | None = None
+) -> Iterator[dict[str, Any] | ValidationError]:
+    """One send body per message or recipient of `items` (validated list items of the request,
+    or the errors of invalid ones; by default its own list), or the error that makes that
+    recipient invalid."""
+    fields = request.model_dump(by_alias=True, exclude={"messages", "recipients"})
+    common = {k: v for k, v in fields.items() if k in _COMMON and v is not None}
+    listed: Sequence[Any] = (
+        (request.messages or request.recipients or []) if items is None else items
+    )
+    for item in listed:
+        if isinstance(item, ValidationError):
+            yield item
+        elif request.messages is not None:
+            yield {**common, **item}
+        else:
+            yield _recipient_body(request, common, item)
+
+
+def _recipient_body(
+    request: BatchRequest, common: dict[str, Any], recipient: str | Recipient
+) -> dict[str, Any] | ValidationError:
+    """The send body of one templated recipient, or why it has none."""
+    to, variables = (
+        (recipient, {}) if isinstance(recipient, str) else (recipient.to, recipient.vars)
+    )
+    try:
+        content = render(request.content or "", {"to": to, **variables})
+    except ValidationError as exc:
+        return exc
+    client_ref = None if isinstance(recipient, str) else recipient.client_ref
+    return {**common, "to": to, "content": content, "client_ref": client_ref}
 
 
 @dataclass
@@ -140,12 +154,14 @@ def ingest(
     batch_id: str,
     quiet: QuietHours | None = None,
     geo: GeoPermissions | None = None,
+    result: IngestResult | None = None,
 ) -> IngestResult:
-    """Validate each body, then store and publish the valid ones in pipelined chunks."""
-    result = IngestResult(batch_id)
+    """Validate each body, then store and publish the valid ones in pipelined chunks; with
+    `result`, the bodies continue an ingest (their indexes follow its earlier ones)."""
+    result = result or IngestResult(batch_id)
     chunk: list[Message] = []
     geo = geo or GeoPermissions.for_key((), settings)  # the deployment's, built once
-    for index, body in enumerate(bodies):
+    for index, body in enumerate(bodies, start=len(result.accepted) + len(result.rejected)):
         outcome = _validated(index, body, settings, key_id, result.batch_id, quiet, geo)
         if isinstance(outcome, Message):
             result.held += outcome.status == MessageStatus.SCHEDULED and outcome.send_at is not None
@@ -229,13 +245,10 @@ def batch_status(store: Store, batch_id: str, key_id: str) -> dict[str, Any]:
     return count_batch(store.redis, batch_id, _batch_fields(store, batch_id, key_id))
 
 
-CANCELLABLE = frozenset({MessageStatus.QUEUED, MessageStatus.SCHEDULED})
+CANCELLABLE = CANCELLABLE_STATUSES
 
 
-def cancel_batch(store: Store, batch_id: str, key_id: str) -> int:
-    """Cancel every message of the batch not yet being submitted; returns how many."""
+def batch_ids(store: Store, batch_id: str, key_id: str) -> Iterator[list[str]]:
+    """The ids of the key's batch, a chunk at a time (NotFoundError for others' batches)."""
     _batch_fields(store, batch_id, key_id)
-    return sum(
-        store.transition_many(ids, CANCELLABLE, MessageStatus.CANCELLED)
-        for ids in _ids(store, batch_id)
-    )
+    yield from _ids(store, batch_id)

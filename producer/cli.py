@@ -21,20 +21,24 @@ import typer
 from typer.core import TyperGroup
 
 from producer import campaigns, devkey
+from producer.desk import MessageDesk
 from producer.instance import DataDir, NoInstanceError, client_settings
 from producer.library import Producer
 from producer.logfiles import Follower, last_lines, log_files
 from producer.preview import preview
 from producer.up import UpOptions
 from producer.up import up as run_up
+from worker.celery_app import create_app as create_celery_app
 from worker.errors import ValidationError
 from worker.geo import check_countries
 from worker.keys import ALL_SCOPES, KeyStore, parse_duration, parse_rate
 from worker.logs import configure as configure_logs
+from worker.queueing import CeleryPublisher, publishes_directly
 from worker.quotas import Quotas
 from worker.redis_urls import connect, redacted
 from worker.settings import Settings, get_settings
 from worker.simulator import carrier_sim
+from worker.store import Store
 
 DEFAULT_SCOPES = ",".join(ALL_SCOPES)
 COUNTRIES_HELP = "Where it may send: US,GB,… or * for all (default: SMSQ_ALLOWED_COUNTRIES)"
@@ -280,12 +284,32 @@ def keys_list() -> None:
 
 
 @keys_app.command("revoke")
-def keys_revoke(key_id: str) -> None:
-    """Revoke a key at once."""
-    if not KeyStore(_redis()).revoke(key_id):
+def keys_revoke(
+    key_id: str,
+    cancel_pending: Annotated[
+        bool,
+        typer.Option(
+            "--cancel-pending",
+            help="Also cancel the key's queued and scheduled messages (as DELETE /sms/{id})",
+        ),
+    ] = False,
+) -> None:
+    """Revoke a key at once (its queued and scheduled messages still go, unless cancelled)."""
+    settings = _settings()
+    client = _redis(settings)
+    if not KeyStore(client).revoke(key_id):
         typer.echo(f"no key {key_id}", err=True)
         raise typer.Exit(1)
     typer.echo(f"revoked {key_id}")
+    if cancel_pending:
+        # After the revocation: no new message of the key can be accepted meanwhile.
+        celery = create_celery_app(settings)
+        try:
+            publisher = CeleryPublisher(celery, client, direct=publishes_directly(settings))
+            cancelled = MessageDesk(settings, Store(client), publisher).cancel_pending(key_id)
+        finally:
+            celery.close()
+        typer.echo(f"cancelled {cancelled} pending message(s)")
 
 
 @keys_app.command("limits")

@@ -1,5 +1,7 @@
-"""JSON error replies `{"error": {"code", "message", "field"}}` for every failure, and the
-request body size limit that answers 413 before an oversized body is read."""
+"""JSON error replies `{"error": {"code", "message", "field"}}` for every failure, the request
+body size limit that answers 413 before an oversized body is read, and the shape of paths:
+a wrong method on a known path is 405 naming the right one (with `Allow`), and a trailing
+slash is ignored (`POST /sms/send/` is `POST /sms/send`: no redirect)."""
 
 from __future__ import annotations
 
@@ -13,7 +15,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from producer.auth import ForbiddenError, UnauthorizedError
 from producer.responses import JsonResponse
+from producer.routes import allowed_methods
 from worker.errors import ConflictError, NotFoundError, RateLimitedError, ValidationError
+from worker.quotas import RevokedKeyError
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +28,13 @@ class BadRequestError(ValidationError):
 
 class PayloadTooLargeError(ValidationError):
     """Body over the size limit (413)."""
+
+
+class UnsupportedMediaTypeError(ValidationError):
+    """A body that is not JSON by its content type (415)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, field="content-type", code="unsupported_media_type")
 
 
 def error_response(
@@ -101,6 +112,7 @@ def _too_large(limit: int) -> JsonResponse:
 # Errors whose reply is their status, a code and their own text.
 PLAIN_ERRORS: tuple[tuple[type[Exception], int, str, dict[str, str] | None], ...] = (
     (UnauthorizedError, 401, "unauthorized", {"www-authenticate": "Bearer"}),
+    (RevokedKeyError, 401, "unauthorized", {"www-authenticate": "Bearer"}),
     (ForbiddenError, 403, "forbidden", None),
     (NotFoundError, 404, "not_found", None),
     (ConflictError, 409, "conflict", None),
@@ -119,6 +131,8 @@ def _plain(
 def install(app: FastAPI) -> None:
     """Register the handlers that turn every exception into the JSON error shape."""
     app.add_middleware(BodySizeLimit)
+    app.add_middleware(TrailingSlash)
+    app.router.redirect_slashes = False
     for error, status, code, headers in PLAIN_ERRORS:
         app.add_exception_handler(error, _plain(status, code, headers))
 
@@ -129,6 +143,10 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(PayloadTooLargeError)
     async def too_large(_: Request, exc: PayloadTooLargeError) -> JsonResponse:
         return error_response(413, exc.code, exc.message, exc.field)
+
+    @app.exception_handler(UnsupportedMediaTypeError)
+    async def not_json(_: Request, exc: UnsupportedMediaTypeError) -> JsonResponse:
+        return error_response(415, exc.code, exc.message, exc.field)
 
     @app.exception_handler(ValidationError)
     async def invalid(_: Request, exc: ValidationError) -> JsonResponse:
@@ -150,6 +168,34 @@ def install(app: FastAPI) -> None:
         return error_response(429, exc.code, str(exc), headers={"retry-after": retry_after})
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_: Request, exc: StarletteHTTPException) -> JsonResponse:
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return error_response(exc.status_code, code, str(exc.detail))
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JsonResponse:
+        if exc.status_code == 405:
+            return wrong_method(request, dict(exc.headers or {}))
+        code = {404: "not_found"}.get(exc.status_code, "http_error")
+        headers = dict(exc.headers) if exc.headers else None
+        return error_response(exc.status_code, code, str(exc.detail), headers=headers)
+
+
+def wrong_method(request: Request, headers: dict[str, str]) -> JsonResponse:
+    """405 naming every method the path takes, in the message and in `Allow` (Starlette's own
+    `Allow` names the first matching route's only)."""
+    path = request.scope["path"]
+    allowed = allowed_methods(request.app.routes, path) or headers.get("Allow", "").split(", ")
+    named = [m for m in allowed if m != "HEAD"]
+    message = f"{request.method} is not allowed on {path}: use {' or '.join(named)}"
+    return error_response(
+        405, "method_not_allowed", message, headers={**headers, "Allow": ", ".join(allowed)}
+    )
+
+
+class TrailingSlash:
+    """ASGI middleware: `/sms/send/` is `/sms/send` (no redirect a POST would not follow)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] == "http" and len(path) > 1 and path.endswith("/"):
+            scope["path"] = path.rstrip("/") or "/"
+        await self.app(scope, receive, send)

@@ -19,8 +19,9 @@ from datetime import datetime
 from types import TracebackType
 from typing import Any
 
-from producer.batches import CANCELLABLE, IngestResult, claim_batch, ingest, record_batch
+from producer.batches import IngestResult
 from producer.body import parse_model
+from producer.desk import MessageDesk
 from producer.instance import client_settings
 from producer.otp import (
     DEFAULT_PURPOSE,
@@ -31,10 +32,7 @@ from producer.otp import (
     OtpVerifyRequest,
 )
 from producer.schemas import SendRequest
-from producer.submission import accept_messages
-from producer.validation import build_message
 from worker.celery_app import create_app as create_celery_app
-from worker.contract import MessageStatus
 from worker.keys import KeyStore
 from worker.otp.challenges import Verdict
 from worker.queueing import CeleryPublisher, publishes_directly
@@ -80,6 +78,7 @@ class Producer:
             self.celery, self.redis, direct=publishes_directly(settings)
         )
         self._otp = OtpDesk(settings, self.redis, self.store, self.publisher)
+        self._desk = MessageDesk(settings, self.store, self.publisher)
 
     def close(self) -> None:
         self.celery.close()
@@ -143,9 +142,7 @@ class Producer:
         Returns the message id; raises ValidationError naming the field when invalid.
         """
         body = parse_model(SendRequest, _api_body({"to": to, "content": content, **options}))
-        message, _ = build_message(body, self.settings, key_id=self.key_id)
-        accept_messages(self.store, self.publisher, [message])
-        return message.id
+        return str(self._desk.send(body, self.key_id)["id"])
 
     def schedule(self, to: str, content: str, *, at: datetime | str, **options: Any) -> str:
         """Send at `at` (an aware datetime or ISO 8601 text), through the durable scheduler."""
@@ -158,16 +155,11 @@ class Producer:
         """Send many messages (API body dicts) as one batch, stored and queued in pipelined
         chunks; the result lists the accepted ids and each rejected index with its error."""
         bodies = (_api_body(dict(m)) for m in messages)
-        batch = claim_batch(self.store, batch_id, self.key_id, "bulk")
-        result = ingest(
-            self.store, self.publisher, self.settings, bodies, key_id=self.key_id, batch_id=batch
-        )
-        record_batch(self.store, result)
-        return result
+        return self._desk.send_many(bodies, self.key_id, batch_id=batch_id)
 
     def cancel(self, message_id: str) -> bool:
         """Cancel a queued or scheduled message; False once it is being submitted or done."""
-        return self.store.transition(message_id, CANCELLABLE, MessageStatus.CANCELLED)
+        return self._desk.cancel_ids([message_id]) == 1
 
 
 def _api_body(values: dict[str, Any]) -> dict[str, Any]:

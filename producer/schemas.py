@@ -19,12 +19,16 @@ class SendRequest(BaseModel):
         None, alias="from", description="Alphanumeric (≤ 11 GSM characters) or a number"
     )
     content: str = Field(description="The text, any Unicode", max_length=MAX_CONTENT_CHARS)
-    dlr: bool = Field(False, description="Ask for delivery receipts")
+    dlr: bool | None = Field(
+        None, description="Ask for delivery receipts; default: true when dlr-url is given"
+    )
     dlr_level: Literal[1, 2, 3] = Field(
         1, alias="dlr-level", description="1 = carrier, 2 = handset, 3 = both"
     )
     dlr_url: str | None = Field(None, alias="dlr-url", description="Where receipts go")
-    dlr_method: Literal["GET", "POST"] = Field("POST", alias="dlr-method")
+    dlr_method: Literal["GET", "POST"] = Field(
+        "POST", alias="dlr-method", description="GET or POST, any case"
+    )
     dlr_batch: bool = Field(
         False,
         alias="dlr-batch",
@@ -43,6 +47,16 @@ class SendRequest(BaseModel):
     @classmethod
     def _batch_needs_a_body(cls, value: bool, info: ValidationInfo) -> bool:
         return check_dlr_batch(value, info)
+
+    @field_validator("dlr_method", mode="before")
+    @classmethod
+    def _method_in_any_case(cls, value: object) -> object:
+        return upper_method(value)
+
+
+def upper_method(value: object) -> object:
+    """`dlr-method` in any case (`get`, `Post`) as GET or POST; anything else as it came."""
+    return value.upper() if isinstance(value, str) else value
 
 
 def check_dlr_batch(value: bool, info: ValidationInfo) -> bool:
@@ -86,7 +100,7 @@ class BatchRequest(BaseModel):
     content: str | None = Field(None, description="Template with {name} variables")
     recipients: list[str | Recipient] | None = Field(None, max_length=MAX_BATCH)
     from_: str | None = Field(None, alias="from")
-    dlr: bool = False
+    dlr: bool | None = Field(None, description="Default: true when dlr-url is given")
     dlr_level: Literal[1, 2, 3] = Field(1, alias="dlr-level")
     dlr_url: str | None = Field(None, alias="dlr-url")
     dlr_method: Literal["GET", "POST"] = Field("POST", alias="dlr-method")
@@ -108,6 +122,11 @@ class BatchRequest(BaseModel):
     def _batch_needs_a_body(cls, value: bool, info: ValidationInfo) -> bool:
         return check_dlr_batch(value, info)
 
+    @field_validator("dlr_method", mode="before")
+    @classmethod
+    def _method_in_any_case(cls, value: object) -> object:
+        return upper_method(value)
+
     @model_validator(mode="after")
     def _one_shape(self) -> BatchRequest:
         if (self.messages is None) == (self.recipients is None):
@@ -128,6 +147,14 @@ class SendAccepted(BaseModel):
     characters: int
 
 
+class MessagePage(BaseModel):
+    """200 reply of `GET /sms`: messages newest first (as `GET /sms/{id}` without segments,
+    receipts and events); `next_cursor` is null on the last page."""
+
+    messages: list[dict[str, Any]]
+    next_cursor: str | None
+
+
 class ErrorDetail(BaseModel):
     code: str
     message: str
@@ -141,5 +168,5 @@ class ErrorBody(BaseModel):
 
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorBody} for code in (400, 401, 404, 409, 413, 422, 429)
+    code: {"model": ErrorBody} for code in (400, 401, 404, 405, 409, 413, 415, 422, 429)
 }

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import redis
+
 from worker.contract import SEND_MANY, SEND_SMS, MessageStatus, Priority, Queue
 from worker.queueing import CeleryPublisher, schedule_at
 from worker.store import Message, Store
@@ -42,6 +44,27 @@ def send_jobs(messages: Sequence[Message], chunk: int = 1) -> list[tuple[int | N
     return jobs
 
 
+def stage_messages(
+    pipe: redis.client.Pipeline,
+    store: Store,
+    publisher: CeleryPublisher,
+    messages: Sequence[Message],
+    *,
+    chunk: int = 1,
+) -> list[Job]:
+    """Queue on `pipe` the writes that store `messages` and queue (or schedule) their send
+    tasks; returns the tasks to publish once the pipeline ran (a broker other than the store's
+    Redis: see `accept_messages`)."""
+    store.add_create_many(pipe, messages, "accepted")
+    later: list[Job] = []
+    for due, (task, args, queue) in send_jobs(messages, chunk):
+        if due is not None:
+            schedule_at(pipe, due, task, args, queue)
+        elif not publisher.enqueue_in(pipe, task, args, queue):
+            later.append((task, args, queue))
+    return later
+
+
 def accept_messages(
     store: Store, publisher: CeleryPublisher, messages: Sequence[Message], *, chunk: int = 1
 ) -> None:
@@ -55,14 +78,7 @@ def accept_messages(
     per task (`sms.send_many`); OTP and single sends keep one id per task (`chunk` 1).
     """
     pipe = store.redis.pipeline(transaction=True)
-    for message in messages:
-        store.add_create(pipe, message, "accepted")
-    later: list[Job] = []
-    for due, (task, args, queue) in send_jobs(messages, chunk):
-        if due is not None:
-            schedule_at(pipe, due, task, args, queue)
-        elif not publisher.enqueue_in(pipe, task, args, queue):
-            later.append((task, args, queue))
+    later = stage_messages(pipe, store, publisher, messages, chunk=chunk)
     pipe.execute()  # with direct publishing: the messages and their tasks, atomically
     if later:
         publisher.publish_many(later)

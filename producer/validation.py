@@ -23,25 +23,44 @@ _NUMERIC_SENDER = re.compile(r"\+?[0-9]{1,15}")
 _ALPHANUMERIC_SENDER = re.compile(r"[A-Za-z0-9 ._&'-]{1,11}")
 
 
+# Why phonenumbers could not read a number, in the user's terms (it speaks of a plus-sign
+# that the user may never have typed: we add it).
+_PARSE_ERRORS = {
+    phonenumbers.NumberParseException.INVALID_COUNTRY_CODE: "does not start with a country code",
+    phonenumbers.NumberParseException.NOT_A_NUMBER: "is not a phone number",
+    phonenumbers.NumberParseException.TOO_SHORT_AFTER_IDD: "is too short",
+    phonenumbers.NumberParseException.TOO_SHORT_NSN: "is too short",
+    phonenumbers.NumberParseException.TOO_LONG: "is too long",
+}
+INTERNATIONAL_FORMAT = "international format: +, country code, number, e.g. +447911123456"
+
+
 @lru_cache(maxsize=65_536)  # campaigns and OTPs repeat numbers; parsing costs ~0.1 ms
 def normalize_number(raw: str, field: str = "to") -> str:
-    """E.164 (`+` and digits) for a valid phone number; ValidationError otherwise."""
+    """E.164 (`+` and digits) for a valid phone number; ValidationError otherwise.
+
+    The leading `+` is optional, and the international call prefix `00` is read as `+`
+    (`0044 7911 123456` is `+447911123456`), as on a phone in most of the world.
+    """
     text = raw.strip()
     if not text:
         raise ValidationError("a phone number is required", field=field, code="required")
-    if not text.startswith("+"):
+    if text.startswith("00"):
+        text = "+" + text[2:]
+    elif not text.startswith("+"):
         text = "+" + text
     try:
         number = phonenumbers.parse(text, None)
     except phonenumbers.NumberParseException as exc:
+        reason = _PARSE_ERRORS.get(exc.error_type, "cannot be read")
         raise ValidationError(
-            f"not a phone number: {exc.args[0] if exc.args else 'unparseable'}",
+            f"{field} {reason}: it must be in {INTERNATIONAL_FORMAT} (a leading 00 is written +)",
             field=field,
             code="invalid_number",
         ) from None
     if not phonenumbers.is_valid_number(number):
         raise ValidationError(
-            "not a valid phone number (E.164, with country code)",
+            f"{field} is not a valid phone number: it must be in {INTERNATIONAL_FORMAT}",
             field=field,
             code="invalid_number",
         )
@@ -100,6 +119,12 @@ def encoding_summary(body: SendRequest) -> Summary:
     return summarize(body.content, coding, max_segments=body.max_segments or 255)
 
 
+def wants_receipts(body: SendRequest) -> bool:
+    """`dlr` as given, else true when a `dlr-url` is (a URL alone asks for receipts, as on
+    `/otp/send`; `"dlr": false` keeps it unused)."""
+    return body.dlr if body.dlr is not None else bool(body.dlr_url)
+
+
 def build_message(
     body: SendRequest,
     settings: Settings,
@@ -116,7 +141,8 @@ def build_message(
     to = normalize_number(body.to)
     (geo or GeoPermissions.for_key((), settings)).check(to)
     sender = check_sender(body.from_ if body.from_ is not None else settings.default_from)
-    if body.dlr and not body.dlr_url:
+    dlr = wants_receipts(body)
+    if dlr and not body.dlr_url:
         raise ValidationError(
             "dlr-url is required when dlr is true", field="dlr-url", code="required"
         )
@@ -127,13 +153,13 @@ def build_message(
     scheduled = send_at is not None and send_at > now + 1000
     start = send_at if scheduled and send_at is not None else now
     message = Message(
-        id=new_message_id(),
+        id=new_message_id(now),
         to=to,
         sender=sender,
         content=body.content,
         coding=normalize_coding(body.coding),
         priority=body.priority,
-        dlr=body.dlr,
+        dlr=dlr,
         dlr_level=body.dlr_level,
         dlr_url=dlr_url,
         dlr_method=body.dlr_method,

@@ -16,16 +16,16 @@ def _int(value: str | None) -> int | None:
     return int(value) if value else None
 
 
-def message_view(store: Store, fields: dict[str, str]) -> dict[str, Any]:
-    total = int(fields.get("segments") or 0)
-    segments = store.segments(fields["id"], total)
-    events = [{**event, "at": iso_ms(int(event["at"]))} for event in store.events(fields["id"])]
-    health = _endpoint_health(store, fields)
-    receipts = {
-        str(level): receipt_view(fields, level, health, receipt_history(events, level))
-        for level in (1, 2)
-        if fields.get(f"rcpt:{level}:state")
-    }
+# The message fields a listing reads (`GET /sms`, one HMGET each); `message_summary` shows them.
+SUMMARY_FIELDS = (
+    "id", "status", "to", "from", "content", "otp", "encoding", "segments", "characters",
+    "priority", "client_ref", "dlr", "dlr_level", "batch_id", "created_at", "send_at",
+    "submitted_at", "done_at", "error_code", "error_message",
+)  # fmt: skip
+
+
+def message_summary(fields: dict[str, str]) -> dict[str, Any]:
+    """A message as `GET /sms` lists it (and as `GET /sms/{id}` starts it)."""
     return {
         "id": fields["id"],
         "status": fields.get("status"),
@@ -33,7 +33,7 @@ def message_view(store: Store, fields: dict[str, str]) -> dict[str, Any]:
         "from": fields.get("from"),
         "content": OTP_MASK if fields.get("otp") == "1" else fields.get("content"),
         "encoding": fields.get("encoding"),
-        "segments_total": total,
+        "segments_total": int(fields.get("segments") or 0),
         "characters": _int(fields.get("characters")),
         "priority": fields.get("priority"),
         "client_ref": fields.get("client_ref") or None,
@@ -49,6 +49,21 @@ def message_view(store: Store, fields: dict[str, str]) -> dict[str, Any]:
             if fields.get("error_code")
             else None
         ),
+    }
+
+
+def message_view(store: Store, fields: dict[str, str]) -> dict[str, Any]:
+    total = int(fields.get("segments") or 0)
+    segments = store.segments(fields["id"], total)
+    events = [{**event, "at": iso_ms(int(event["at"]))} for event in store.events(fields["id"])]
+    health = _endpoint_health(store, fields)
+    receipts = {
+        str(level): receipt_view(fields, level, health, receipt_history(events, level))
+        for level in (1, 2)
+        if fields.get(f"rcpt:{level}:state")
+    }
+    return {
+        **message_summary(fields),
         "segments": [
             {
                 "seq": s.seq,

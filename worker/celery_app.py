@@ -11,6 +11,7 @@ from __future__ import annotations
 from celery import Celery
 
 from worker.contract import (
+    DRAIN_CARRIER_RECEIPTS,
     DRAIN_RECEIPTS,
     HANDLE_CARRIER_RECEIPT,
     POST_RECEIPT,
@@ -68,6 +69,7 @@ def create_app(settings: Settings | None = None, *, with_tasks: bool = False) ->
             POST_RECEIPT: {"queue": Queue.DLR.value},
             DRAIN_RECEIPTS: {"queue": Queue.DLR.value},
             HANDLE_CARRIER_RECEIPT: {"queue": Queue.CARRIER_DLR.value},
+            DRAIN_CARRIER_RECEIPTS: {"queue": Queue.CARRIER_DLR.value},
         },
     )
     return app

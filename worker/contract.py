@@ -19,7 +19,9 @@ SEND_MANY = "sms.send_many"
 POST_RECEIPT = "sms.dlr.post"
 # Wake the receipt engine for one endpoint: it drains the endpoint's queue (worker.receipts).
 DRAIN_RECEIPTS = "sms.dlr.drain"
-HANDLE_CARRIER_RECEIPT = "sms.carrier_dlr"
+HANDLE_CARRIER_RECEIPT = "sms.carrier_dlr"  # one kept request (before batched intake)
+# Apply the carrier receipt requests kept in the inbox, many at a time (worker.receipts.intake).
+DRAIN_CARRIER_RECEIPTS = "sms.carrier_dlr.drain"
 
 
 class Queue(StrEnum):
@@ -70,6 +72,8 @@ FINAL_STATUSES = frozenset(
         MessageStatus.CANCELLED,
     }
 )
+# States a message can still be cancelled from (nothing of it was submitted yet).
+CANCELLABLE_STATUSES = frozenset({MessageStatus.QUEUED, MessageStatus.SCHEDULED})
 # States that end the submission step (what a level-1 receipt reports).
 SUBMISSION_OUTCOMES = frozenset(
     {MessageStatus.ACCEPTED, MessageStatus.REJECTED, MessageStatus.FAILED, MessageStatus.EXPIRED}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import logging
 import math
 import uuid
@@ -20,6 +21,7 @@ from worker.queueing import CeleryPublisher, Publisher
 from worker.receipts.tokens import WRONG_SEGMENT, bound_ref, segment_ref
 from worker.settings import Settings, get_settings
 from worker.store import Store
+from worker.store.keys import INBOX_KEY, INBOX_WATCH_KEY
 
 if TYPE_CHECKING:
     from worker.receipts.routing import ReceiptRouter
@@ -28,10 +30,6 @@ log = logging.getLogger(__name__)
 
 UNKNOWN_RECEIPTS_KEY = "smsq:carrier-receipts:unknown"
 UNKNOWN_RECEIPTS_KEPT = 10_000
-# Inbound requests kept until applied: a task lost in kombu's pop window (a worker or Redis
-# crashing between BRPOP and recording the delivery) is queued again by the reconciler.
-INBOX_KEY = "smsq:inbox"  # hash: entry -> JSON [carrier name, request as queued]
-INBOX_WATCH_KEY = "smsq:watch:inbox"  # sorted set: entry -> when it is due to be applied
 # Receipts parked per minute (hash: minute -> count), to hold all parked receipts under a cap.
 PARKED_COUNTS_KEY = "smsq:cid-parked:counts"
 PARKING_FULL = "parking_full"
@@ -136,6 +134,10 @@ class ReceiptIntake:
         unknown = sum(1 for result in results if result is None)
         return InboundOutcome(applied, len(results) - applied - unknown, unknown)
 
+    def record_invalid(self, carrier_name: str, detail: str) -> None:
+        """Record a request whose receipts could not be read."""
+        self._record_unknown(carrier_name, [("invalid", detail)])
+
     def apply(
         self, carrier_name: str, receipt: CarrierReceipt, *, record_unknown: bool = True
     ) -> bool | None:
@@ -149,9 +151,11 @@ class ReceiptIntake:
         *,
         record_unknown: bool = True,
         ref: str | None = None,
+        refs: Sequence[str | None] | None = None,
     ) -> list[bool | None]:
         """Apply receipts in order; for each, True if it changed a segment, False if not, None
-        if its carrier id is unknown.
+        if its carrier id is unknown. `refs`: each receipt's own `ref` (receipts of several
+        requests applied together).
 
         With `record_unknown`, a receipt for an id we do not know is also parked (for
         `Parking.seconds`, while fewer than `Parking.limit` are): the id may still be stored
@@ -162,7 +166,8 @@ class ReceiptIntake:
         """
         if not receipts:
             return []
-        fields = [parked(receipt, carrier_name, ref) for receipt in receipts]
+        bound = list(refs) if refs is not None else [ref] * len(receipts)
+        fields = [parked(r, carrier_name, bound[i]) for i, r in enumerate(receipts)]
         ids = [receipt.carrier_id for receipt in receipts]
         found = self.store.segments_for_carrier_ids(carrier_name, ids)
         missing = [i for i, segment in enumerate(found) if segment is None]
@@ -180,12 +185,13 @@ class ReceiptIntake:
                 [(ids[i], str(receipts[i].status)) for i in missing if found[i] is None],
             )
         known = [(i, segment) for i, segment in enumerate(found) if segment is not None]
-        foreign: list[int] = []
-        if ref is not None:
-            foreign = [i for i, (m, seq) in known if segment_ref(m, seq) != ref]
-            if foreign:
-                _refuse(carrier_name, WRONG_SEGMENT, len(foreign))
-                known = [(i, (m, seq)) for i, (m, seq) in known if segment_ref(m, seq) == ref]
+        foreign = [
+            i for i, (m, seq) in known if bound[i] is not None and segment_ref(m, seq) != bound[i]
+        ]
+        if foreign:
+            _refuse(carrier_name, WRONG_SEGMENT, len(foreign))
+            refused = set(foreign)
+            known = [(i, segment) for i, segment in known if i not in refused]
         changed = self.apply_many([(m, seq, fields[i]) for i, (m, seq) in known])
         results: list[bool | None] = [None] * len(receipts)
         for i in foreign:
@@ -278,6 +284,18 @@ class ReceiptIntake:
             "carrier receipt for an unknown id recorded",
             extra={"carrier": carrier_name, "receipts": len(entries)},
         )
+
+
+def inbound_request(data: dict[str, Any]) -> InboundRequest:
+    """Rebuild an inbound request as the API kept it (its body travels base64-encoded)."""
+    return InboundRequest(
+        method=data["method"],
+        url=data["url"],
+        query=data.get("query", {}),
+        headers=data.get("headers", {}),
+        body=base64.b64decode(data.get("body", "")),
+        form=data.get("form", {}),
+    )
 
 
 def parked(

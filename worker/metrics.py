@@ -37,8 +37,8 @@ from worker.errors import (
     CarrierUnknownOutcomeError,
 )
 from worker.queueing import INFLIGHT_KEY, SCHEDULE_KEY
-from worker.scheduler import LOCK_KEY
 from worker.store import DEAD_LETTER_KEY
+from worker.store.keys import SCHEDULER_LOCK_KEY as LOCK_KEY
 
 # prometheus_client decides its mode from this variable when it is first imported; we read it
 # at the same moment, so both agree for the life of the process.

@@ -6,7 +6,10 @@
 - Daily quota (`--daily N`): messages per UTC day; `/sms/send` and `/otp/send` cost one, a
   batch costs every recipient it lists. A request that fails (4xx) is refunded.
 
-Both are checked and taken in one script, so a refused call takes nothing from either.
+Both are checked and taken in one script, so a refused call takes nothing from either; the
+same script refuses a revoked key, so that the API may cache key lookups for seconds and a
+revocation still holds from the next call on. The charge is also a Lua function that the
+API's guarded writes include (`producer.gate`: check and write in one round trip).
 
 Keys: smsq:key:{id}:rate         the rate's theoretical arrival time (µs), expiring
       smsq:key:{id}:daily:{day}  messages counted on UTC day number `day`, kept two days
@@ -19,40 +22,56 @@ from dataclasses import dataclass
 
 import redis
 
-from worker.errors import RateLimitedError
-from worker.keys import ApiKey, burst_of
+from worker.errors import RateLimitedError, SmsqError
+from worker.keys import ApiKey, burst_of, key_record
 
 DAY_SECONDS = 86_400
 
-# KEYS[1] rate TAT, KEYS[2] daily counter; ARGV interval_us (0 = no rate), burst, cost,
-# daily limit (0 = none), counter ttl. Returns {0, 0} (taken), {1, wait_us} (rate) or
-# {2, used} (daily quota).
-CHARGE = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local interval = tonumber(ARGV[1])
-local new_tat = nil
-if interval > 0 then
-  local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
-  if tat < now then tat = now end
-  new_tat = tat + interval
-  local wait = new_tat - tonumber(ARGV[2]) * interval - now
-  if wait > 0 then return {1, wait} end
+# The charge itself, as a Lua function that other scripts include (the API's guarded writes,
+# `producer.gate`): takes one call from the rate and `cost` messages from the daily quota, or
+# nothing. Returns {0, 0} (taken), {1, wait_us} (rate) or {2, used} (daily quota).
+CHARGE_FUNCTION = """
+local function charge(rate_key, daily_key, interval, burst, cost, limit, ttl)
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  local new_tat = nil
+  if interval > 0 then
+    local tat = tonumber(redis.call('GET', rate_key) or '0')
+    if tat < now then tat = now end
+    new_tat = tat + interval
+    local wait = new_tat - burst * interval - now
+    if wait > 0 then return {1, wait} end
+  end
+  if limit > 0 and cost > 0 then
+    local used = tonumber(redis.call('GET', daily_key) or '0')
+    if used + cost > limit then return {2, used} end
+    redis.call('INCRBY', daily_key, cost)
+    redis.call('EXPIRE', daily_key, ttl)
+  end
+  if new_tat then
+    local ttl_ms = math.floor((new_tat - now) / 1000) + 1000
+    redis.call('SET', rate_key, string.format('%.0f', new_tat), 'PX', ttl_ms)
+  end
+  return {0, 0}
 end
-local cost = tonumber(ARGV[3])
-local limit = tonumber(ARGV[4])
-if limit > 0 and cost > 0 then
-  local used = tonumber(redis.call('GET', KEYS[2]) or '0')
-  if used + cost > limit then return {2, used} end
-  redis.call('INCRBY', KEYS[2], cost)
-  redis.call('EXPIRE', KEYS[2], tonumber(ARGV[5]))
-end
-if new_tat then
-  local ttl_ms = math.floor((new_tat - now) / 1000) + 1000
-  redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', ttl_ms)
-end
-return {0, 0}
 """
+
+# KEYS[1] rate TAT, KEYS[2] daily counter, KEYS[3] the key's record; ARGV interval_us
+# (0 = no rate), burst, cost, daily limit (0 = none), counter ttl. {3, 0}: the key is revoked
+# (or gone), checked here so that a revocation holds from the next call on.
+CHARGE = (
+    CHARGE_FUNCTION
+    + """
+if redis.call('HGET', KEYS[3], 'revoked') ~= '0' then return {3, 0} end
+return charge(KEYS[1], KEYS[2], tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]),
+              tonumber(ARGV[4]), tonumber(ARGV[5]))
+"""
+)
+REVOKED = 3
+
+
+class RevokedKeyError(SmsqError):
+    """The key was revoked (or deleted) after it was looked up (401)."""
 
 
 def rate_key(key_id: str) -> str:
@@ -79,30 +98,17 @@ class Quotas:
         self.redis = client
         self._charge = client.register_script(CHARGE)
 
-    def charge(self, key: ApiKey, messages: int = 0) -> Charge:
-        """Take one call and `messages` from the key's limits, or raise `RateLimitedError`
-        with the seconds until the call would pass."""
+    def charge(self, key: ApiKey, messages: int = 0, *, call: bool = True) -> Charge:
+        """Take one call (unless `call` is False: already counted) and `messages` from the
+        key's limits, or raise `RateLimitedError` with the seconds until the call would pass;
+        `RevokedKeyError` once the key is revoked."""
         now = time.time()
-        day = int(now // DAY_SECONDS)
         cost = messages if key.daily else 0
-        interval_us = round(1_000_000 / key.rate) if key.rate > 0 else 0
         verdict, detail = self._charge(
-            keys=[rate_key(key.id), daily_key(key.id, day)],
-            args=[interval_us, burst_of(key), cost, key.daily, 2 * DAY_SECONDS],
+            keys=[rate_key(key.id), daily_key(key.id, int(now // DAY_SECONDS)), key_record(key.id)],
+            args=charge_args(key, cost, call=call),
         )
-        if int(verdict) == 1:
-            raise RateLimitedError(
-                f"this key is limited to {key.rate:g} requests per second",
-                retry_after=int(detail) / 1_000_000,
-            )
-        if int(verdict) == 2:
-            until_midnight = (day + 1) * DAY_SECONDS - now
-            if cost > key.daily:
-                message = f"this request needs {cost} messages, more than the daily quota"
-            else:
-                message = f"the daily quota of {key.daily} messages is used up ({int(detail)} sent)"
-            raise RateLimitedError(f"{message}; it renews at 00:00 UTC", retry_after=until_midnight)
-        return Charge(key.id, day, cost)
+        return check_verdict(key, cost, int(verdict), int(detail), now)
 
     def refund(self, charge: Charge) -> None:
         """Give back what a failed call took from the daily quota."""
@@ -112,3 +118,29 @@ class Quotas:
     def used_today(self, key_id: str) -> int:
         day = int(time.time() // DAY_SECONDS)
         return int(self.redis.get(daily_key(key_id, day)) or 0)
+
+
+def charge_args(key: ApiKey, cost: int, *, call: bool = True) -> list[int]:
+    """ARGV of `charge` (the Lua function) for `key`: interval, burst, cost, limit, ttl."""
+    interval_us = round(1_000_000 / key.rate) if key.rate > 0 and call else 0
+    return [interval_us, burst_of(key), cost, key.daily, 2 * DAY_SECONDS]
+
+
+def check_verdict(key: ApiKey, cost: int, verdict: int, detail: int, now: float) -> Charge:
+    """What a charge answered, as the `Charge` taken or the error that refuses the call."""
+    day = int(now // DAY_SECONDS)
+    if verdict == 1:
+        raise RateLimitedError(
+            f"this key is limited to {key.rate:g} requests per second",
+            retry_after=detail / 1_000_000,
+        )
+    if verdict == 2:
+        until_midnight = (day + 1) * DAY_SECONDS - now
+        if cost > key.daily:
+            message = f"this request needs {cost} messages, more than the daily quota"
+        else:
+            message = f"the daily quota of {key.daily} messages is used up ({detail} sent)"
+        raise RateLimitedError(f"{message}; it renews at 00:00 UTC", retry_after=until_midnight)
+    if verdict == REVOKED:
+        raise RevokedKeyError("unknown or revoked API key")
+    return Charge(key.id, day, cost)

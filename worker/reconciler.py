@@ -36,20 +36,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import cast
 
-import orjson
-
 from worker.clock import now_ms
 from worker.contract import (
     FINAL_STATUSES,
-    HANDLE_CARRIER_RECEIPT,
     POST_RECEIPT,
     SEND_SMS,
     MessageStatus,
     Queue,
     SegmentStatus,
 )
-from worker.inbound import INBOX_KEY, INBOX_WATCH_KEY
 from worker.queueing import Publisher
+from worker.receipts.intake import nudge
 from worker.sending import lane_for
 from worker.settings import Settings
 from worker.store import (
@@ -60,6 +57,8 @@ from worker.store import (
     Store,
     message_key,
 )
+from worker.store.inbox import Inbox
+from worker.store.keys import INBOX_KEY, INBOX_WATCH_KEY
 
 log = logging.getLogger(__name__)
 
@@ -152,8 +151,9 @@ class Reconciler:
             done.add(self._receipt(member, now))
         for message_id in self._due(DELIVERY_WATCH_KEY, now - deadline_ms):
             done.add(self._delivery(message_id, now))
-        for entry in self._due(INBOX_WATCH_KEY, now - grace_ms):
-            done.add(self._inbound(entry, now))
+        overdue = self._due(INBOX_WATCH_KEY, now - grace_ms)
+        if overdue:
+            done.add(self._inbound(overdue, now))
         if any(action not in ("busy", "in_flight", "awaiting_ack") for action in done.counts):
             log.info("reconciler pass: %s", done.counts)
         return done
@@ -284,19 +284,17 @@ class Reconciler:
         return "republished_receipt"
 
     # -- receipts from the carrier, kept in the inbox ---------------------------------------
-    def _inbound(self, entry: str, now: int) -> str:
-        raw = self.redis.hget(INBOX_KEY, entry)
-        if raw is None:
-            self.redis.zrem(INBOX_WATCH_KEY, entry)
+    def _inbound(self, entries: list[str], now: int) -> str:
+        """Requests not applied `grace` after they came (their drain died, or its task was
+        lost): start a drain unless one runs (it takes them when their lease ends)."""
+        found = self.redis.hmget(INBOX_KEY, entries)
+        gone = [entry for entry, raw in zip(entries, found, strict=True) if raw is None]
+        if gone:
+            self.redis.zrem(INBOX_WATCH_KEY, *gone)
+        if len(gone) == len(entries):
             return "dropped"
-        if self._backlogged(Queue.CARRIER_DLR.value):
-            self.redis.zadd(INBOX_WATCH_KEY, {entry: now})  # queued behind others, most likely
+        if not nudge(Inbox(self.redis), self.publisher, now, now - self._ms(self.config.grace)):
             return "busy"
-        carrier_name, request = orjson.loads(raw)
-        self.publisher.publish(
-            HANDLE_CARRIER_RECEIPT, [carrier_name, request, entry], Queue.CARRIER_DLR
-        )
-        self.redis.zadd(INBOX_WATCH_KEY, {entry: now + self._ms(self.config.grace)})
         self.store.count("republished_inbound")
         return "republished_inbound"
 

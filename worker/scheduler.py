@@ -29,10 +29,11 @@ from worker.redelivery import Redelivery
 from worker.redis_urls import broker_for, store_client
 from worker.settings import Settings
 from worker.store import Store
+from worker.store.keys import SCHEDULER_LOCK_KEY
 
 log = logging.getLogger(__name__)
 
-LOCK_KEY = "smsq:scheduler:lock"
+LOCK_KEY = SCHEDULER_LOCK_KEY
 LOCK_TTL_MS = 10_000
 BATCH = 1000
 POLL_SECONDS = 0.1

@@ -19,19 +19,7 @@ _FINAL = prelude()
 
 # Open the client receipt of a level once: its state, its content fixed now (the snapshot
 # every attempt sends), and a place on the receipt watch list.
-_OPEN = (
-    read("snapshot")
-    + """
-local function open_receipt(msg, seg, watch, level, now)
-  if redis.call('HSETNX', msg, 'rcpt:' .. level .. ':state', 'open') == 1 then
-    redis.call('HSET', msg, 'rcpt:' .. level .. ':snap', receipt_snapshot(msg, seg, level))
-    redis.call('ZADD', watch, now, redis.call('HGET', msg, 'id') .. ':' .. level)
-    return level
-  end
-  return 0
-end
-"""
-)
+_OPEN = read("snapshot") + read("open_receipt")
 
 
 def _as_function(name: str, script: str) -> str:

@@ -5,7 +5,6 @@ Run a worker with `celery -A worker.tasks worker -Q otp -P threads -c 32`.
 
 from __future__ import annotations
 
-import base64
 import logging
 import threading
 from collections.abc import Callable
@@ -16,23 +15,26 @@ from celery import Task
 from celery.exceptions import Reject
 
 from worker import metrics
-from worker.carriers.base import Carrier, InboundRequest
+from worker.carriers.base import Carrier
 from worker.carriers.registry import carrier_for_name
 from worker.celery_app import MAX_COUNTDOWN_SECONDS, create_app
 from worker.contract import (
+    DRAIN_CARRIER_RECEIPTS,
     DRAIN_RECEIPTS,
     HANDLE_CARRIER_RECEIPT,
     POST_RECEIPT,
     SEND_MANY,
     SEND_SMS,
 )
-from worker.inbound import ReceiptIntake
+from worker.inbound import ReceiptIntake, inbound_request
 from worker.inbound import done as inbox_done
 from worker.otp.resend import RESEND_OTP, Resender
 from worker.receipts.engine import EngineStoppedError, ReceiptEngine
+from worker.receipts.intake import IntakeDrain
 from worker.runtime import Runtime, build_receipt_engine, runtime
 from worker.sending import Sender
 from worker.signals import configure_logging as _connects_signals  # noqa: F401 - logs, metrics
+from worker.store.inbox import Inbox
 
 log = logging.getLogger(__name__)
 
@@ -140,23 +142,23 @@ def handle_carrier_receipt(
     return f"applied={outcome.applied} unchanged={outcome.unchanged} unknown={outcome.unknown}"
 
 
+@app.task(name=DRAIN_CARRIER_RECEIPTS)
+def drain_carrier_receipts() -> str:
+    """Apply the carrier receipt requests kept in the inbox, many at a time, until none is
+    due (worker.receipts.intake); returns what it did."""
+    return str(_once("intake", build_intake_drain).drain())
+
+
+def build_intake_drain(rt: Runtime) -> IntakeDrain:
+    intake = ReceiptIntake(rt.store, rt.publisher, rt.router)
+    return IntakeDrain(Inbox(rt.redis), intake, _carrier, rt.publisher)
+
+
 def _carrier(name: str) -> Carrier:
     rt = runtime()
     if name == rt.carrier.name:
         return rt.carrier
     return carrier_for_name(name, rt.settings, rt.http)
-
-
-def inbound_request(data: dict[str, Any]) -> InboundRequest:
-    """Rebuild the inbound request the API queued (its body travels base64-encoded)."""
-    return InboundRequest(
-        method=data["method"],
-        url=data["url"],
-        query=data.get("query", {}),
-        headers=data.get("headers", {}),
-        body=base64.b64decode(data.get("body", "")),
-        form=data.get("form", {}),
-    )
 
 
 # OTP (#7): the scheduled resend; the producer schedules it by name (`worker.otp.resend`).

@@ -1,6 +1,5 @@
-"""`/carriers/{name}/dlr`: carrier receipts in, checked, then kept in the inbox and queued as
-received for the carrier-dlr workers (`worker.inbound.accept_request`: a task lost in a crash is
-queued again).
+"""`/carriers/{name}/dlr`: carrier receipts in, checked, then kept in the inbox as received,
+where a drain on the carrier-dlr workers applies them in batches (`worker.receipts.intake`).
 
 Checked in this order before anything is stored; a refusal leaves nothing in Redis and is
 counted in `smsq_carrier_receipts_refused_total{carrier,reason}`:
@@ -33,8 +32,7 @@ from worker import metrics
 from worker.carriers.base import InboundRequest
 from worker.carriers.responses import receipt_fields
 from worker.errors import ValidationError
-from worker.inbound import accept_request
-from worker.receipts import tokens
+from worker.receipts import intake, tokens
 
 router = APIRouter()
 
@@ -130,7 +128,7 @@ async def carrier_receipt(name: str, request: Request) -> Response:
         "body": base64.b64encode(raw).decode(),
         "form": form,
     }
-    accept_request(services.redis, services.publisher, name, queued)
+    await run_in_threadpool(intake.accept, services.inbox, services.publisher, name, queued)
     return PlainTextResponse("OK")
 
 

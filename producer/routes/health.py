@@ -15,7 +15,7 @@ from starlette.concurrency import run_in_threadpool
 from producer.responses import JsonResponse
 from producer.services import ServicesDep
 from worker.queueing import CeleryPublisher
-from worker.scheduler import LOCK_KEY
+from worker.store.keys import SCHEDULER_LOCK_KEY as LOCK_KEY
 
 router = APIRouter()
 

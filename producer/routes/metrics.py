@@ -85,7 +85,7 @@ class RequestMetrics:
             await self.app(scope, receive, observed_send)
         finally:
             route = scope.get("route")
-            template = route.path if isinstance(route, APIRoute) else "unmatched"
+            template = route.path_format if isinstance(route, APIRoute) else "unmatched"
             metrics.HTTP_REQUESTS.labels(template, scope["method"], str(status)).inc()
             metrics.HTTP_SECONDS.labels(template).observe(time.perf_counter() - started)
             count_otp(template, scope["method"], status, b"".join(body))

@@ -5,14 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request
-from starlette.concurrency import run_in_threadpool
 
 from producer.body import json_body_openapi, parse_json_body, parse_model
 from producer.errors import error_response
 from producer.otp import OtpDesk, OtpSendRequest, OtpVerifyRequest, verdict_json
 from producer.responses import JsonResponse
 from producer.schemas import ERROR_RESPONSES
-from producer.services import OtpKey, OtpSendKey, Services, ServicesDep
+from producer.services import JsonBody, OtpKey, OtpSendKey, Services, ServicesDep
 from worker.otp.codes import OtpUnavailableError
 
 router = APIRouter()
@@ -39,12 +38,11 @@ def unavailable(exc: OtpUnavailableError) -> JsonResponse:
     responses=OTP_RESPONSES,
     openapi_extra=json_body_openapi(OtpSendRequest),
 )
-async def send(request: Request, key: OtpSendKey, services: ServicesDep) -> Any:
+def send(request: Request, key: OtpSendKey, raw: JsonBody, services: ServicesDep) -> Any:
     """Send a code by SMS on the otp lane: 202 with the challenge id and its expiry."""
-    raw = await request.body()
     body = parse_model(OtpSendRequest, parse_json_body(raw, services.settings.max_body_bytes))
     try:
-        sent = await run_in_threadpool(desk(request, services).send, body, key.id, key.countries)
+        sent = desk(request, services).send(body, key.id, key.countries)
     except OtpUnavailableError as exc:
         return unavailable(exc)
     return JsonResponse(sent.as_json(), status_code=202)
@@ -53,18 +51,17 @@ async def send(request: Request, key: OtpSendKey, services: ServicesDep) -> Any:
 @router.post(
     "/otp/verify", responses=OTP_RESPONSES, openapi_extra=json_body_openapi(OtpVerifyRequest)
 )
-async def verify(request: Request, key: OtpKey, services: ServicesDep) -> Any:
+def verify(request: Request, key: OtpKey, raw: JsonBody, services: ServicesDep) -> Any:
     """Check a code: `valid`, `status` and the checks left (single use, at most 5 checks)."""
-    raw = await request.body()
     body = parse_model(OtpVerifyRequest, parse_json_body(raw, services.settings.max_body_bytes))
     try:
-        verdict = await run_in_threadpool(desk(request, services).verify, body, key.id)
+        verdict = desk(request, services).verify(body, key.id)
     except OtpUnavailableError as exc:
         return unavailable(exc)
     return JsonResponse(verdict_json(verdict))
 
 
-@router.get("/otp/{challenge_id}", responses=OTP_RESPONSES)
-async def status(challenge_id: str, request: Request, key: OtpKey, services: ServicesDep) -> Any:
+@router.get("/otp/{challenge_id:id}", responses=OTP_RESPONSES)
+def status(challenge_id: str, request: Request, key: OtpKey, services: ServicesDep) -> Any:
     """Where a code stands: queued, sent, delivered, approved, expired… (never the code)."""
-    return await run_in_threadpool(desk(request, services).status, challenge_id, key.id)
+    return desk(request, services).status(challenge_id, key.id)

@@ -148,8 +148,10 @@ def running_stack(
     concurrency: int = 16,
     worker_queues: list[str] | None = None,
     broker_url: str | None = None,
+    worker_env: dict[str, str] | None = None,
 ) -> Iterator[Stack]:
-    """Run the whole system; `worker_queues` gives one worker process per entry instead."""
+    """Run the whole system; `worker_queues` gives one worker process per entry instead;
+    `worker_env`: more settings for the workers."""
     receiver = receiver or Receiver()
     with ExitStack() as stack:
         sim_url = stack.enter_context(
@@ -175,6 +177,7 @@ def running_stack(
         }
         if broker_url:
             env["SMSQ_BROKER_URL"] = broker_url
+        env.update(worker_env or {})
         lanes = worker_queues or [ALL_QUEUES] * workers
         processes = [
             worker_process(env, queues, concurrency=concurrency, name=f"w{i}")

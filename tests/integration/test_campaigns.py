@@ -96,6 +96,23 @@ class TestBatch:
         status = batch_status(stack, reply["id"])
         assert (status["cancelled"], status["submitted"], status["delivered"]) == (200, 0, 0)
 
+    def test_a_cancelled_message_sends_its_receipt(self, stack: Stack) -> None:
+        """DELETE /sms/{id} of a scheduled message that asked for receipts: its level-1
+        receipt says `cancelled` / `DELETED`, signed, and nothing is ever submitted."""
+        at = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+        body = {"to": "+14155550199", "content": "later", "send_at": at, "dlr-level": 3,
+                "dlr-url": f"{stack.receiver_url}/cancelled"}  # fmt: skip
+        message_id = stack.send(body).json()["id"]
+        assert stack.http.delete(f"{stack.api_url}/sms/{message_id}").status_code == 200
+        arrived = wait_for(
+            lambda: [r for r in stack.receiver.snapshot() if r.path == "/cancelled"], 30,
+            "no receipt for the cancelled message",
+        )  # fmt: skip
+        (receipt,) = (r.json() for r in arrived)
+        assert (receipt["id"], receipt["level"]) == (message_id, 1)
+        assert (receipt["status"], receipt["message_status"]) == ("cancelled", "DELETED")
+        assert receipt["segments"]["accepted"] == 0
+
     def test_idempotent_replay_sends_nothing(self, stack: Stack) -> None:
         """The same batch with the same Idempotency-Key is accepted once."""
         body = {"content": "once", "recipients": NUMBERS[1800:1810]}

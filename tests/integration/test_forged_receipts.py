@@ -38,9 +38,9 @@ from tests.integration.kannel import KANNEL_MISSING, PASSWORD, USERNAME, running
 from tests.integration.stack import RECEIPT_SECRET, SECRET_KEY, wait_for
 from tests.servers import serve_app
 from worker.carriers.twilio import signature as twilio_signature
-from worker.inbound import INBOX_KEY
 from worker.receipts.tokens import receipt_key, segment_token
 from worker.simulator import SimulatorConfig, create_simulator_app
+from worker.store.keys import INBOX_KEY
 from worker.webhooks import generate_secret, signature_headers
 
 pytestmark = pytest.mark.integration

@@ -6,7 +6,9 @@ from collections.abc import Callable
 
 import fakeredis
 from celery import Celery
+from fastapi.testclient import TestClient
 
+from producer.api import create_app
 from producer.idempotency import Idempotency
 from producer.services import Services
 from worker.keys import KeyStore
@@ -37,3 +39,9 @@ def fake_services(
         ),
         idempotency=Idempotency(client),
     )
+
+
+def keyed_client(services: Services, api_key: str | None = None) -> TestClient:
+    """A test client of the API on `services`, sending `api_key` (a new key by default)."""
+    key = api_key or services.keys.create("unit").api_key
+    return TestClient(create_app(services=services), headers={"authorization": f"Bearer {key}"})

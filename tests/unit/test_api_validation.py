@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 from producer.api import create_app
 from producer.idempotency import Idempotency
 from producer.services import Services
-from tests.unit.fake_services import fake_services
+from tests.unit.fake_services import fake_services, keyed_client
 from worker.keys import KeyStore
 from worker.queueing import CeleryPublisher
 from worker.receipts.tokens import receipt_key, segment_token
@@ -32,10 +32,7 @@ def services() -> Services:
 
 @pytest.fixture
 def api(services: Services) -> Iterator[TestClient]:
-    key = services.keys.create("unit").api_key
-    with TestClient(
-        create_app(services=services), headers={"authorization": f"Bearer {key}"}
-    ) as client:
+    with keyed_client(services) as client:
         yield client
 
 

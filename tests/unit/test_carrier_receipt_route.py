@@ -20,9 +20,10 @@ from producer.api import create_app
 from producer.services import Services
 from tests.unit.fake_services import fake_services
 from worker.carriers.twilio import signature as twilio_signature
-from worker.inbound import INBOX_KEY, INBOX_WATCH_KEY, done
+from worker.contract import DRAIN_CARRIER_RECEIPTS
 from worker.receipts.tokens import receipt_key, segment_token
 from worker.settings import Settings
+from worker.store.keys import INBOX_KEY, INBOX_WATCH_KEY
 from worker.webhooks import generate_secret, signature_headers
 
 SERVER_KEY = "route-test-server-key"
@@ -68,7 +69,8 @@ def signed(body: bytes, secret: str = SECRET) -> dict[str, str]:
 def test_a_carrier_receipt_is_kept_in_the_inbox_until_applied(
     api: TestClient, services: Services
 ) -> None:
-    """The request is in the inbox and on the watch list, and its task names the entry."""
+    """The request is in the inbox and on the watch list, and a drain of the inbox is started
+    (one task, whatever number of requests come while it runs)."""
     url = f"/carriers/sim/dlr?ref=m1:1&token={token('m1:1')}"
     reply = api.post(url, json=RECEIPT)
     assert reply.status_code == 200
@@ -81,8 +83,11 @@ def test_a_carrier_receipt_is_kept_in_the_inbox_until_applied(
     assert request["query"] == {"ref": "m1:1", "token": token("m1:1")}
     assert services.redis.zscore(INBOX_WATCH_KEY, entry) is not None
     task = orjson.loads(cast(str, services.redis.lindex("carrier-dlr", 0)))
-    assert orjson.loads(base64.b64decode(task["body"]))[0] == ["sim", request, entry]
-    done(services.redis, entry)
+    assert task["headers"]["task"] == DRAIN_CARRIER_RECEIPTS
+    assert api.post(url, json=RECEIPT).status_code == 200
+    assert services.redis.hlen(INBOX_KEY) == 2
+    assert services.redis.llen("carrier-dlr") == 1  # the planned drain takes both
+    services.inbox.done(list(cast(dict[str, str], services.redis.hgetall(INBOX_KEY))))
     assert not services.redis.exists(INBOX_KEY, INBOX_WATCH_KEY)
 
 

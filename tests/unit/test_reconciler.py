@@ -13,10 +13,11 @@ from celery import Celery
 from tests.unit.test_sending import Carrier, GatewayCarrier, IdempotentCarrier
 from worker.carriers.base import CarrierReceipt
 from worker.clock import now_ms
-from worker.contract import HANDLE_CARRIER_RECEIPT, POST_RECEIPT, SEND_SMS, SegmentStatus
-from worker.inbound import ReceiptIntake, accept_request, done
+from worker.contract import DRAIN_CARRIER_RECEIPTS, POST_RECEIPT, SEND_SMS, SegmentStatus
+from worker.inbound import ReceiptIntake
 from worker.queueing import CeleryPublisher
 from worker.receipts import dead_letters, replay
+from worker.receipts.intake import accept
 from worker.reconciler import Reconciler, ReconcilerConfig
 from worker.sending import Sender
 from worker.store import (
@@ -28,6 +29,7 @@ from worker.store import (
     Store,
     new_message_id,
 )
+from worker.store.inbox import Inbox
 
 TO = "+14155552671"
 CONFIG = ReconcilerConfig(
@@ -338,27 +340,28 @@ class TestRaces:
 
 
 class TestInbox:
-    def test_a_lost_inbound_receipt_task_is_queued_again_until_applied(self, world: World) -> None:
-        """An inbound receipt request stays in the inbox until applied; if its task is lost
-        (kombu's pop window), the reconciler queues it again with the same entry."""
+    def test_requests_whose_drain_was_lost_get_a_drain_again(self, world: World) -> None:
+        """Carrier requests wait in the inbox until applied; if the drain task planned for
+        them is lost (kombu's pop window), the reconciler starts one: one, for all of them."""
         client = world.store.redis
         publisher = CeleryPublisher(Celery("unit", broker="memory://"), client, direct=True)
-        entry = accept_request(client, publisher, "sim", {"body": "e30="})
-        assert client.llen("carrier-dlr") == 1
+        inbox = Inbox(client)
+        entries = [accept(inbox, publisher, "sim", {"body": "e30="}) for _ in range(3)]
+        assert client.llen("carrier-dlr") == 1  # one drain for all three
         client.delete("carrier-dlr")  # the task is lost
         assert world.run(ahead=11) == {"republished_inbound": 1}
-        assert world.take_jobs() == [
-            (HANDLE_CARRIER_RECEIPT, ["sim", {"body": "e30="}, entry], "carrier-dlr")
-        ]
-        done(client, entry)
+        assert world.take_jobs() == [(DRAIN_CARRIER_RECEIPTS, [], "carrier-dlr")]
+        assert world.run(ahead=12) == {"busy": 1}  # planned again just now: not again
+        inbox.done(entries)
         assert world.run(ahead=30) == {}
 
-    def test_an_inbound_receipt_behind_a_backlog_is_left_in_its_queue(self, world: World) -> None:
-        """While carrier-dlr holds more than `backlog` tasks, an overdue entry is most likely
-        still queued: republishing it would only add work to the backlog."""
+    def test_a_running_drain_is_left_to_its_work(self, world: World) -> None:
+        """While a drain holds the inbox (it renews its hold as it works), overdue requests
+        are its own: nothing else is started."""
         client = world.store.redis
         publisher = CeleryPublisher(Celery("unit", broker="memory://"), client, direct=True)
-        for _ in range(CONFIG.backlog + 1):
-            accept_request(client, publisher, "sim", {"body": "e30="})
-        assert world.run(ahead=11) == {"busy": CONFIG.backlog + 1}
-        assert client.llen("carrier-dlr") == CONFIG.backlog + 1
+        inbox = Inbox(client)
+        accept(inbox, publisher, "sim", {"body": "e30="})
+        lease = inbox.lease("drain-1", now_ms(), 10, 60_000, 15_000, keep=True)
+        assert lease.state == "items"
+        assert world.run(ahead=70) == {"busy": 1}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fakeredis
+import orjson
 import pytest
 
 from worker.contract import MessageStatus
@@ -262,3 +263,31 @@ class TestAwaitingTheSmsc:
             "failed", True, (1,),
         )  # fmt: skip
         assert [s.status for s in store.segments(message.id, 2)] == ["accepted", "unknown"]
+
+
+class TestCancel:
+    @pytest.mark.parametrize(("dlr_level", "opened"), [(1, 1), (3, 1), (2, 2), (0, 0)])
+    def test_a_queued_message_is_cancelled_with_its_receipt(
+        self, store: Store, dlr_level: int, opened: int
+    ) -> None:
+        """Cancelling ends it `cancelled` (its submission too) and opens its receipt as any
+        final outcome before submission does, saying `cancelled`."""
+        message = Message(
+            id=new_message_id(), to="+14155552671", sender="s", content="hi", segments=1,
+            dlr=dlr_level > 0, dlr_level=dlr_level or 1, dlr_url="https://c.test/r",
+        )  # fmt: skip
+        store.create(message)
+        assert store.cancel_many([message.id]) == [opened]
+        fields = store.fields(message.id)
+        assert (fields["status"], fields["submit_outcome"]) == ("cancelled", "cancelled")
+        if opened:
+            assert orjson.loads(fields[f"rcpt:{opened}:snap"])["status"] == "cancelled"
+        assert store.cancel_many([message.id]) == [-1]  # final: never twice
+
+    def test_a_message_being_submitted_is_not_cancelled(self, store: Store) -> None:
+        message = Message(id=new_message_id(), to="+14155552671", sender="s", content="hi",
+                          segments=1)  # fmt: skip
+        store.create(message)
+        store.transition(message.id, {"queued"}, "submitting")
+        assert store.cancel_many([message.id, "0" * 32]) == [-1, -1]
+        assert store.fields(message.id)["status"] == "submitting"

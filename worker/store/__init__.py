@@ -36,6 +36,7 @@ from worker.store.keys import (
     SUBMIT_WATCH_KEY,
     carrier_index_key,
     events_key,
+    key_messages_key,
     message_key,
     parked_receipts_key,
     segments_key,
@@ -44,8 +45,8 @@ from worker.store.keys import (
 __all__ = [
     "COUNTERS_KEY", "DEAD_LETTER_KEY", "DELIVERY_WATCH_KEY", "PREFIX", "RECEIPT_WATCH_KEY",
     "SUBMIT_WATCH_KEY", "AggregateResult", "Finished", "Message", "SegmentState", "Store",
-    "carrier_index_key", "events_key", "message_key", "new_message_id", "parked_receipts_key",
-    "parse_segments", "segments_key",
+    "carrier_index_key", "events_key", "key_messages_key", "message_key", "new_message_id",
+    "parked_receipts_key", "parse_segments", "segments_key",
 ]  # fmt: skip
 
 CARRIER_INDEX_TTL_SECONDS = 7 * 24 * 3600
@@ -55,9 +56,10 @@ CONCAT_COUNTER_TTL_SECONDS = 7 * 24 * 3600
 PARKED_RECEIPT_TTL_SECONDS = 600
 
 
-def new_message_id() -> str:
-    """A new message id: 32 lower-case hex characters, time-ordered in its first 12."""
-    return f"{now_ms():012x}{uuid.uuid4().hex[:20]}"
+def new_message_id(at_ms: int | None = None) -> str:
+    """A new message id: 32 lower-case hex characters, time-ordered in its first 12 (the
+    creation time in ms, `at_ms` or now)."""
+    return f"{now_ms() if at_ms is None else at_ms:012x}{uuid.uuid4().hex[:20]}"
 
 
 class Store:
@@ -66,6 +68,9 @@ class Store:
     def __init__(self, client: redis.Redis) -> None:
         self.redis = client
         self._scripts = scripts.load(client)
+        self._cancel_script = lua_scripts.register(
+            client, "cancel_message", "snapshot", "open_receipt"
+        )
         self._link = lua_scripts.register(client, "carrier_id_link")
 
     # -- messages -------------------------------------------------------------------------
@@ -76,11 +81,26 @@ class Store:
         pipe.execute()
 
     def add_create(self, pipe: redis.client.Pipeline, message: Message, event: str) -> None:
-        """Queue the writes that create `message` on a pipeline (batched ingest)."""
-        pipe.hset(message_key(message.id), mapping=_fields(message.to_hash()))
-        pipe.rpush(events_key(message.id), _event(event, status=str(message.status)))
-        due = message.send_at or message.created_at or now_ms()
-        pipe.zadd(SUBMIT_WATCH_KEY, {message.id: due})
+        """Queue the writes that create `message` on a pipeline."""
+        self.add_create_many(pipe, [message], event)
+
+    def add_create_many(
+        self, pipe: redis.client.Pipeline, messages: Sequence[Message], event: str
+    ) -> None:
+        """Queue the writes that create `messages` (batched ingest): each one's hash and first
+        event, then their watch and per-key index entries in one command each."""
+        if not messages:
+            return
+        for message in messages:
+            pipe.hset(message_key(message.id), mapping=_fields(message.to_hash()))
+            pipe.rpush(events_key(message.id), _event(event, status=str(message.status)))
+        now = now_ms()
+        pipe.zadd(SUBMIT_WATCH_KEY, {m.id: m.send_at or m.created_at or now for m in messages})
+        index: dict[str, dict[str, int]] = {}
+        for message in messages:
+            index.setdefault(message.key_id, {})[message.id] = 0
+        for key_id, ids in index.items():
+            pipe.zadd(key_messages_key(key_id), cast(dict[Any, Any], ids))
 
     def load(self, message_id: str) -> Message | None:
         data = cast(dict[str, str], self.redis.hgetall(message_key(message_id)))
@@ -121,6 +141,21 @@ class Store:
                 client=pipe,
             )
         return sum(int(moved) for moved in pipe.execute())
+
+    def cancel_many(self, message_ids: Sequence[str]) -> list[int]:
+        """Cancel each message still queued or scheduled (`lua/cancel_message.lua`), in one
+        round trip: per message the receipt level it opened, 0 for none, -1 if not cancelled."""
+        return [int(answer) for answer in self._each(self._cancel, [(m,) for m in message_ids])]
+
+    def _cancel(self, client: redis.Redis | redis.client.Pipeline, message_id: str) -> Any:
+        return self._cancel_script(
+            keys=[
+                message_key(message_id), segments_key(message_id), events_key(message_id),
+                SUBMIT_WATCH_KEY, DELIVERY_WATCH_KEY, RECEIPT_WATCH_KEY,
+            ],
+            args=[now_ms(), _event("cancelled", status="cancelled")],
+            client=client,
+        )  # fmt: skip
 
     def next_concat_reference(self, message_id: str, to: str, bits: int) -> int:
         """The message's concatenation reference: fixed once chosen, fresh per recipient."""

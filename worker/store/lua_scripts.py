@@ -15,6 +15,7 @@ import redis
 from redis.commands.core import Script
 
 from worker.contract import (
+    CANCELLABLE_STATUSES,
     FINAL_STATUSES,
     RECEIPT_DONE,
     RECEIPT_OK_STATUSES,
@@ -43,6 +44,7 @@ def prelude() -> str:
     return "".join(
         [
             lua_set("FINAL", FINAL_STATUSES),
+            lua_set("CANCELLABLE", CANCELLABLE_STATUSES),
             lua_set("SEGMENT_TAKEN", SEGMENTS_TAKEN),
             lua_set("SEGMENT_FAILED", SEGMENTS_FAILED),
             lua_set("RECEIPT_DONE", RECEIPT_DONE),

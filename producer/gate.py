@@ -1,0 +1,199 @@
+"""The door of every keyed call: who calls (API keys, cached for seconds), may they (revocation,
+rate, daily quota), and for a single send the call's writes in the same round trip.
+
+Looking a key up costs two round trips (key hash → id, then the record), so each API process
+keeps what it found for `KEY_CACHE_SECONDS`: scopes and limits changed with `smsq keys` apply
+within that time. Revocation is never cached: the first thing every keyed call does in Redis is
+a script that refuses a revoked key, then takes the call from the key's limits —
+`worker.quotas`' charge alone (`admit`), or for `POST /sms/send` the guarded write below, which
+also stores and queues the message. A revoked key is refused from its next call on, and a send
+with a cached key costs one round trip: check, charge, Idempotency-Key and writes together
+(`write_many`: the sends of many calls share one pipelined round trip, `producer.intake`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import redis
+
+from producer.auth import UnauthorizedError
+from producer.idempotency import TTL_SECONDS, idempotency_key, replay
+from worker.errors import SmsqError
+from worker.keys import ApiKey, KeyStore, key_record
+from worker.quotas import (
+    CHARGE_FUNCTION,
+    DAY_SECONDS,
+    Charge,
+    Quotas,
+    charge_args,
+    check_verdict,
+    daily_key,
+    rate_key,
+)
+
+KEY_CACHE_SECONDS = 2.0
+KEY_CACHE_SIZE = 10_000  # keys remembered per process; the cache starts over when full
+IDEMPOTENT_REPLAY = 4
+
+# KEYS[1] key record, KEYS[2] rate, KEYS[3] daily counter, KEYS[4] Idempotency-Key record,
+# KEYS[5..] the key of each write, in order.
+# ARGV[1..5] the charge (interval_us, burst, cost, daily limit, counter ttl); ARGV[6] the
+# Idempotency-Key record to keep ('' = no Idempotency-Key), ARGV[7] its ttl; ARGV[8..] the
+# writes: command, argument count n, then its n arguments after the key.
+# Returns {0, 0} written; {1, wait_us} or {2, used} refused by the limits (nothing written);
+# {3, 0} revoked key; {4, record} the Idempotency-Key was used before (the call is counted
+# toward the rate, nothing else happens).
+GUARDED_WRITE = (
+    CHARGE_FUNCTION
+    + """
+local WRITES = {HSET = true, RPUSH = true, ZADD = true, LPUSH = true}
+local unpack = unpack or table.unpack
+if redis.call('HGET', KEYS[1], 'revoked') ~= '0' then return {3, 0} end
+local interval, burst = tonumber(ARGV[1]), tonumber(ARGV[2])
+if ARGV[6] ~= '' then
+  local used = redis.call('GET', KEYS[4])
+  if used then
+    local verdict = charge(KEYS[2], KEYS[3], interval, burst, 0, 0, 0)
+    if verdict[1] ~= 0 then return verdict end
+    return {4, used}
+  end
+end
+local verdict = charge(KEYS[2], KEYS[3], interval, burst, tonumber(ARGV[3]),
+                       tonumber(ARGV[4]), tonumber(ARGV[5]))
+if verdict[1] ~= 0 then return verdict end
+if ARGV[6] ~= '' then redis.call('SET', KEYS[4], ARGV[6], 'EX', tonumber(ARGV[7])) end
+local k, i = 5, 8
+while i <= #ARGV do
+  local n = tonumber(ARGV[i + 1])
+  if not WRITES[ARGV[i]] then return redis.error_reply('not a write: ' .. ARGV[i]) end
+  redis.call(ARGV[i], KEYS[k], unpack(ARGV, i + 2, i + 1 + n))
+  k, i = k + 1, i + 2 + n
+end
+return {0, 0}
+"""
+)
+_NO_IDEMPOTENCY = "smsq:idem:-"  # KEYS[4] of a call without an Idempotency-Key (never read)
+
+
+class Gate:
+    """Authenticates keys (cached), admits calls, runs guarded writes; one per API process."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        keys: KeyStore,
+        quotas: Quotas,
+        *,
+        ttl: float = KEY_CACHE_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.keys = keys
+        self.quotas = quotas
+        self.ttl = ttl
+        self.clock = clock
+        self._found: dict[str, tuple[ApiKey, float]] = {}
+        self.redis = client
+        self._sha: str | None = None  # of GUARDED_WRITE, loaded on first use
+
+    def cached(self, token: str) -> ApiKey | None:
+        """The key for `token` if this process looked it up less than `ttl` ago (no I/O)."""
+        entry = self._found.get(token)
+        if entry is None or entry[1] < self.clock():
+            return None
+        return entry[0]
+
+    def lookup(self, token: str) -> ApiKey:
+        """The live key for `token`, from Redis; UnauthorizedError for unknown or revoked."""
+        key = self.keys.authenticate(token)
+        if key is None:
+            self._found.pop(token, None)
+            raise UnauthorizedError("unknown or revoked API key")
+        if len(self._found) >= KEY_CACHE_SIZE:
+            self._found.clear()
+        self._found[token] = (key, self.clock() + self.ttl)
+        return key
+
+    def admit(self, key: ApiKey, messages: int = 0, *, call: bool = True) -> Charge:
+        """Refuse a revoked key, then take the call (and `messages`) from its limits."""
+        return self.quotas.charge(key, messages, call=call)
+
+    def refund(self, charge: Charge) -> None:
+        self.quotas.refund(charge)
+
+    def write_many(self, calls: Sequence[GuardedWrite]) -> list[dict[str, Any] | Exception | None]:
+        """Run each guarded write (`GuardedWrite`), all in one pipelined round trip; for each,
+        in order: None (written), the first reply of a repeated Idempotency-Key, or the error
+        that refused it (limits, revoked key, Idempotency-Key conflict)."""
+        now = time.time()
+        prepared = [self._script_call(call, now) for call in calls]
+        answers = self._run(prepared)
+        return [_outcome(call, answer, now) for call, answer in zip(calls, answers, strict=True)]
+
+    def _script_call(self, call: GuardedWrite, now: float) -> list[Any]:
+        """KEYS and ARGV of the script for one call, as one EVALSHA argument list."""
+        key = call.key
+        cost = call.messages if key.daily else 0
+        record, idem_key = "", _NO_IDEMPOTENCY
+        if call.idempotency is not None:
+            name, _body = call.idempotency
+            idem_key = idempotency_key(key.id, name)
+            record = orjson.dumps({"body": call.digest, "reply": call.reply}).decode()
+        keys = [
+            key_record(key.id), rate_key(key.id), daily_key(key.id, int(now // DAY_SECONDS)),
+            idem_key, *(str(command[1]) for command in call.writes),
+        ]  # fmt: skip
+        args: list[Any] = [*charge_args(key, cost), record, TTL_SECONDS]
+        for command in call.writes:
+            args += [command[0], len(command) - 2, *command[2:]]
+        return [len(keys), *keys, *args]
+
+    def _run(self, prepared: list[list[Any]], *, again: bool = True) -> list[Any]:
+        """EVALSHA each call in one pipeline (loading the script once more if Redis lost it:
+        a restart); errors come back as values."""
+        if self._sha is None:
+            self._sha = str(self.redis.script_load(GUARDED_WRITE))
+        pipe = self.redis.pipeline(transaction=False)
+        for arguments in prepared:
+            pipe.evalsha(self._sha, *arguments)
+        answers = list(pipe.execute(raise_on_error=False))
+        if again and any(isinstance(a, redis.exceptions.NoScriptError) for a in answers):
+            self._sha = None
+            return self._run(prepared, again=False)  # Redis restarted: it lost its scripts
+        return answers
+
+
+@dataclass(frozen=True, slots=True)
+class GuardedWrite:
+    """One call's writes (commands as redis-py stages them: name, key, arguments), to apply
+    only if the key is live and its limits allow `messages` more. With `idempotency` (the
+    Idempotency-Key and the request body), `reply` is kept for repeats of the call."""
+
+    key: ApiKey
+    writes: Sequence[Sequence[Any]]
+    messages: int
+    reply: dict[str, Any]
+    idempotency: tuple[str, bytes] | None = None
+
+    @property
+    def digest(self) -> str:
+        return hashlib.sha256(self.idempotency[1]).hexdigest() if self.idempotency else ""
+
+
+def _outcome(call: GuardedWrite, answer: Any, now: float) -> dict[str, Any] | Exception | None:
+    if isinstance(answer, Exception):
+        return answer
+    verdict, detail = int(answer[0]), answer[1]
+    try:
+        if verdict == IDEMPOTENT_REPLAY:
+            return replay(detail, call.digest)
+        cost = call.messages if call.key.daily else 0
+        check_verdict(call.key, cost, verdict, int(detail), now)
+    except SmsqError as exc:
+        return exc
+    return None
