@@ -165,6 +165,15 @@ class TestSmppCarrier:
         counted = Counter(s.pdu.destination_addr for s in system.smsc.submitted)
         assert all(counted[to.lstrip("+")] == 1 for to in tos)
 
+    def test_a_message_from_a_handset_is_taken_and_answered(self, system: SmppStack) -> None:
+        """A deliver_sm that is no receipt goes to the MO intake (`worker.mo.accept`), then
+        the SMSC gets its deliver_sm_resp."""
+        acked = system.smsc.counters.receipts_acked
+        assert system.smsc.call(
+            lambda: system.smsc.smsc.deliver_mo("+4915112345678", "4930", "STOP")
+        )
+        wait_for(lambda: system.smsc.counters.receipts_acked > acked, 10, "the deliver_sm_resp")
+
     def test_an_unbind_is_followed_by_a_new_bind(self, system: SmppStack) -> None:
         """The SMSC unbinds every session; the connector binds again and sends on."""
         binds = system.smsc.counters.binds

@@ -10,6 +10,7 @@ from worker.carriers.base import CarrierReceipt
 from worker.contract import SegmentStatus
 from worker.inbound import Parking, ReceiptIntake
 from worker.smpp import queue
+from worker.smpp.inbound import MobileOriginated
 from worker.smpp.outcomes import Answer, Batch, Outcomes
 from worker.smpp.queue import SegmentQueue
 from worker.store import Message, Store
@@ -136,6 +137,17 @@ class TestOutcomes:
         (segment,) = store.segments("r1", 1)
         assert (segment.status, segment.error_code) == ("rejected", "0x0000000B")
         assert store.load("r1").status == "rejected"  # type: ignore[union-attr]
+
+    def test_a_message_from_a_handset_goes_to_the_mo_intake(
+        self, world: tuple[Store, SegmentQueue, Outcomes]
+    ) -> None:
+        """Sender, recipient, text and UDH as the deliver_sm said, under the carrier's name."""
+        outcomes = world[2]
+        taken: list[tuple[object, ...]] = []
+        outcomes.accept_mo = lambda *args, **options: taken.append((*args[1:], options["udh"]))
+        mo = MobileOriginated("+4915112345678", "4930123", "STOP", b"\x05\x00\x03\x01\x02\x01")
+        outcomes.store(Batch(messages=[mo]))
+        assert taken == [("up", "+4915112345678", "4930123", "STOP", mo.udh)]
 
     def test_no_answer_is_unknown_even_before_the_worker_stored_the_segment(
         self, world: tuple[Store, SegmentQueue, Outcomes], server: fakeredis.FakeServer

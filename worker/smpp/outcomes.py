@@ -31,7 +31,7 @@ from worker.inbound import ReceiptIntake
 from worker.smpp.inbound import MobileOriginated
 from worker.smpp.queue import Entry, SegmentQueue
 
-AcceptMo = Callable[..., None]
+AcceptMo = Callable[..., object]
 
 
 @dataclass(frozen=True, slots=True)
