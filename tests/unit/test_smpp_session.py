@@ -15,7 +15,8 @@ from tests.unit.test_receipt_intake_auth import Jobs
 from worker.contract import SegmentStatus
 from worker.inbound import Parking, ReceiptIntake
 from worker.smpp.config import SmppConfig
-from worker.smpp.link import CarrierLink, TokenBucket, Window
+from worker.smpp.flow import TokenBucket, Window
+from worker.smpp.link import CarrierLink
 from worker.smpp.outcomes import Outcomes
 from worker.smpp.pdu import Command, Pdu, ShortMessage, Status, message_id_of
 from worker.smpp.queue import Entry, SegmentQueue

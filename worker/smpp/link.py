@@ -22,7 +22,6 @@
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import functools
 import logging
@@ -33,6 +32,7 @@ from typing import Any, TypeVar
 
 from worker.contract import Priority, SegmentStatus
 from worker.smpp.config import SmppConfig
+from worker.smpp.flow import ReadyLine, TokenBucket, Window
 from worker.smpp.inbound import (
     NotAReceiptError,
     canonical_id,
@@ -58,83 +58,6 @@ READ_MAX = 200
 BATCH_WAIT = 0.002  # seconds answers may wait to be stored together
 IN_HAND_WINDOWS = 4  # entries a transmitter may have in the connector's hands, in windows
 DRAIN_SECONDS = 5.0  # on a clean stop: how long answers to what was sent are awaited
-
-
-class TokenBucket:
-    """`rate` per second with bursts of `burst` (a GCRA in this process); 0 = no limit."""
-
-    def __init__(self, rate: float, burst: int = 1) -> None:
-        self.interval = 1.0 / rate if rate > 0 else 0.0
-        self.burst = max(1, burst)
-        self._tat = 0.0
-
-    def reserve(self, *, only_now: bool = False) -> float | None:
-        """Take the next slot: how long to wait for it (0 = now). With `only_now`, take it
-        only if it is free now (else None, nothing taken)."""
-        if not self.interval:
-            return 0.0
-        now = time.monotonic()
-        tat = max(self._tat, now) + self.interval
-        wait = max(0.0, tat - self.burst * self.interval - now)
-        if only_now and wait > 0:
-            return None
-        self._tat = tat
-        return wait
-
-
-class ReadyLine:
-    """Entries in the connector's hands, not yet written: first in, first out; an entry sent
-    again goes first."""
-
-    def __init__(self) -> None:
-        self._entries: collections.deque[Entry] = collections.deque()
-        self._nonempty = asyncio.Event()
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def extend(self, entries: list[Entry]) -> None:
-        self._entries.extend(entries)
-        if self._entries:
-            self._nonempty.set()
-
-    def put_front(self, entries: list[Entry]) -> None:
-        self._entries.extendleft(reversed(entries))
-        if self._entries:
-            self._nonempty.set()
-
-    def take(self) -> Entry | None:
-        if not self._entries:
-            self._nonempty.clear()
-            return None
-        return self._entries.popleft()
-
-    async def wait(self) -> None:
-        while not self._entries:
-            self._nonempty.clear()
-            await self._nonempty.wait()
-
-
-class Window:
-    """Requests a session may have unanswered: `acquire` waits for a free slot."""
-
-    def __init__(self, size: int) -> None:
-        self.free = size
-        self._freed = asyncio.Event()
-
-    async def acquire(self) -> None:
-        while self.free <= 0:
-            self._freed.clear()
-            await self._freed.wait()
-        self.free -= 1
-
-    def take(self) -> None:
-        """A slot known to be free (`free > 0`)."""
-        self.free -= 1
-
-    def release(self, count: int = 1) -> None:
-        self.free += count
-        self._freed.set()
 
 
 class CarrierLink:
