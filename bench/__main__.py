@@ -1,11 +1,11 @@
-"""`python -m bench NAME [args]`: e2e, pipeline, campaigns, encoding, chaos, kannel, api."""
+"""`python -m bench NAME [args]`: e2e, pipeline, campaigns, encoding, chaos, kannel, api, smpp."""
 
 from __future__ import annotations
 
 import importlib
 import sys
 
-NAMES = ("e2e", "pipeline", "campaigns", "encoding", "chaos", "kannel", "api")
+NAMES = ("e2e", "pipeline", "campaigns", "encoding", "chaos", "kannel", "api", "smpp")
 
 if len(sys.argv) < 2 or sys.argv[1] not in NAMES:
     sys.exit(f"usage: python -m bench {{{','.join(NAMES)}}} [args]")
