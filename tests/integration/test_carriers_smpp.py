@@ -165,14 +165,22 @@ class TestSmppCarrier:
         counted = Counter(s.pdu.destination_addr for s in system.smsc.submitted)
         assert all(counted[to.lstrip("+")] == 1 for to in tos)
 
-    def test_a_message_from_a_handset_is_taken_and_answered(self, system: SmppStack) -> None:
+    @pytest.mark.parametrize(("keyword", "answer"), [("STOP", 422), ("START", 202)])
+    def test_a_message_from_a_handset_is_taken_and_answered(
+        self, system: SmppStack, keyword: str, answer: int
+    ) -> None:
         """A deliver_sm that is no receipt goes to the MO intake (`worker.mo.accept`), then
-        the SMSC gets its deliver_sm_resp."""
+        the SMSC gets its deliver_sm_resp: a STOP is stored by then, so a send to that handset
+        is refused (`opted_out`); a START lifts it."""
+        handset = "+4915199000001"  # no other test's: to a number nobody owns, a STOP is global
         acked = system.smsc.counters.receipts_acked
-        assert system.smsc.call(
-            lambda: system.smsc.smsc.deliver_mo("+4915112345678", "4930", "STOP")
-        )
+        assert system.smsc.call(lambda: system.smsc.smsc.deliver_mo(handset, "4930", keyword))
         wait_for(lambda: system.smsc.counters.receipts_acked > acked, 10, "the deliver_sm_resp")
+        stack = system.stack
+        sent = stack.http.post(f"{stack.api_url}/sms/send", json={"to": handset, "content": "hi"})
+        assert sent.status_code == answer, sent.text
+        if answer == 422:
+            assert sent.json()["error"]["code"] == "opted_out"
 
     def test_an_unbind_is_followed_by_a_new_bind(self, system: SmppStack) -> None:
         """The SMSC unbinds every session; the connector binds again and sends on."""
