@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import tomllib
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from pydantic import ValidationError
 from producer.up import UpOptions, children
 from worker.carriers.base import AdapterContext
 from worker.carriers.config import CarriersConfig, load_carriers
+from worker.carriers.health import check
 from worker.carriers.registry import build_carrier, carrier_for_name
 from worker.carriers.routing import RoutedCarrier
 from worker.carriers.smpp import SmppCarrier, smpp_carriers
@@ -133,3 +135,16 @@ class TestSmppWiring:
         assert children(settings, UpOptions(), 7)[-1].command[-1] == "smpp"
         assert "smpp" not in [c.name for c in children(Settings(), UpOptions(), 7)]
         assert list(smpp_carriers(load_carriers(settings))) == ["upstream"]
+
+    def test_smsq_carriers_check_connects_to_the_smsc(self, tmp_path: Path) -> None:
+        """The probe opens a TCP connection to host:port (no bind, no SMS); the line names
+        where, never the password."""
+        with socket.create_server(("127.0.0.1", 0)) as smsc, httpx.Client() as client:
+            port = smsc.getsockname()[1]
+            path = tmp_path / "carriers.toml"
+            path.write_text(EXAMPLE.replace("port = 2775", f"port = {port}"))
+            healthy, lines = check(Settings(carriers_file=str(path)), client, None)
+        assert healthy
+        assert f"upstream         smpp    127.0.0.1:{port}" in lines[1]
+        assert "port open" in lines[1]
+        assert "secret" not in "\n".join(lines)
