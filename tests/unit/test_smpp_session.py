@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import fakeredis
 import pytest
@@ -14,6 +16,7 @@ from tests.smpp.smsc import Outcome, Smsc
 from tests.unit.test_receipt_intake_auth import Jobs
 from worker.contract import SegmentStatus
 from worker.inbound import Parking, ReceiptIntake
+from worker.smpp import queue
 from worker.smpp.config import SmppConfig
 from worker.smpp.flow import TokenBucket, Window
 from worker.smpp.link import CarrierLink
@@ -123,3 +126,137 @@ class TestStaleEntries:
 
         with ThreadPoolExecutor(1) as executor:
             asyncio.run(scenario(executor))
+
+
+class GatedRedis(fakeredis.FakeRedis):
+    """A fake Redis whose HSET (entries marked written) waits for `go` once it has begun."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.begun, self.go = threading.Event(), threading.Event()
+
+    def hset(self, *args: Any, **kwargs: Any) -> Any:
+        self.begun.set()
+        self.go.wait(5)
+        return super().hset(*args, **kwargs)
+
+
+class CountingExecutor(ThreadPoolExecutor):
+    """Counts the jobs it was given."""
+
+    def __init__(self, threads: int) -> None:
+        super().__init__(threads)
+        self.jobs = 0
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+        self.jobs += 1
+        return super().submit(fn, *args, **kwargs)
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    """Poll (bounded) until `condition` holds."""
+    for _ in range(500):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("never happened")
+
+
+class Preparing:
+    """A link over the stand-in with one queued entry, its batch being prepared (the mark on
+    its way, held in a thread) when a test stops the link."""
+
+    def __init__(self, threads: int = 2) -> None:
+        self.client = GatedRedis()
+        self.segments = SegmentQueue(self.client, "up", "me")
+        self.segments.create_group()
+        queue.enqueue(self.client, "up", "m1:1", SUBMIT, "normal")
+        store = Store(fakeredis.FakeRedis(decode_responses=True))
+        intake = ReceiptIntake(store, Jobs(), parking=Parking())
+        self.outcomes = Outcomes("up", self.segments, intake)
+        self.executor = CountingExecutor(threads)
+        self.smsc = Smsc()
+
+    async def begin(self, endpoint: Endpoint, *, stopped: bool) -> asyncio.Task[bool]:
+        config = SmppConfig(host="smsc", system_id="smsq")
+        self.link = CarrierLink("up", config, "pw", self.segments, self.outcomes, self.executor)
+        self.session = Session(endpoint, "transceiver", lambda s, p: None)
+        await self.session.open()
+        self.batch = self.segments.read(10, 0)
+        if stopped:
+            self.link.stop()
+        preparing = asyncio.create_task(self.link._prepare(self.session, self.batch))
+        await until(self.client.begun.is_set)  # the mark is being made, in a thread
+        return preparing
+
+    def run(self, scenario: Callable[[Endpoint], Awaitable[None]]) -> None:
+        """Run `scenario`; then nothing was written, no mark is left, and the entry is still
+        pending for the next connector."""
+
+        async def main(smsc: Smsc, endpoint: Endpoint) -> None:
+            with self.executor:
+                await scenario(endpoint)
+                await self.session.unbind()
+
+        run(main, self.smsc)
+        assert self.client.hgetall(queue.written_key("up")) == {}
+        assert self.smsc.counters.submits == 0
+        orphans = SegmentQueue(self.client, "up", "next").orphans()
+        assert [entry.id for entry in orphans] == [self.batch[0].id]
+
+
+class TestStopping:
+    """A stop never leaves an entry marked written that was not: the next connector would
+    take it for sent and fail its segment as an unknown outcome."""
+
+    @pytest.mark.parametrize("cancels", [1, 2], ids=["once", "twice"])
+    def test_cancelled_while_marking(self, cancels: int) -> None:
+        """The sender is cancelled while its batch's mark is on its way (twice: the bind's
+        task, then the sender itself): the mark is taken back once it landed."""
+        prep = Preparing()
+
+        async def scenario(endpoint: Endpoint) -> None:
+            preparing = await prep.begin(endpoint, stopped=False)
+            preparing.cancel()
+            for _ in range(cancels - 1):
+                for _ in range(3):
+                    await asyncio.sleep(0)  # the cancellation before is being handled
+                preparing.cancel()
+            prep.client.go.set()
+            with pytest.raises(asyncio.CancelledError):
+                await preparing
+
+        prep.run(scenario)
+
+    def test_stopped_while_marking(self) -> None:
+        """The link stops while the mark is on its way: the batch is not written (every
+        session is being unbound), its mark taken back, the entry back in line."""
+        prep = Preparing()
+
+        async def scenario(endpoint: Endpoint) -> None:
+            preparing = await prep.begin(endpoint, stopped=True)
+            prep.client.go.set()
+            assert await preparing is False
+            assert prep.link.ready.take() == prep.batch[0]
+
+        prep.run(scenario)
+
+    def test_cancelled_taking_the_mark_back(self) -> None:
+        """Cancelled while taking the mark back, its step still waiting for a free thread:
+        the step is carried out all the same."""
+        prep = Preparing(threads=1)
+        release = threading.Event()
+
+        async def scenario(endpoint: Endpoint) -> None:
+            loop = asyncio.get_running_loop()
+            preparing = await prep.begin(endpoint, stopped=True)
+            busy = loop.run_in_executor(prep.executor, release.wait, 5)  # the one thread
+            prep.client.go.set()
+            await until(lambda: prep.executor.jobs == 3)  # the mark, busy, taking it back
+            preparing.cancel()
+            release.set()
+            await busy
+            with pytest.raises(asyncio.CancelledError):
+                await preparing
+
+        prep.run(scenario)

@@ -139,6 +139,20 @@ class CarrierLink:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.executor, functools.partial(fn, *args))
 
+    async def _finish(self, fn: Callable[..., T], *args: Any) -> T:
+        """`_call`, carried to its end even when the caller is cancelled meanwhile (a stop
+        cancels the senders), then the cancellation goes on: a `written` mark is never left
+        to chance (one queued in the threads and cancelled would never be made or taken back,
+        and a connector taking the entry over would fail it as sent without an answer)."""
+        step = asyncio.ensure_future(self._call(fn, *args))
+        try:
+            return await asyncio.shield(step)
+        except asyncio.CancelledError:
+            while not step.done():  # a stop may cancel twice (the bind's task, then its sender)
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.wait([step])
+            raise
+
     # -- binds ----------------------------------------------------------------------------
     async def _keep(self, mode: str, index: int) -> None:
         """Keep one session bound: bind, serve until it ends, wait, bind again."""
@@ -266,15 +280,20 @@ class CarrierLink:
 
     async def _prepare(self, session: Session, batch: list[Entry]) -> bool:
         """Wait out a throttle pause and the rate; mark the batch written. False (the batch
-        back in line, unmarked) when the session ended meanwhile."""
+        back in line, unmarked) when the session ended or the link began to stop meanwhile:
+        a stop unbinds every session, and nothing is written after that."""
         pause = self._paused.get(session, 0.0) - time.monotonic()
         wait = self.bucket.reserve() or 0.0
         if max(pause, wait) > 0:
             await asyncio.sleep(max(pause, wait))
-        await self._call(self.queue.mark_written, batch)
-        if session.is_open:
-            return True
-        await self._call(self.queue.unmark_written, batch)
+        try:
+            await self._finish(self.queue.mark_written, batch)
+            if session.is_open and not self._stopping.is_set():
+                return True
+        except asyncio.CancelledError:  # a stop: nothing was written, the mark goes
+            await self._finish(self.queue.unmark_written, batch)
+            raise
+        await self._finish(self.queue.unmark_written, batch)
         self.ready.put_front(batch)
         return False
 
@@ -328,7 +347,7 @@ class CarrierLink:
     async def _again(self, entry: Entry, delay: float) -> None:
         """Send an entry again after `delay`: first unmarked (its submit_sm was answered, so a
         connector dying now leaves it to be sent, not unknown), then first in line."""
-        await self._call(self.queue.unmark_written, [entry])
+        await self._finish(self.queue.unmark_written, [entry])
         await asyncio.sleep(delay)
         self.ready.put_front([entry])
 
