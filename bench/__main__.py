@@ -1,11 +1,12 @@
-"""`python -m bench NAME [args]`: e2e, pipeline, campaigns, encoding, chaos, kannel, api, client."""
+"""`python -m bench NAME [args]`: e2e, pipeline, campaigns, encoding, chaos, kannel, api, smpp,
+client."""
 
 from __future__ import annotations
 
 import importlib
 import sys
 
-NAMES = ("e2e", "pipeline", "campaigns", "encoding", "chaos", "kannel", "api", "client")
+NAMES = ("e2e", "pipeline", "campaigns", "encoding", "chaos", "kannel", "api", "smpp", "client")
 
 if len(sys.argv) < 2 or sys.argv[1] not in NAMES:
     sys.exit(f"usage: python -m bench {{{','.join(NAMES)}}} [args]")

@@ -213,6 +213,18 @@ def scheduler_command(
     watcher_stop.set()
 
 
+@app.command("smpp")
+def smpp_command() -> None:
+    """Run the SMPP connector: hold the binds of every `type = "smpp"` carrier."""
+    from worker.smpp.connector import run
+
+    settings = get_settings()
+    configure_logs(settings.log_level)
+    code = run(settings)
+    if code:
+        raise fail("no SMPP carrier configured (type = \"smpp\" in SMSQ_CARRIERS_FILE)", code)
+
+
 def start_batch_watcher(settings: Settings) -> threading.Event:
     """Run the batch progress / completion callbacks in a thread; set the event to stop it."""
     from worker.batch_progress import build_watcher, run_watcher

@@ -40,6 +40,8 @@ from producer.supervisor import (
     die_with_parent,
     rotate_logs,
 )
+from worker.carriers.config import load_carriers
+from worker.carriers.smpp import smpp_carriers
 from worker.embedded_redis import EmbeddedRedis, free_port, write_private
 from worker.keys import KeyStore
 from worker.receipts.tokens import up_environment
@@ -93,6 +95,17 @@ def runs_simulator(settings: Settings) -> bool:
     return settings.carrier == "sim" and settings.carrier_url == simulator_url(settings.sim_port)
 
 
+def runs_connector(settings: Settings) -> bool:
+    """An SMPP carrier is configured: `smsq up` runs the connector that holds its binds."""
+    if not settings.carriers_file:
+        return False
+    try:
+        config = load_carriers(settings)
+    except ValueError:
+        return False  # the workers say what is wrong with the file
+    return bool(smpp_carriers(config))
+
+
 def children(settings: Settings, options: UpOptions, api_fd: int) -> list[ChildSpec]:
     """Every child of `smsq up`, in start order."""
     python = sys.executable
@@ -109,6 +122,8 @@ def children(settings: Settings, options: UpOptions, api_fd: int) -> list[ChildS
             for label in numbered(lane, count)
         ]
     specs.append(ChildSpec("scheduler", [python, "-m", "producer", "scheduler"]))
+    if runs_connector(settings):
+        specs.append(ChildSpec("smpp", [python, "-m", "producer", "smpp"]))
     return specs
 
 

@@ -54,14 +54,16 @@ class Runtime:
         self.redis.close()
 
 
-def redis_client(settings: Settings, max_connections: int | None = None) -> redis.Redis:
+def redis_client(
+    settings: Settings, max_connections: int | None = None, *, decode_responses: bool = True
+) -> redis.Redis:
     """A Redis client whose pool waits for a free connection instead of failing (redis-py 8)."""
     return connect_blocking(
         settings.effective_redis_url,
         sentinel_service=settings.redis_sentinel_service,
         max_connections=max_connections or max(64, settings.worker_concurrency * 2),
         timeout=20,
-        decode_responses=True,
+        decode_responses=decode_responses,
         socket_timeout=30,
         socket_connect_timeout=5,
         health_check_interval=25,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench import kannel
+from bench import kannel, smpp
 from bench.e2e import run
 from tests.integration.kannel import KANNEL_MISSING
 
@@ -39,3 +39,13 @@ class TestKannelHarness:
             "ratio smsq / kannel alone (target ≥ 0.5)",
         ):
             assert name in rows, f"missing {name!r} in {sorted(rows)}"
+
+
+class TestSmppHarness:
+    def test_reports_the_ceiling_and_the_connector(self) -> None:
+        """The plain codec loop and the real connector, each with 1 and 2 binds, at a tiny
+        size (figures not asserted)."""
+        rows = dict(smpp.run(40, 2, 10))
+        for binds in (1, 2):
+            assert f"ceiling (plain loop, codec), {binds} bind(s): segments/s" in rows
+            assert f"smsq smpp, {binds} bind(s): segments/s (answers stored)" in rows

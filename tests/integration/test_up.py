@@ -165,6 +165,18 @@ def smsq(*args: str) -> Result:
     return CliRunner().invoke(cli.app, list(args))
 
 
+def logged(text: str, *args: str) -> Result:
+    """`smsq *args` once its output shows `text` (or it failed): `smsq up` waits for the API,
+    not for each worker to print its banner."""
+
+    def shown() -> Result | None:
+        result = smsq(*args)
+        return result if result.exit_code != 0 or text in result.output else None
+
+    found: Result = wait_for(shown, 60, f"no {text!r} in smsq {' '.join(args)}")
+    return found
+
+
 class TestOutput:
     def test_the_default_output_is_a_short_block(self, up: Up) -> None:
         """URL, docs, key, secret, data dir, Redis, logs; no Celery banner, no JSON log."""
@@ -180,19 +192,20 @@ class TestOutput:
         assert noise == []
         assert "celery" not in up.stdout().lower()
         logs = up.cwd / ".smsq" / "logs"
-        assert "celery" in (logs / "worker-dlr.log").read_text().lower()  # it went here
+        # It went here (`smsq up` waits for the API, not for each worker to print its banner).
+        wait_for(
+            lambda: "celery" in (logs / "worker-dlr.log").read_text().lower(), 60, "no banner"
+        )
         assert {"api1.log", "api2.log", "worker-carrier-dlr.log", "scheduler.log"} <= {
             p.name for p in logs.iterdir()
         }
 
     def test_logs_command_shows_a_childs_log(self, here: Up) -> None:
         """`smsq logs worker-otp` prints its log; `smsq logs` prefixes each line's child."""
-        one = smsq("logs", "worker-otp", "-n", "-1")
+        one = logged("otp@", "logs", "worker-otp", "-n", "-1")
         assert one.exit_code == 0, one.output
-        assert "otp@" in one.output
-        every = smsq("logs")
+        every = logged("worker-carrier-dlr | ", "logs")
         assert every.exit_code == 0
-        assert "worker-carrier-dlr | " in every.output
         assert smsq("logs", "nobody").exit_code == 1
 
 

@@ -9,17 +9,23 @@ and what its receipts look like. Adding an adapter adds its case to `CASES`.
 from __future__ import annotations
 
 import json
+import socket
 from abc import ABC, abstractmethod
 from enum import Enum
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol, cast
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
+import fakeredis
 import httpx
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from worker.carriers.base import AdapterContext, InboundRequest, SegmentSubmission
 from worker.carriers.twilio import signature as twilio_signature
 from worker.receipts.tokens import segment_receipt_url
 from worker.settings import Settings
+from worker.smpp import queue
 from worker.webhooks import generate_secret
 
 NAME = "c1"  # the configured carrier's name in every check
@@ -283,10 +289,93 @@ class TwilioCase(HttpStandIn):
         ]
 
 
+Entries = list[tuple[bytes, dict[bytes, bytes]]]  # a stream's, read without decoding
+
+
+class Closable(Protocol):
+    def close(self) -> None: ...
+
+
+def reserved_port() -> socket.socket:
+    """A loopback port held for the whole run, bound but not listening (connections to it are
+    refused), which a stand-in may listen on beside it (SO_REUSEPORT)."""
+    holder = socket.socket()
+    holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    holder.bind(("127.0.0.1", 0))
+    return holder
+
+
+_SMSC_PORT = reserved_port()
+
+
+class SmppCase(CarrierCase):
+    """An SMPP carrier: submitting is the hand-over to the connector (`worker.smpp.queue`), so
+    at submission the stand-in is that Redis: a fake one that takes the entry, a refused port
+    (unreachable), a silent one (no answer). The SMSC's answers come later, over the binds, as
+    receipts; the probe only connects to the SMSC's port (something listens there, or not)."""
+
+    table: ClassVar[dict[str, Any]] = {
+        "type": "smpp", "host": "127.0.0.1", "port": _SMSC_PORT.getsockname()[1],
+        "system_id": "smsq", "password": "pw",
+    }  # fmt: skip
+    unstaged = frozenset(
+        {
+            Outcome.DOWN, Outcome.THROTTLED, Outcome.CONNECT_TIMEOUT, Outcome.BAD_NUMBER,
+            Outcome.BAD_CREDENTIALS,
+        }
+    )  # fmt: skip
+
+    def __init__(self) -> None:
+        self.queued = fakeredis.FakeRedis()
+        self._held: list[Closable] = [self.queued]
+
+    def context(self, outcome: Outcome) -> AdapterContext:
+        client = httpx.Client()
+        self._held.append(client)
+        if outcome is Outcome.ACCEPTED:
+            smsc = socket.socket()
+            self._held.append(smsc)
+            smsc.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            smsc.bind(("127.0.0.1", self.table["port"]))
+            smsc.listen()
+            return AdapterContext(client=client, settings=settings(), redis=self.queued)
+        port = self.table["port"]  # refused: nothing listens there now
+        if outcome is Outcome.NO_ANSWER:  # takes the connection (the kernel's backlog), silent
+            silent = socket.create_server(("127.0.0.1", 0))
+            self._held.append(silent)
+            port = silent.getsockname()[1]
+        hand_over = redis.Redis(
+            port=port, socket_connect_timeout=1, socket_timeout=0.2,
+            retry=Retry(NoBackoff(), 0), driver_info=None,
+        )  # fmt: skip
+        self._held.append(hand_over)
+        return AdapterContext(client=client, settings=settings(), redis=hand_over)
+
+    def sms_sent(self) -> int:
+        number = TO.lstrip("+").encode()
+        streams = [queue.stream_key(NAME, lane) for lane in queue.LANES]
+        entries = [cast(Entries, self.queued.xrange(stream)) for stream in streams]
+        return sum(number in fields[b"pdu"] for found in entries for _, fields in found)
+
+    def receipt_url_given(self) -> None:
+        return None
+
+    def receipt(self, url: str, carrier_id: str) -> InboundRequest:
+        raise AssertionError("an SMPP carrier's receipts come over its binds")
+
+    def garbage(self, url: str) -> list[InboundRequest]:
+        raise AssertionError("an SMPP carrier's receipts come over its binds")
+
+    def close(self) -> None:
+        for thing in self._held:
+            thing.close()
+
+
 # Every registered adapter's test data, by type name.
 CASES: dict[str, type[CarrierCase]] = {
     "sim": SimCase,
     "http": HttpCarrierCase,
     "kannel": KannelCase,
     "twilio": TwilioCase,
+    "smpp": SmppCase,
 }

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from urllib.parse import parse_qs, unquote_to_bytes, urlsplit
+from urllib.parse import parse_qs, quote, unquote_to_bytes, urlsplit
 
+import fakeredis
 import httpx
+import orjson
 import pytest
 
+from tests.unit.test_sending import Publisher
 from worker.carriers.base import Accepted, CarrierReceipt, InboundRequest, SegmentSubmission
-from worker.carriers.kannel import KannelCarrier, dlr_url
-from worker.contract import SegmentStatus
+from worker.carriers.kannel import FAILED, SMSC_ACK, KannelCarrier, dlr_url
+from worker.contract import POST_RECEIPT, SegmentStatus
 from worker.errors import (
     CarrierError,
     CarrierRejectedError,
@@ -18,6 +21,9 @@ from worker.errors import (
     CarrierUnknownOutcomeError,
     ValidationError,
 )
+from worker.inbound import ReceiptIntake
+from worker.sending import Sender
+from worker.store import Message, Store, new_message_id
 
 URL = "http://kannel.test:13013"
 UDH = bytes.fromhex("050003a70201")
@@ -258,10 +264,19 @@ class TestParseReceipts:
         status: SegmentStatus,
         error_code: str | None,
     ) -> None:
-        """`%d` is a bitmask giving the state; a failure's `stat:` and `err:` refine it."""
+        """`%d` is a bitmask giving the state; a failure's `stat:` and `err:` refine it. A
+        rejection in a receipt (not the SMSC's NACK) comes after the acceptance it implies."""
         url = dlr_url("http://api.test/carriers/kannel/dlr", "m1.2")
         filled = url.replace("%d", kind).replace("%T", "1764100000").replace("%A", answer)
-        (receipt,) = carrier.parse_receipts(callback(filled.replace("%i", "").replace("%F", "")))
+        *implied, receipt = carrier.parse_receipts(
+            callback(filled.replace("%i", "").replace("%F", ""))
+        )
+        took_it = status is SegmentStatus.REJECTED and kind != "16"
+        assert implied == (
+            [CarrierReceipt("m1.2", SegmentStatus.ACCEPTED, done_at=receipt.done_at)]
+            if took_it
+            else []
+        )
         assert receipt.carrier_id == "m1.2"
         assert receipt.status is status
         assert receipt.error_code == error_code
@@ -305,3 +320,59 @@ class TestParseReceipts:
         ValidationError."""
         with pytest.raises(ValidationError):
             carrier.parse_receipts(callback(f"http://api.test/dlr?{query}"))
+
+
+class TestReceiptOrder:
+    """smsbox fetches its dlr-urls concurrently, so a receipt may overtake the SMSC's ack
+    (the SMSC sends its receipt right after its submit_sm_resp): the client's receipts are the
+    same in either order."""
+
+    def callbacks(self, smsbox: Smsbox, *dlrs: tuple[int, str]) -> list[InboundRequest]:
+        """Kannel's GETs of the dlr-url it was given, `%d` and `%A` filled in."""
+        (given,) = parse_qs(urlsplit(str(smsbox.requests[-1].url)).query)["dlr-url"]
+        escapes = {"%T": "1764100000", "%i": "smsc1", "%F": "7"}
+        for code, value in escapes.items():
+            given = given.replace(code, value)
+        return [
+            callback(given.replace("%d", str(kind)).replace("%A", quote(answer, safe="")))
+            for kind, answer in dlrs
+        ]
+
+    @pytest.mark.parametrize(
+        ("answer", "receipts"),
+        [
+            ("id:7 stat:REJECTD err:011", [("accepted", None), ("rejected", "011")]),
+            ("id:7 stat:UNDELIV err:034", [("accepted", None), ("undelivered", "034")]),
+        ],
+        ids=["rejectd", "undeliv"],
+    )
+    @pytest.mark.parametrize("receipt_first", [False, True], ids=["ack-first", "receipt-first"])
+    def test_a_receipt_before_the_ack_still_means_the_smsc_took_it(
+        self,
+        carrier: KannelCarrier,
+        smsbox: Smsbox,
+        answer: str,
+        receipts: list[tuple[str, str | None]],
+        receipt_first: bool,
+    ) -> None:
+        """Level 1 is the SMSC's acceptance and level 2 the failure, whichever came first: a
+        REJECTD receipt is a rejection after the SMSC took the message, never its refusal."""
+        store = Store(fakeredis.FakeRedis(decode_responses=True))
+        message = Message(
+            id=new_message_id(), to="+4915112345678", sender="smsq", content="hi", segments=1,
+            dlr=True, dlr_level=3, dlr_url="https://client.test/r",
+        )  # fmt: skip
+        store.create(message)
+        publisher = Publisher()
+        Sender(store, carrier, publisher, "http://api.test").send(message.id)
+        ack, failure = self.callbacks(smsbox, (SMSC_ACK, "ACK/"), (FAILED, answer))
+        intake = ReceiptIntake(store, publisher)
+        for request in [failure, ack] if receipt_first else [ack, failure]:
+            intake.handle(carrier, request)
+
+        opened = [args for task, args, _ in publisher.now if task == POST_RECEIPT]
+        assert opened == [[message.id, 1], [message.id, 2]]
+        fields = store.fields(message.id)
+        snapshots = [orjson.loads(fields[f"rcpt:{level}:snap"]) for level in (1, 2)]
+        assert [(s["status"], (s.get("error") or {}).get("code")) for s in snapshots] == receipts
+        assert fields["status"] == receipts[-1][0]

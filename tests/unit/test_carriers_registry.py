@@ -19,6 +19,7 @@ from worker.carriers.kannel import KannelCarrier
 from worker.carriers.registry import build_carrier, carrier_for_name
 from worker.carriers.routing import RoutedCarrier
 from worker.carriers.sim import SimCarrier
+from worker.carriers.smpp import SmppCarrier
 from worker.carriers.twilio import TwilioCarrier
 from worker.errors import NotFoundError
 from worker.settings import Settings
@@ -282,15 +283,16 @@ class TestCarriersFile:
 class TestCatalogue:
     def test_lists_the_built_in_adapters(self) -> None:
         """Each built-in adapter class is registered under its type name."""
-        assert type_names() == ("http", "kannel", "sim", "twilio")
-        assert [adapter_for(name) for name in ("sim", "http", "kannel", "twilio")] == [
-            SimCarrier, HttpCarrier, KannelCarrier, TwilioCarrier
+        assert type_names() == ("http", "kannel", "sim", "smpp", "twilio")
+        assert [adapter_for(name) for name in ("sim", "http", "kannel", "twilio", "smpp")] == [
+            SimCarrier, HttpCarrier, KannelCarrier, TwilioCarrier, SmppCarrier
         ]  # fmt: skip
 
     def test_unknown_types_are_named_with_the_known_ones(self) -> None:
         """`SMSQ_CARRIER` and the file's `type` say which types there are."""
-        with pytest.raises(ValueError, match=r"'smpp' \(known: http, kannel, sim, twilio\)"):
-            Settings(carrier="smpp")
+        known = r"'ucp' \(known: http, kannel, sim, smpp, twilio\)"
+        with pytest.raises(ValueError, match=known):
+            Settings(carrier="ucp")
 
     def test_refuses_a_taken_type_name(self) -> None:
         """A second class cannot take a registered type name."""

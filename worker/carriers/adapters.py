@@ -16,6 +16,7 @@ from worker.carriers.http import HttpCarrier
 from worker.carriers.kannel import KannelCarrier
 from worker.carriers.options import SignedReceipts
 from worker.carriers.sim import SimCarrier
+from worker.carriers.smpp import SmppCarrier
 from worker.carriers.twilio import TwilioCarrier
 
 Adapter = type[CarrierAdapter[Any]]
@@ -65,6 +66,8 @@ def type_names() -> tuple[str, ...]:
 
 
 # The adapters that ship with smsq.
-BUILT_IN: tuple[Adapter, ...] = (SimCarrier, HttpCarrier, KannelCarrier, TwilioCarrier)
+BUILT_IN: tuple[Adapter, ...] = (
+    SimCarrier, HttpCarrier, KannelCarrier, TwilioCarrier, SmppCarrier
+)
 for _adapter in BUILT_IN:
     register(_adapter)

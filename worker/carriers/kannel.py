@@ -197,15 +197,21 @@ class KannelCarrier(CarrierAdapter[KannelOptions]):
         stat = _STAT.search(answer)
         status = decode_type(kind, stat.group(1) if stat else None)
         failed = status in (SegmentStatus.UNDELIVERED, SegmentStatus.REJECTED)
-        return [
-            CarrierReceipt(
-                carrier_id=carrier_id,
-                status=status,
-                error_code=_error_code(answer) or (f"kannel_dlr_{kind}" if failed else None),
-                error_message=answer[:200] if failed and answer else None,
-                done_at=_epoch_iso(query.get("ts")),
-            )
-        ]
+        receipt = CarrierReceipt(
+            carrier_id=carrier_id,
+            status=status,
+            error_code=_error_code(answer) or (f"kannel_dlr_{kind}" if failed else None),
+            error_message=answer[:200] if failed and answer else None,
+            done_at=_epoch_iso(query.get("ts")),
+        )
+        if status is SegmentStatus.REJECTED and not int(kind) & SMSC_NACK:
+            # A rejection the SMSC reports in a receipt (stat:REJECTD) comes after it took the
+            # message. smsbox fetches its dlr-urls concurrently, so this one may overtake the
+            # SMSC's ack (8); alone, on a segment still waiting for that ack, it would read as
+            # the SMSC's refusal (a final level 1, and no level 2). The acceptance goes first.
+            accepted = CarrierReceipt(carrier_id, SegmentStatus.ACCEPTED, done_at=receipt.done_at)
+            return [accepted, receipt]
+        return [receipt]
 
 
 def sendsms_url(url: str) -> str:

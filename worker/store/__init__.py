@@ -262,6 +262,25 @@ class Store:
         )  # fmt: skip
         return bool(changed), [orjson.loads(item) for item in parked]
 
+    def link_carrier_ids(
+        self, carrier: str, links: Sequence[tuple[str, int, str]]
+    ) -> list[list[dict[str, str]]]:
+        """Index each segment `(message id, seq)` also under a second carrier id (an SMSC's
+        answer to a segment already indexed under ours) and make it the segment's carrier id;
+        for each, the receipts parked for that id (in one pipelined round trip)."""
+        found = self._each(
+            lambda client, message_id, seq, carrier_id: self._scripts.carrier_id_link(
+                keys=[
+                    segments_key(message_id), carrier_index_key(carrier, carrier_id),
+                    parked_receipts_key(carrier, carrier_id),
+                ],
+                args=[seq, carrier_id, f"{message_id}:{seq}", CARRIER_INDEX_TTL_SECONDS],
+                client=client,
+            ),
+            links,
+        )  # fmt: skip
+        return [[orjson.loads(item) for item in parked] for parked in found]
+
     def park_receipt(
         self,
         carrier: str,

@@ -109,6 +109,7 @@ class Scripts:
     open_receipt: Script
     replay_receipt: Script
     cancel_message: Script
+    carrier_id_link: Script
 
 
 def load(client: redis.Redis) -> Scripts:
@@ -130,4 +131,5 @@ def load(client: redis.Redis) -> Scripts:
         open_receipt=register(client, "open_receipt", *_SNAPSHOT),
         replay_receipt=register(client, "replay_receipt"),
         cancel_message=register(client, "cancel_message", *_SNAPSHOT),
+        carrier_id_link=register(client, "carrier_id_link"),
     )
