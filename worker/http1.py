@@ -31,14 +31,20 @@ READ_CHUNK = 65_536
 
 
 class _Parsed:
-    """httptools callbacks: the answer's headers and (up to a size) its body."""
+    """httptools callbacks: the answer's headers and (up to a size) its body.
 
-    def __init__(self) -> None:
+    Whether the connection may carry another request is read *inside* the completion callback:
+    afterwards llhttp has reset for the next message and `should_keep_alive()` says False.
+    """
+
+    def __init__(self, parser_ref: list[httptools.HttpResponseParser]) -> None:
         self.headers: dict[str, str] = {}
         self.headers_done = False
         self.done = False
+        self.keep_alive = False
         self.body = bytearray()
         self.keep = 0  # bytes of body to keep (0: drop it)
+        self._parser_ref = parser_ref
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.headers[name.decode("latin-1").lower()] = value.decode("latin-1")
@@ -53,6 +59,7 @@ class _Parsed:
 
     def on_message_complete(self) -> None:
         self.done = True
+        self.keep_alive = self._parser_ref[0].should_keep_alive()
 
 
 @dataclass
@@ -103,7 +110,7 @@ class Answer:
                     self._parser.feed_data(chunk)
         except (TimeoutError, OSError, httptools.HttpParserError):
             pass
-        if self._parsed.done and self._parser.should_keep_alive():
+        if self._parsed.done and self._parsed.keep_alive:
             self._pool.give(connection)
         else:
             connection.close()
@@ -172,8 +179,10 @@ class Pool:
         return await self._on(await self._open(), head, body)
 
     async def _on(self, connection: Connection, head: bytes, body: bytes) -> Answer:
-        parsed = _Parsed()
+        parser_ref: list[httptools.HttpResponseParser] = []
+        parsed = _Parsed(parser_ref)
         parser = httptools.HttpResponseParser(parsed)
+        parser_ref.append(parser)
         try:
             connection.writer.write(head + body if body else head)
             await connection.writer.drain()
