@@ -11,12 +11,13 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from standardwebhooks.webhooks import Webhook
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from producer.views import message_view
 from tests.unit.receipt_world import URL, Handler, World, config, ok, slow
 from worker.receipts import RETRY_SCHEDULE_SECONDS, dead_letters, replay
 from worker.receipts.config import EngineConfig
+from worker.receipts.engine import SECRETS_TTL_MS
 from worker.receipts.endpoints import endpoint_for
 from worker.store import RECEIPT_WATCH_KEY
 from worker.store.keys import endpoint_health_key, endpoint_queue_key
@@ -189,6 +190,29 @@ class TestRetries:
         world.settle()
         assert world.requests == []
         assert world.state(message, 1) == "dead"
+
+
+    def test_a_rotated_secret_signs_from_at_most_the_cache_time_later(
+        self, make_world: MakeWorld
+    ) -> None:
+        """Secrets are read at most every SECRETS_TTL_MS: a rotation that replaces the secret
+        at once signs every receipt sent from that time on (and none sooner is required)."""
+        world = make_world()
+        first = world.message()
+        world.open(first, 1)
+        world.settle()
+        fresh = world.keys.rotate_secret(world.key.key.id, 0)
+        assert fresh is not None
+        world.clock.now += SECRETS_TTL_MS
+        second = world.message()
+        world.open(second, 1)
+        world.settle()
+        old, new = world.requests
+        Webhook(world.key.webhook_secret).verify(old.content, dict(old.headers))
+        receipt = Webhook(fresh).verify(new.content, dict(new.headers))
+        assert receipt["id"] == second.id
+        with pytest.raises(WebhookVerificationError):
+            Webhook(world.key.webhook_secret).verify(new.content, dict(new.headers))
 
 
 class TestEndpointHealth:

@@ -40,7 +40,15 @@ from worker.errors import (
 )
 from worker.receipts.channels import Outgoing
 from worker.retry_after import parse_retry_after
-from worker.ssrf import Endpoint, IPAddress, IPNetwork, Resolver, check_url, resolve_safe
+from worker.ssrf import (
+    Endpoint,
+    IPAddress,
+    IPNetwork,
+    ParsedUrl,
+    Resolver,
+    check_url,
+    resolve_safe,
+)
 from worker.webhooks import signature_headers
 
 MAX_RESPONSE_BYTES = 65_536
@@ -120,6 +128,7 @@ class ReceiptClient:
         self._clock = clock
         self._pools: OrderedDict[PoolKey, http1.Pool | httpx.AsyncBaseTransport] = OrderedDict()
         self._resolved: dict[tuple[str, int], tuple[float, IPAddress]] = {}
+        self._checked: dict[str, ParsedUrl] = {}  # check_url is pure for this client's rules
         self._tls = ssl.create_default_context()
 
     async def send(
@@ -148,7 +157,7 @@ class ReceiptClient:
         self, outgoing: Outgoing, secrets: Sequence[str], timestamp: int | None
     ) -> Reply:
         url = outgoing.url
-        parsed = check_url(str(url), allow_private=self._allow_private, deny=self._deny)
+        parsed = self._check(str(url))
         address = parsed.ip or await self._resolve(parsed.host, parsed.port)
         key = PoolKey(parsed.scheme, parsed.host, parsed.port, str(address))
         when = int(time.time()) if timestamp is None else timestamp
@@ -164,6 +173,17 @@ class ReceiptClient:
             target = url.raw_path.decode("ascii")
             return await pool.exchange(outgoing.method, target, headers, body)
         return await _HttpxReply.exchange(pool, key, outgoing.method, url, headers, body)
+
+    def _check(self, url: str) -> ParsedUrl:
+        """`check_url` under this client's rules, remembered per URL (it does no I/O and the
+        rules are fixed, so the answer cannot change; the address is resolved per attempt)."""
+        parsed = self._checked.get(url)
+        if parsed is None:
+            parsed = check_url(url, allow_private=self._allow_private, deny=self._deny)
+            if len(self._checked) >= 4 * MAX_POOLS:
+                self._checked.clear()
+            self._checked[url] = parsed
+        return parsed
 
     async def _resolve(self, host: str, port: int) -> IPAddress:
         """The first checked address of `host` (resolved once, then remembered briefly)."""

@@ -40,6 +40,11 @@ from worker.store.receipts import ReceiptStore
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
+# An API key's signing secrets are read at most every SECRETS_TTL_MS per engine: at one receipt
+# per take, the read was one Redis round trip per receipt. A rotation or a deleted key shows
+# within that time (docs/security.md).
+SECRETS_TTL_MS = 2_000
+
 
 class EngineStoppedError(RuntimeError):
     """The engine is stopping or stopped: a drain cannot start here."""
@@ -73,6 +78,7 @@ class ReceiptEngine:
         self._drains: dict[str, asyncio.Task[None]] = {}
         self._all: asyncio.Semaphore | None = None
         self._per_key: dict[str, asyncio.Semaphore] = {}
+        self._secrets: dict[str, tuple[int, tuple[str, ...]]] = {}  # key id -> (until, secrets)
         self._batching: set[str] = set()  # endpoints whose receipts travel in `dlr-batch` POSTs
         self._closing = False
 
@@ -174,7 +180,15 @@ class ReceiptEngine:
 
     # -- caches -----------------------------------------------------------------------------
     async def _signing_secrets(self, key_id: str) -> tuple[str, ...]:
-        return tuple(await self._call(self.keys.signing_secrets, key_id))
+        now = self.clock()
+        cached = self._secrets.get(key_id)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        secrets = tuple(await self._call(self.keys.signing_secrets, key_id))
+        if len(self._secrets) > 10_000:
+            self._secrets = {k: v for k, v in self._secrets.items() if v[0] > now}
+        self._secrets[key_id] = (now + SECRETS_TTL_MS, secrets)
+        return secrets
 
     def _key_slots(self, key_id: str) -> asyncio.Semaphore:
         slots = self._per_key.get(key_id)
