@@ -17,8 +17,8 @@ from producer.views import message_view
 from tests.unit.receipt_world import URL, Handler, World, config, ok, slow
 from worker.receipts import RETRY_SCHEDULE_SECONDS, dead_letters, replay
 from worker.receipts.config import EngineConfig
-from worker.receipts.engine import SECRETS_TTL_MS
 from worker.receipts.endpoints import endpoint_for
+from worker.receipts.engine import SECRETS_TTL_MS
 from worker.store import RECEIPT_WATCH_KEY
 from worker.store.keys import endpoint_health_key, endpoint_queue_key
 
