@@ -17,14 +17,16 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import ssl
 import time
 import uuid
 from datetime import UTC, datetime
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import SplitResult, urlsplit, urlunsplit
 
-import httpx
+import httptools
 import orjson
 
+from worker import http1
 from worker.simulator.state import SimulatorState
 from worker.webhooks import signature_headers
 
@@ -38,7 +40,8 @@ Receipt = dict[str, str]
 
 
 class ReceiptSender:
-    """Schedules the receipts of accepted segments on one shared `httpx.AsyncClient`."""
+    """Schedules the receipts of accepted segments; POSTs them over kept-alive connections
+    (`worker.http1`, a pool per origin: the simulator's CPU per receipt counts in the benches)."""
 
     def __init__(
         self,
@@ -56,8 +59,8 @@ class ReceiptSender:
         self._slots = asyncio.Semaphore(concurrency)  # receipt POSTs in flight
         self._delay = delay
         self._attempts = attempts
-        self._timeout = httpx.Timeout(timeout, connect=min(timeout, 3.0))
-        self._client: httpx.AsyncClient | None = None
+        self._timeout = timeout
+        self._pools: dict[tuple[str, str, int], http1.Pool] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._batch = batch
         self._batch_window = batch_window
@@ -69,16 +72,15 @@ class ReceiptSender:
         self._flush_timers: dict[str, asyncio.TimerHandle] = {}
 
     async def start(self) -> None:
-        """Open the client (at server start, never at import)."""
-        limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
-        self._client = httpx.AsyncClient(timeout=self._timeout, limits=limits)
+        """Get ready to send (at server start, never at import)."""
+        self._pools = {}
 
     async def stop(self) -> None:
         """Drop the receipts not yet sent and close the client."""
         await self.cancel_pending()
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+        for pool in (self._pools or {}).values():
+            pool.close()
+        self._pools = None
 
     async def cancel_pending(self) -> None:
         """Cancel every scheduled receipt (on reset and shutdown)."""
@@ -158,20 +160,36 @@ class ReceiptSender:
 
     async def _post(self, url: str, body: bytes, msg_id: str) -> str:
         """`sent`, `retry` (network error, 5xx, 429) or `refused` (any other answer)."""
-        assert self._client is not None, "ReceiptSender.start() was not awaited"
         self._state.receipt_requests += 1
-        headers = JSON_HEADERS
+        parts = urlsplit(url)
+        headers = [("host", parts.netloc), *JSON_HEADERS.items()]
         if self._secret:
             signed = signature_headers([self._secret], msg_id, int(time.time()), body)
-            headers = {**JSON_HEADERS, **signed}
+            headers += signed.items()
+        target = urlunsplit(("", "", parts.path or "/", parts.query, ""))
         try:
-            response = await self._client.post(url, content=body, headers=headers)
-        except httpx.HTTPError as exc:
+            async with asyncio.timeout(self._timeout):
+                answer = await self._pool(parts).exchange("POST", target, headers, body)
+                await answer.drain(self._timeout)
+        except (TimeoutError, OSError, EOFError, httptools.HttpParserError) as exc:
             logger.info("receipt POST failed: %s", type(exc).__name__)
             return "retry"
-        if response.is_success:
+        if 200 <= answer.status < 300:
             return "sent"
-        return "retry" if response.status_code >= 500 or response.status_code == 429 else "refused"
+        return "retry" if answer.status >= 500 or answer.status == 429 else "refused"
+
+    def _pool(self, parts: SplitResult) -> http1.Pool:
+        assert self._pools is not None, "ReceiptSender.start() was not awaited"
+        tls = parts.scheme == "https"
+        host, port = parts.hostname or "", parts.port or (443 if tls else 80)
+        pool = self._pools.get((parts.scheme, host, port))
+        if pool is None:
+            pool = self._pools[(parts.scheme, host, port)] = http1.Pool(
+                host, port, tls=ssl.create_default_context() if tls else None,
+                server_hostname=host if tls else None, size=64,
+                connect_timeout=min(self._timeout, 3.0),
+            )  # fmt: skip
+        return pool
 
 
 def _receipt(carrier_id: str, status: str) -> Receipt:
