@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
 import orjson
 import pytest
+import redis
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from producer.views import message_view
@@ -84,9 +86,7 @@ class TestDelivery:
         assert receipt["segments"] == {"total": 1, "accepted": 1, "delivered": 0, "failed": 0}
         assert world.store.fields(message.id)["status"] == "delivered"
 
-    def test_every_attempt_and_a_replay_send_the_same_content(
-        self, make_world: MakeWorld
-    ) -> None:
+    def test_every_attempt_and_a_replay_send_the_same_content(self, make_world: MakeWorld) -> None:
         """Attempts differ only in `attempt`; a replay repeats the same event."""
         world = make_world(handler=answers(503))
         message = world.message()
@@ -115,9 +115,7 @@ class TestDelivery:
         assert [(r["level"], r["seq"]) for r in world.sent()] == [(1, 1), (1, 1), (2, 2)]
         assert (world.state(message, 1), world.state(message, 2)) == ("sent", "sent")
 
-    def test_get_receipts_carry_the_fields_as_a_signed_query(
-        self, make_world: MakeWorld
-    ) -> None:
+    def test_get_receipts_carry_the_fields_as_a_signed_query(self, make_world: MakeWorld) -> None:
         """`dlr-method` GET (any case) sends the fields in the query, signed as sent."""
         world = make_world()
         message = world.message(url=f"{URL}?t=1", method="get")
@@ -173,9 +171,7 @@ class TestRetries:
         """When the schedule is used up, the receipt goes to the dead letters, counted."""
         world = make_world(handler=status(503))
         message = world.message()
-        world.redis.hset(
-            f"smsq:msg:{message.id}", "rcpt:1:attempts", len(RETRY_SCHEDULE_SECONDS)
-        )
+        world.redis.hset(f"smsq:msg:{message.id}", "rcpt:1:attempts", len(RETRY_SCHEDULE_SECONDS))
         world.open(message, 1)
         world.settle()
         assert world.state(message, 1) == "dead"
@@ -190,7 +186,6 @@ class TestRetries:
         world.settle()
         assert world.requests == []
         assert world.state(message, 1) == "dead"
-
 
     def test_a_rotated_secret_signs_from_at_most_the_cache_time_later(
         self, make_world: MakeWorld
@@ -238,9 +233,7 @@ class TestEndpointHealth:
         assert {world.state(m, 1) for m in messages} == {"sent"}
         assert world.redis.exists(endpoint_health_key(endpoint)) == 0
 
-    def test_retry_after_backs_the_endpoint_off_for_that_long(
-        self, make_world: MakeWorld
-    ) -> None:
+    def test_retry_after_backs_the_endpoint_off_for_that_long(self, make_world: MakeWorld) -> None:
         """A 429 with Retry-After: 30 holds the whole endpoint for 30 s, at once."""
         world = make_world(handler=status(429, **{"retry-after": "30"}))
         for _ in range(3):
@@ -250,6 +243,56 @@ class TestEndpointHealth:
         health = world.receipts.health(endpoint)
         assert health.backoff_until == pytest.approx(world.clock() + 30_000, abs=1000)
         assert max(world.later_drains()) == pytest.approx(30.0, abs=1.0)
+
+
+class TestRecording:
+    def test_the_next_request_goes_while_an_outcome_is_written_within_a_bound(
+        self, make_world: MakeWorld, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """With Redis slow to record outcomes, the endpoint's connection is not idle: a worker
+        goes on to its next receipt while its outcome is written, but never more than
+        `endpoint_concurrency` outcomes wait (here 1: two requests, not three, until the
+        write ends). Every receipt is recorded sent in the end."""
+        world = make_world(engine=config(endpoint_concurrency=1))
+        writing = threading.Event()
+        release = threading.Event()
+        settle = world.receipts.settle
+
+        def slow_settle(*args: Any, **kwargs: Any) -> Any:
+            writing.set()
+            assert release.wait(10), "the test never released the write"
+            return settle(*args, **kwargs)
+
+        monkeypatch.setattr(world.receipts, "settle", slow_settle)
+        messages = [world.message() for _ in range(3)]
+        for message in messages:
+            world.open(message, 1)
+        world.wait(lambda: writing.is_set() and len(world.requests) == 2)
+        assert {world.state(m, 1) for m in messages} == {"sending"}  # taken, none recorded
+        time.sleep(0.2)  # a third request would have had time to go (it must not)
+        assert len(world.requests) == 2
+        release.set()
+        world.settle()
+        assert [world.state(m, 1) for m in messages] == ["sent"] * 3
+        assert len(world.requests) == 3
+
+    def test_a_failed_write_ends_the_drain_and_the_leases_bring_the_receipts_back(
+        self, make_world: MakeWorld, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Redis failing while outcomes are written: the drain ends (its endpoint given back),
+        nothing is recorded as sent that was not, and the claims stay for the reconciler."""
+        world = make_world(engine=config(endpoint_concurrency=1))
+
+        def broken_settle(*args: Any, **kwargs: Any) -> Any:
+            raise redis.ConnectionError("Redis went away")
+
+        monkeypatch.setattr(world.receipts, "settle", broken_settle)
+        messages = [world.message() for _ in range(3)]
+        for message in messages:
+            world.open(message, 1)
+        world.settle()
+        assert 1 <= len(world.requests) <= 3
+        assert {world.state(m, 1) for m in messages} <= {"sending", "open"}
 
 
 class TestIsolation:

@@ -2,12 +2,15 @@
 
 A drain keeps up to `endpoint_concurrency` requests in flight to its endpoint: each of that
 many workers takes the next attempt from a small buffer, and the one that finds it empty
-refills it (takes the receipts due, claims them in one round trip). An outcome is recorded
-(group-committed with the others that end meanwhile) before its worker goes on, so few sent
-receipts are ever unrecorded at once. The endpoint's health follows every outcome: when it
-starts backing off, the next take says so and the drain ends, a drain planned for the end of
-the backoff. The drain holds its endpoint (the ring flag, renewed while it runs) until its last
-worker finds nothing due; then the next receipt routed there starts a new one.
+refills it (takes the receipts due, claims them in one round trip). Outcomes are recorded
+group-committed (what ends while a write runs goes in the next one); a worker goes on to its
+next attempt while its outcome is written, unless `endpoint_concurrency` outcomes already wait,
+so at most twice that many sent receipts are ever unrecorded at once (a crash re-sends them
+under the same `webhook-id`) and the endpoint's connections are not idle while Redis writes.
+The endpoint's health follows every outcome: when it starts backing off, the next take says so
+and the drain ends, a drain planned for the end of the backoff. The drain holds its endpoint
+(the ring flag, renewed while it runs) until its last worker finds nothing due; then the next
+receipt routed there starts a new one.
 """
 
 from __future__ import annotations
@@ -108,14 +111,24 @@ class Drain:
             await self.kit.call(self.kit.store.hold, self.endpoint, self.token, HOLD_MS)
 
     async def _work(self, commits: _GroupCommit) -> None:
+        # An attempt is busy from its take until its outcome is written: only the last worker
+        # with nothing busy may end the drain (a written outcome may route receipts here).
         while (attempt := await self._next()) is not None:
             self.busy += 1
             try:
                 outcome = await self._send(attempt)
-                await commits.record(outcome)
-                await self._observe(outcome)
-            finally:
+            except BaseException:
                 self.busy -= 1
+                raise
+            written = commits.submit(outcome)
+            written.add_done_callback(self._written)
+            await self._observe(outcome)
+            if commits.waiting() > self.kit.config.endpoint_concurrency:
+                await asyncio.shield(written)
+            commits.raise_failure()
+
+    def _written(self, _: asyncio.Future[None]) -> None:
+        self.busy -= 1
 
     # -- taking -----------------------------------------------------------------------------
     async def _next(self) -> Attempt | None:
@@ -229,19 +242,35 @@ class Drain:
 
 class _GroupCommit:
     """Records outcomes as they come, one write in flight at a time: what comes while a write
-    runs goes in the next one. `record` returns once its outcome is written."""
+    runs goes in the next one. `submit` returns a future done once its outcome is written; a
+    failed write fails the drain (`raise_failure`, `done`), and its receipts' leases run out."""
 
     def __init__(self, drain: Drain) -> None:
         self.drain = drain
         self.pending: list[tuple[Outcome, asyncio.Future[None]]] = []
+        self.unwritten = 0
         self.writing: asyncio.Task[None] | None = None
+        self.failure: Exception | None = None
 
-    async def record(self, outcome: Outcome) -> None:
+    def submit(self, outcome: Outcome) -> asyncio.Future[None]:
         written: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self.failure is not None:
+            written.set_exception(self.failure)
+            written.exception()
+            return written
         self.pending.append((outcome, written))
+        self.unwritten += 1
         if self.writing is None or self.writing.done():
             self.writing = asyncio.get_running_loop().create_task(self._write())
-        await written
+        return written
+
+    def waiting(self) -> int:
+        """Outcomes submitted and not yet written."""
+        return self.unwritten
+
+    def raise_failure(self) -> None:
+        if self.failure is not None:
+            raise self.failure
 
     async def _write(self) -> None:
         kit = self.drain.kit
@@ -250,17 +279,23 @@ class _GroupCommit:
             try:
                 settled = settle([outcome for outcome, _ in group], kit.clock())
                 await kit.call(record, kit.store, kit.router, settled, kit.clock)
-            except BaseException as exc:
-                for _, written in group:
+            except Exception as exc:  # noqa: BLE001 - the drain fails with it (raise_failure)
+                self.failure = exc
+                for _, written in group + self.pending:
                     written.set_exception(exc)
-                raise
+                    written.exception()  # retrieved: raised once, by raise_failure
+                self.unwritten, self.pending = 0, []
+                return
+            self.unwritten -= len(group)
             for _, written in group:
                 written.set_result(None)
 
     async def done(self) -> None:
+        """Wait for every outcome to be written; raise what a write raised."""
         if self.writing is not None:
             with contextlib.suppress(BaseException):
                 await self.writing
+        self.raise_failure()
 
 
 def _attempts(claims: list[Claim], batch_max: int) -> list[Attempt]:
