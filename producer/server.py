@@ -38,11 +38,15 @@ REQUEST_TIMEOUT = (
 class HeaderTimeoutProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with a deadline on each request's headers."""
 
-    header_timeout = 10.0  # seconds; set per server by `protocol_class`
+    # Seconds; set per server by `protocol_class`. None: `SMSQ_API_HEADER_TIMEOUT`, read in the
+    # process that serves (so the class itself can travel to uvicorn's worker processes).
+    header_timeout: float | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._header_timer: asyncio.TimerHandle | None = None
+        if self.header_timeout is None:
+            self.header_timeout = get_settings().api_header_timeout
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -62,7 +66,8 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
 
     def _arm_header_timer(self) -> None:
         if self._header_timer is None:
-            self._header_timer = self.loop.call_later(self.header_timeout, self._headers_late)
+            timeout = self.header_timeout or 0.0
+            self._header_timer = self.loop.call_later(timeout, self._headers_late)
 
     def _cancel_header_timer(self) -> None:
         if self._header_timer is not None:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 import subprocess
-from collections.abc import Iterator
+import sys
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import httpx
@@ -21,14 +22,22 @@ def healthy(url: str) -> bool:
         return False
 
 
+def processes_command(host: str, port: int, processes: int = 2) -> list[str]:
+    """`python -m producer.api --processes N`: what compose's `api` service runs."""
+    return [sys.executable, "-m", "producer.api", "--host", host, "--port", str(port),
+            "--processes", str(processes)]  # fmt: skip
+
+
 @contextmanager
-def api_process(env: dict[str, str]) -> Iterator[str]:
+def api_process(
+    env: dict[str, str], command: Callable[[str, int], list[str]] = api_command
+) -> Iterator[str]:
     """Run the API with `env` (SMSQ_* settings) on a free loopback port; yield its URL."""
     port = free_port()
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("SMSQ_")}
     full_env |= {**env, "PYTHONPATH": str(REPO)}
     process = subprocess.Popen(
-        api_command("127.0.0.1", port), env=full_env, cwd=REPO, stdin=subprocess.DEVNULL
+        command("127.0.0.1", port), env=full_env, cwd=REPO, stdin=subprocess.DEVNULL
     )
     url = f"http://127.0.0.1:{port}"
     try:

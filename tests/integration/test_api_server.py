@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from tests.integration.api_process import api_process
+from tests.integration.api_process import api_process, processes_command
 from tests.integration.stack import wait_for
 
 pytestmark = pytest.mark.integration
@@ -60,6 +60,26 @@ def small_api(redis_server_url: str) -> Iterator[str]:
     )
     with api_process(env) as url:
         yield url
+
+
+@pytest.fixture(scope="module")
+def processes_api(redis_server_url: str) -> Iterator[str]:
+    """`python -m producer.api --processes 2` (compose's form) with a short header timeout."""
+    env = settings_env(redis_url=redis_server_url, api_header_timeout="1")
+    with api_process(env, processes_command) as url:
+        yield url
+
+
+class TestSeveralProcessesForm:
+    def test_every_process_answers_unfinished_headers_408(self, processes_api: str) -> None:
+        """Compose's form keeps the header timeout in each of its processes (uvicorn's own
+        worker processes): several slow connections, each answered 408 and closed."""
+        for _ in range(4):  # each connection goes to either process
+            with connect(processes_api) as sock:
+                sock.sendall(b"POST /sms/se")
+                answer = read_until_closed(sock)
+            assert answer.startswith(b"HTTP/1.1 408 Request Timeout\r\n")
+        assert httpx.get(f"{processes_api}/healthz", timeout=10).status_code == 200
 
 
 class TestSlowClients:

@@ -44,9 +44,12 @@ class TestCompose:
         }  # fmt: skip
 
     def test_the_api_scales_with_a_setting(self) -> None:
-        """SMSQ_API_PROCESSES sets the API's process count (uvicorn --workers)."""
+        """SMSQ_API_PROCESSES sets the API's process count; the API runs as `python -m
+        producer.api` (a TCP socket, the header timeout and connection limit in every process),
+        never as plain `uvicorn --workers` (Nagle on, no header timeout: docs/api.md)."""
         command = services()["api"]["command"]
-        assert command[command.index("--workers") + 1] == "${SMSQ_API_PROCESSES:-2}"
+        assert command[:3] == ["python", "-m", "producer.api"]
+        assert command[command.index("--processes") + 1] == "${SMSQ_API_PROCESSES:-2}"
         assert "SMSQ_API_PROCESSES" in COMPOSE.read_text().split("  api:")[0]  # documented
 
     def test_redis_wants_a_password_and_every_service_has_it(self) -> None:
