@@ -128,14 +128,16 @@ class Store:
         self, message_ids: list[str], allowed_from: frozenset[str], to: str, **detail: Any
     ) -> int:
         """`transition` for many messages in one pipelined round trip; returns how many moved."""
-        pipe = self.redis.pipeline(transaction=False)
-        for message_id in message_ids:
-            self._scripts.transition(
+        allowed = sorted(allowed_from)
+
+        def move(client: redis.Redis | redis.client.Pipeline, message_id: str) -> Any:
+            return self._scripts.transition(
                 keys=_transition_keys(message_id),
-                args=[to, _event(to, **detail), now_ms(), *sorted(allowed_from)],
-                client=pipe,
+                args=[to, _event(to, **detail), now_ms(), *allowed],
+                client=client,
             )
-        return sum(int(moved) for moved in pipe.execute())
+
+        return sum(int(moved) for moved in self._each(move, [[m] for m in message_ids]))
 
     def cancel_many(self, message_ids: Sequence[str]) -> list[int]:
         """Cancel each message still queued or scheduled (`lua/cancel_message.lua`), in one
@@ -174,14 +176,8 @@ class Store:
         return [_begun(answer) for answer in found]
 
     def _each(self, call: Callable[..., Any], items: Sequence[Sequence[Any]]) -> list[Any]:
-        """`call(client, *item)` for every item in one round trip: pipelined, or for a single
-        item sent alone (a pipeline of scripts would first ask SCRIPT EXISTS)."""
-        if len(items) == 1:
-            return [call(self.redis, *items[0])]
-        pipe = self.redis.pipeline(transaction=False)
-        for item in items:
-            call(pipe, *item)
-        return list(pipe.execute())
+        """`call(client, *item)` for every item in one round trip (`lua_scripts.each`)."""
+        return lua_scripts.each(self.redis, call, items)
 
     def _begin(
         self, client: redis.Redis | redis.client.Pipeline, message_id: str, bits: int
