@@ -21,8 +21,11 @@ from fastapi.testclient import TestClient
 from producer.api import create_app
 from producer.services import Services, build_services
 from tests.lossy_proxy import LossyProxy
+from worker import mo
 from worker.carriers.smpp import SmppCarrier
+from worker.clock import now_ms
 from worker.contract import SEND_SMS, Queue
+from worker.inbound import ReceiptIntake
 from worker.queueing import INFLIGHT_KEY, CeleryPublisher, schedule_at
 from worker.receipts.tokens import receipt_key, segment_token
 from worker.redis_urls import connect
@@ -30,10 +33,13 @@ from worker.scheduler import Scheduler
 from worker.sending import Sender
 from worker.settings import Settings
 from worker.smpp.config import SmppConfig
-from worker.smpp.queue import LANES, stream_key
+from worker.smpp.inbound import MobileOriginated
+from worker.smpp.outcomes import Batch, Outcomes
+from worker.smpp.queue import LANES, SegmentQueue, stream_key
 from worker.store import Message, Store, lua_scripts, new_message_id
 from worker.store.inbox import Inbox
-from worker.store.keys import INBOX_KEY
+from worker.store.keys import INBOX_KEY, mo_index_key
+from worker.store.mo import NO_OWNER, new_mo_id
 
 pytestmark = pytest.mark.integration
 
@@ -203,6 +209,56 @@ class TestCarrierReceiptsIn:
             assert proxy.lost.is_set()
             assert_unavailable(reply)
             assert redis_client.hlen(INBOX_KEY) == 1
+
+
+class TestInboundMessages:
+    @pytest.mark.parametrize(
+        "needle", [b"mo:seen", b"EXEC"], ids=["carrier-id-marked", "mo-stored"]
+    )
+    def test_a_carrier_s_repeat_after_a_lost_reply_stores_the_mo_once(
+        self, needle: bytes, proxy: LossyProxy, redis_client: redis.Redis
+    ) -> None:
+        """The carrier's id was marked (or the MO stored) and the reply lost: the call fails,
+        the carrier sends the MO again, and it is stored exactly once — neither taken for a
+        repeat of an MO never stored, nor stored twice."""
+        client = connect(proxy.url, decode_responses=True)
+        try:
+            proxy.lose_reply_to(needle)
+            with pytest.raises(redis.ConnectionError):
+                mo.accept(client, "sim", SEND["to"], "+14155550100", "STOP", received_at=1,
+                          carrier_id="SM-1")  # fmt: skip
+            assert proxy.lost.is_set()
+            first = mo.accept(client, "sim", SEND["to"], "+14155550100", "STOP", received_at=2,
+                              carrier_id="SM-1")  # fmt: skip
+            assert redis_client.zrange(mo_index_key(NO_OWNER), 0, -1) == [first]
+        finally:
+            client.close()
+
+    def test_an_smpp_batch_stored_again_stores_its_mo_once(
+        self, proxy: LossyProxy, redis_client: redis.Redis
+    ) -> None:
+        """The connector stores a deliver_sm's MO, loses the reply and stores the batch again
+        (as it does after any failure): the MO's id, chosen when it came, makes that a repeat."""
+        client = connect(proxy.url, decode_responses=True)
+        raw = connect(proxy.url)
+        try:
+            segments = SegmentQueue(raw, SMPP, "me")
+            intake = ReceiptIntake(Store(client), CeleryPublisher(Celery("lost"), client))
+            outcomes = Outcomes(SMPP, segments, intake)
+            at = now_ms()
+            batch = Batch(messages=[
+                MobileOriginated(SEND["to"], "+14155550100", "hi", b"", at, new_mo_id(at))
+            ])  # fmt: skip
+            proxy.lose_reply_to(b"EXEC")
+            with pytest.raises(redis.ConnectionError):
+                outcomes.store(batch)
+            assert proxy.lost.is_set()
+            outcomes.store(batch)
+            (stored,) = redis_client.zrange(mo_index_key(NO_OWNER), 0, -1)
+            assert stored == batch.messages[0].mo_id
+        finally:
+            raw.close()
+            client.close()
 
 
 class TestTheProxy:
