@@ -150,6 +150,31 @@ class TestSmppHandOff:
             client.close()
 
 
+class TestSegmentClaim:
+    def test_a_claim_whose_reply_was_lost_is_held_by_its_caller(
+        self, proxy: LossyProxy, redis_client: redis.Redis
+    ) -> None:
+        """The claim ran and its reply was lost: the store asks again with the claim's token
+        and learns it holds it, so the segment is submitted now, not left claimed by nobody
+        (to end `unknown` after the claim lease though nothing was submitted)."""
+        client = connect(proxy.url, decode_responses=True)
+        try:
+            store = Store(client)
+            message = Message(
+                id=new_message_id(), to=SEND["to"], sender="smsq", content="Code 1", segments=1
+            )
+            store.create(message)
+            loaded(redis_client, "claim_segment")
+            proxy.lose_reply_to(b"EVALSHA")
+            assert store.claim_segment(message.id, 1)
+            assert proxy.lost.is_set()
+            (segment,) = store.segments(message.id, 1)
+            assert (segment.status, segment.attempts) == ("submitting", 1)
+            assert not store.claim_segment(message.id, 1)  # anyone else's claim: refused
+        finally:
+            client.close()
+
+
 class TestScheduler:
     def test_a_lost_reply_to_a_due_job_s_publish_publishes_it_once(
         self, proxy: LossyProxy, redis_client: redis.Redis
