@@ -8,8 +8,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 
+import redis
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from kombu.exceptions import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -119,13 +121,35 @@ PLAIN_ERRORS: tuple[tuple[type[Exception], int, str, dict[str, str] | None], ...
 )
 
 
-def _plain(
-    status: int, code: str, headers: dict[str, str] | None
-) -> Callable[[Request, Exception], Awaitable[JsonResponse]]:
+# Redis (or the broker) did not answer: a write may or may not have been applied, and smsq's
+# clients never replay one (worker.redis_urls). The caller may repeat the call: with the same
+# Idempotency-Key a send that was stored answers as the first time and queues nothing new.
+UNAVAILABLE_ERRORS = (redis.ConnectionError, redis.TimeoutError, OperationalError)
+UNAVAILABLE_MESSAGE = (
+    "the store did not answer; the request may or may not have been applied: repeat it (with "
+    "the same Idempotency-Key for a send)"
+)
+
+
+Handler = Callable[[Request, Exception], Awaitable[JsonResponse]]
+
+
+async def _unavailable(_: Request, exc: Exception) -> JsonResponse:
+    log.warning("store unavailable: %s", type(exc).__name__)
+    return error_response(503, "unavailable", UNAVAILABLE_MESSAGE, headers={"retry-after": "1"})
+
+
+def _plain(status: int, code: str, headers: dict[str, str] | None) -> Handler:
     async def handler(_: Request, exc: Exception) -> JsonResponse:
         return error_response(status, code, str(exc), headers=headers)
 
     return handler
+
+
+def _table_handlers() -> list[tuple[type[Exception], Handler]]:
+    """The handlers of `PLAIN_ERRORS` and of `UNAVAILABLE_ERRORS`."""
+    plain = [(error, _plain(status, code, extra)) for error, status, code, extra in PLAIN_ERRORS]
+    return plain + [(error, _unavailable) for error in UNAVAILABLE_ERRORS]
 
 
 def install(app: FastAPI) -> None:
@@ -133,8 +157,8 @@ def install(app: FastAPI) -> None:
     app.add_middleware(BodySizeLimit)
     app.add_middleware(TrailingSlash)
     app.router.redirect_slashes = False
-    for error, status, code, headers in PLAIN_ERRORS:
-        app.add_exception_handler(error, _plain(status, code, headers))
+    for error, handler in _table_handlers():
+        app.add_exception_handler(error, handler)
 
     @app.exception_handler(BadRequestError)
     async def bad_request(_: Request, exc: BadRequestError) -> JsonResponse:

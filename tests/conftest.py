@@ -11,6 +11,7 @@ import redis
 from httpx import URL
 from hypothesis import settings as hypothesis_settings
 
+from tests.lossy_proxy import LossyProxy
 from worker.embedded_redis import EmbeddedRedis
 from worker.settings import get_settings
 
@@ -64,3 +65,10 @@ def redis_client(redis_url: str) -> Iterator[redis.Redis]:
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     yield client
     client.close()
+
+
+@pytest.fixture
+def lossy_proxy(redis_url: str) -> Iterator[LossyProxy]:
+    """The test Redis behind a proxy that can lose one reply (tests/lossy_proxy.py)."""
+    with LossyProxy(redis_url) as proxy:
+        yield proxy

@@ -4,6 +4,11 @@ The settings that keep messages safe on Redis (engineering.md §1): late acks pl
 reject-on-worker-lost, so a killed worker's task runs again; a visibility timeout far longer than
 any countdown we use (we use none beyond `MAX_COUNTDOWN_SECONDS`; longer delays go through the
 durable scheduler) and longer than any task can run (carrier and receipt timeouts are seconds).
+
+A publish runs once (no `retry_on_timeout` for kombu's Redis connections, no
+`task_publish_retry`): when the broker's reply to an LPUSH is lost, publishing again would queue
+the task twice. The error reaches the caller; a task lost that way is published again by the
+reconciler, from the store's watch lists (docs/reliability.md, "When a Redis reply is lost").
 """
 
 from __future__ import annotations
@@ -43,7 +48,6 @@ def create_app(settings: Settings | None = None, *, with_tasks: bool = False) ->
         "visibility_timeout": VISIBILITY_TIMEOUT_SECONDS,
         "socket_keepalive": True,
         "health_check_interval": 25,
-        "retry_on_timeout": True,
         **sentinel_options,
     }
     app.conf.update(
@@ -56,6 +60,7 @@ def create_app(settings: Settings | None = None, *, with_tasks: bool = False) ->
         task_reject_on_worker_lost=True,
         task_acks_on_failure_or_timeout=True,
         worker_prefetch_multiplier=4,
+        task_publish_retry=False,
         broker_transport_options=transport_options,
         visibility_timeout=VISIBILITY_TIMEOUT_SECONDS,
         broker_connection_retry_on_startup=True,

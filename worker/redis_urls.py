@@ -12,6 +12,13 @@ The kombu form names no service: it comes from `SMSQ_REDIS_SENTINEL_SERVICE` (de
 `?sentinel_password=...`. A client built here asks the sentinels for the current primary and
 follows a failover (redis-py's `Sentinel.master_for`); the broker gets kombu's own sentinel
 transport (`celery_broker`).
+
+Every client built here runs each command once: no automatic retry (`once`). When a reply
+is lost (the command ran, the connection dropped before its answer), redis-py would otherwise
+run a write again (a second XADD, LPUSH, INCR...). The error reaches the caller instead, and
+smsq retries only what is idempotent by construction (docs/reliability.md, "When a Redis reply
+is lost"). URLs that ask for redis-py's retries (`retry_on_timeout`, `retry_on_error`) are
+refused, the broker's included (kombu hands them to redis-py).
 """
 
 from __future__ import annotations
@@ -22,6 +29,8 @@ from typing import Any
 from urllib.parse import parse_qsl, quote, unquote
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 from redis.sentinel import Sentinel, SentinelConnectionPool
 
 from worker.settings import Settings
@@ -31,6 +40,33 @@ DEFAULT_SENTINEL_PORT = 26379
 DEFAULT_SERVICE = "mymaster"
 # Asking a sentinel where the primary is must not hang on a dead sentinel.
 SENTINEL_TIMEOUT_SECONDS = 5.0
+# redis-py options that replay a command whose reply was lost (its own default for
+# `redis.Redis(host=...)` is ten retries; `retry_on_timeout` retries connection errors too).
+RETRY_OPTIONS = ("retry", "retry_on_timeout", "retry_on_error")
+
+
+def no_retry() -> Retry:
+    """redis-py's policy for "run each command once" (a fresh object: redis-py mutates it)."""
+    return Retry(NoBackoff(), 0)
+
+
+def once(client_kwargs: dict[str, Any]) -> dict[str, Any]:
+    """`client_kwargs` with every automatic retry turned off; a caller asking for one is a bug."""
+    asked = [name for name in RETRY_OPTIONS if client_kwargs.get(name)]
+    if asked:
+        raise ValueError(f"smsq's Redis clients never retry by themselves (asked: {asked})")
+    return {**client_kwargs, "retry": no_retry(), "retry_on_timeout": False, "retry_on_error": []}
+
+
+def _refuse_retry_options(url: str, setting: str) -> None:
+    """A URL's query options win over keyword arguments in redis-py: refuse the retrying ones."""
+    query = url.partition("?")[2]
+    for name, _value in parse_qsl(query, keep_blank_values=True):
+        if name.lower() in RETRY_OPTIONS:
+            raise ValueError(
+                f"{setting}: option {name!r} is not supported: smsq retries only what is safe "
+                f"to run twice (docs/reliability.md) (got {redacted(url)!r})"
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,10 +251,13 @@ def connect(
     setting: str = "SMSQ_REDIS_URL",
     **client_kwargs: Any,
 ) -> redis.Redis:
-    """A client for `url` (any accepted form); keyword arguments as for `redis.Redis.from_url`."""
+    """A client for `url` (any accepted form); keyword arguments as for `redis.Redis.from_url`.
+    It runs each command once (`once`)."""
+    client_kwargs = once(client_kwargs)
     if is_sentinel(url):
         parsed = parse_sentinel(url, service=sentinel_service, setting=setting)
         return _primary(parsed, SentinelConnectionPool, client_kwargs)
+    _refuse_retry_options(url, setting)
     try:
         return redis.Redis.from_url(url, **client_kwargs)
     except ValueError as exc:
@@ -235,10 +274,12 @@ def connect_blocking(
     **client_kwargs: Any,
 ) -> redis.Redis:
     """Like `connect`, with a pool that waits up to `timeout` s for a free connection."""
+    client_kwargs = once(client_kwargs)
     if is_sentinel(url):
         parsed = parse_sentinel(url, service=sentinel_service, setting=setting)
         kwargs = {**client_kwargs, "max_connections": max_connections, "timeout": timeout}
         return _primary(parsed, SentinelBlockingConnectionPool, kwargs)
+    _refuse_retry_options(url, setting)
     try:
         pool = redis.BlockingConnectionPool.from_url(
             url, max_connections=max_connections, timeout=timeout, **client_kwargs
@@ -267,6 +308,7 @@ def celery_broker(
     RabbitMQ) is kombu's business and passes unchanged.
     """
     if not is_sentinel(url):
+        _refuse_retry_options(url, setting)
         return url, {}
     parsed = parse_sentinel(url, service=sentinel_service, setting=setting)
     userinfo = ""

@@ -4,8 +4,10 @@ Everything delayed by more than a few seconds (scheduled sends, carrier retry ba
 retries) is a member of `smsq:schedule` scored by its due time in ms, so it survives restarts of
 every process and costs no worker memory. `POP_DUE` moves due members atomically into an
 in-flight hash before they are published and removes them after; a scheduler that dies in
-between republishes them when it (or another) starts, so nothing is lost — at worst a job is
-published twice, and every task is idempotent. A lock lets several schedulers run for
+between, or loses Redis's reply, republishes them when it (or another) starts, so nothing is
+lost. When the broker is the store's Redis, publishing a job and removing it from the in-flight
+hash are one MULTI/EXEC, so a job is published exactly once; with a broker of its own, at worst
+a job is published twice, and every task is idempotent. A lock lets several schedulers run for
 availability while one works; the one holding it also runs the reconciler
 (`worker.reconciler`) every `ReconcilerConfig.interval` seconds.
 """
@@ -97,10 +99,17 @@ class Scheduler:
         return len(members)
 
     def _publish(self, members: list[str]) -> None:
+        """Publish in-flight jobs and forget them: both in one transaction when publishing is
+        direct (a lost reply leaves both done or neither), else forgotten once published."""
         if not members:
             return
-        self.publisher.publish_many([decode_entry(m) for m in members])
-        self.redis.hdel(INFLIGHT_KEY, *members)
+        pipe = self.redis.pipeline(transaction=True)
+        jobs = [decode_entry(m) for m in members]
+        elsewhere = [job for job in jobs if not self.publisher.enqueue_in(pipe, *job)]
+        if elsewhere:
+            self.publisher.publish_many(elsewhere)
+        pipe.hdel(INFLIGHT_KEY, *members)
+        pipe.execute()
 
     def run(self) -> None:
         """Loop: hold the lock, publish what is due, sleep briefly."""

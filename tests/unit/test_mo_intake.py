@@ -169,7 +169,7 @@ class TestRepeats:
         assert record.text == LONG
 
     def test_an_mo_that_could_not_be_stored_is_taken_again(self, inbox: Inbox) -> None:
-        """A failure after the id was remembered forgets it: the carrier's retry gets in."""
+        """A failure after the carrier's id was remembered: the carrier's retry stores it."""
         broken = inbox.intake.owners.resolve
 
         def fail(recipient: str) -> None:

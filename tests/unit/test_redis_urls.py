@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 import redis
 from redis.sentinel import SentinelConnectionPool
@@ -17,7 +19,9 @@ from worker.redis_urls import (
     connect_blocking,
     parse_sentinel,
     redacted,
+    store_client,
 )
+from worker.runtime import redis_client
 from worker.settings import Settings
 
 
@@ -210,3 +214,55 @@ def test_the_service_setting_comes_from_the_environment(monkeypatch: pytest.Monk
     monkeypatch.setenv("SMSQ_REDIS_SENTINEL_SERVICE", "orders")
     assert Settings().redis_sentinel_service == "orders"
     assert Settings.model_fields["redis_sentinel_service"].default == "mymaster"
+
+
+class TestNoAutomaticRetry:
+    """Every client smsq builds runs each command once (docs/reliability.md, "When a Redis
+    reply is lost"): a retry would run a write whose reply was lost a second time."""
+
+    @pytest.mark.parametrize(
+        "build",
+        [
+            lambda: connect("redis://127.0.0.1:1/0"),
+            lambda: connect("sentinel://s1/orders"),
+            lambda: connect_blocking("redis://127.0.0.1:1/0", max_connections=2),
+            lambda: connect_blocking("sentinel://s1/orders", max_connections=2),
+            lambda: store_client(Settings(redis_url="redis://127.0.0.1:1/0")),
+            lambda: redis_client(Settings(redis_url="redis://127.0.0.1:1/0")),
+        ],
+        ids=["plain", "sentinel", "blocking", "blocking-sentinel", "store", "worker"],
+    )
+    def test_a_client_never_retries_a_command(self, build: Callable[[], redis.Redis]) -> None:
+        """Its connections' retry policy allows no retry, whatever redis-py's default."""
+        client = build()
+        try:
+            connection = client.connection_pool.make_connection()
+            assert isinstance(connection, redis.connection.AbstractConnection)
+            assert connection.retry.get_retries() == 0
+        finally:
+            client.close()
+
+    @pytest.mark.parametrize(
+        "query", ["retry_on_timeout=true", "retry_on_error=ConnectionError", "retry=1"]
+    )
+    def test_urls_asking_for_retries_are_refused(self, query: str) -> None:
+        """A URL's options win over smsq's in redis-py, so they are refused, naming the
+        setting (for the broker too: kombu would pass it to redis-py)."""
+        with pytest.raises(ValueError, match=r"^SMSQ_REDIS_URL: option .* is not supported"):
+            connect(f"redis://:secret@127.0.0.1:1/0?{query}")
+        with pytest.raises(ValueError, match=r"^SMSQ_BROKER_URL: option"):
+            celery_broker(f"redis://127.0.0.1:1/0?{query}")
+
+    def test_a_caller_asking_for_retries_is_refused(self) -> None:
+        with pytest.raises(ValueError, match="never retry"):
+            connect("redis://127.0.0.1:1/0", retry_on_timeout=True)
+
+    def test_celery_publishes_once(self) -> None:
+        """No kombu `retry_on_timeout` (redis-py then retries connection errors too) and no
+        Celery publish retry: a lost LPUSH reply is not published again."""
+        app = create_app(Settings(redis_url="redis://127.0.0.1:1/0"))
+        try:
+            assert "retry_on_timeout" not in app.conf.broker_transport_options
+            assert app.conf.task_publish_retry is False
+        finally:
+            app.close()

@@ -223,7 +223,7 @@ class TestPacing:
 
 
 def snapshot(store: Store, message_id: str) -> dict[str, Any]:
-    """Everything a send step writes, without its timestamps."""
+    """Everything a send step writes, without its timestamps and claim tokens."""
     redis = store.redis
     fields: dict[str, Any] = {
         k: v for k, v in store.fields(message_id).items() if not k.endswith("_at")
@@ -231,7 +231,11 @@ def snapshot(store: Store, message_id: str) -> dict[str, Any]:
     for name in [k for k in fields if k.endswith(":snap")]:  # a receipt's content, untimed
         content = orjson.loads(fields[name])
         fields[name] = {k: v for k, v in content.items() if not k.endswith("_at")}
-    segments = {k: v for k, v in redis.hgetall(segments_key(message_id)).items() if "_at" not in k}
+    segments = {
+        k: v
+        for k, v in redis.hgetall(segments_key(message_id)).items()
+        if "_at" not in k and ":claim" not in k
+    }
     events = [{k: v for k, v in e.items() if k != "at"} for e in store.events(message_id)]
     watches = {
         key: redis.zscore(key, message_id) is not None

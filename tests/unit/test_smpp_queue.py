@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fakeredis
 import pytest
+from redis.crc import key_slot
 
 from tests.unit.test_receipt_intake_auth import Jobs
 from worker.carriers.base import CarrierReceipt
@@ -34,6 +35,24 @@ def raw(server: fakeredis.FakeServer) -> fakeredis.FakeRedis:
 
 
 class TestSegmentQueue:
+    def test_a_segment_queued_again_keeps_its_first_entry(
+        self, server: fakeredis.FakeServer
+    ) -> None:
+        """Queueing the same ref again (a run that lost Redis's reply retries) adds nothing
+        and returns the first entry; another segment gets its own."""
+        client = raw(server)
+        first = queue.enqueue(client, "up", "m1:1", b"pdu", "otp")
+        assert queue.enqueue(client, "up", "m1:1", b"pdu", "otp") == first
+        assert queue.enqueue(client, "up", "m1:2", b"pdu", "otp") != first
+        assert client.xlen(queue.stream_key("up", "otp")) == 2
+
+    def test_a_segment_s_marker_shares_its_stream_s_cluster_slot(self) -> None:
+        """The enqueue script touches both keys, which a Redis Cluster allows in one slot only."""
+        stream = queue.stream_key("up", "normal")
+        marker = queue.ref_key(stream, "m1:1")
+        assert marker.startswith("smsq:")
+        assert key_slot(marker.encode()) == key_slot(stream.encode())
+
     def test_a_dead_connectors_entries_are_taken_over(self, server: fakeredis.FakeServer) -> None:
         """Entries a stopped connector read: those it never wrote are sent by the next one,
         those it wrote come back marked (an unknown outcome); its done ones are gone."""

@@ -9,7 +9,8 @@ import pytest
 from tests.receipt_steps import claim, settle
 from worker.clock import now_ms
 from worker.contract import MessageStatus
-from worker.store import Message, Store, new_message_id
+from worker.store import Message, Store, lua_scripts, new_message_id
+from worker.store.keys import segments_key
 
 
 @pytest.fixture
@@ -71,6 +72,19 @@ class TestSegments:
         assert store.claim_segment(message.id, 1)
         assert not store.claim_segment(message.id, 1)
         assert store.claim_segment(message.id, 2)
+
+    def test_a_claim_asked_again_with_its_token_is_still_its_own(self, store: Store) -> None:
+        """The claim script answers a repeat of the same claim (its token: a caller whose reply
+        was lost asks again) with 1 and changes nothing; another claim gets 0."""
+        message = stored(store)
+        take = lua_scripts.load(store.redis).claim_segment
+        keys = [segments_key(message.id)]
+        assert take(keys=keys, args=[1, 1, "0", "token-a"]) == 1
+        assert take(keys=keys, args=[1, 2, "0", "token-a"]) == 1
+        assert take(keys=keys, args=[1, 3, "0", "token-b"]) == 0
+        assert take(keys=keys, args=[1, 4, "0", ""]) == 0
+        (first, _) = store.segments(message.id, 2)
+        assert (first.status, first.attempts, first.submitted_at) == ("submitting", 1, 1)
 
     def test_released_segment_can_be_claimed_again(self, store: Store) -> None:
         """A segment given back after a failure that sent nothing is claimable again."""

@@ -33,6 +33,7 @@ def accept(
     udh: bytes = b"",
     received_at: int,
     carrier_id: str = "",
+    mo_id: str = "",
 ) -> str | None:
     """Take one inbound message from carrier `carrier_name`: `sender` (the handset) sent
     `text` to `recipient` (our number) at `received_at` (ms); `udh` when it is a part of a
@@ -50,7 +51,7 @@ def accept(
     assert isinstance(intake, MoIntake)
     return intake.accept(
         carrier_name, sender, recipient, text,
-        udh=udh, received_at=received_at, carrier_id=carrier_id,
+        udh=udh, received_at=received_at, carrier_id=carrier_id, mo_id=mo_id,
     )  # fmt: skip
 
 

@@ -5,7 +5,10 @@ SMPP connector's `deliver_sm`, through `worker.mo.accept`):
 
 1. The addresses are made canonical (`owners.canonical_number`).
 2. A carrier's id seen before (within two days) is a repeat: the first MO's id comes back
-   and nothing else happens.
+   and nothing else happens — unless that MO was never stored (the first call lost Redis's
+   reply, or failed): it is stored now, under the id the first call chose. A caller without a
+   carrier's id may choose the MO's id itself (`mo_id`, the same on every repeat of the call:
+   the SMPP connector's, one per deliver_sm); an MO already stored under it is a repeat.
 3. A part of a multipart MO (UDH concatenation, 8- or 16-bit reference) is kept until every
    part came, in any order; the first part schedules a flush `SMSQ_MO_REASSEMBLY_SECONDS`
    later that stores whatever came then (`flush`), the missing parts named.
@@ -128,27 +131,48 @@ class MoIntake:
         udh: bytes = b"",
         received_at: int,
         carrier_id: str = "",
+        mo_id: str = "",
     ) -> str | None:
         """Take one MO (or one part of one); the stored MO's id, or None for a part whose
-        message still waits for others (or a repeated part)."""
+        message still waits for others (or a repeated part). `mo_id`: the id to store a whole
+        MO under (a repeat of the call stores nothing new); a new one by default."""
         sender, recipient = canonical_number(sender), canonical_number(recipient)
         text = text[:MAX_TEXT_CHARS]
         concat = concatenation(udh)
-        mo_id = new_mo_id(received_at)
-        if carrier_id:
-            first = self.store.seen(carrier, carrier_id, mo_id if concat is None else "")
-            if first is not None:
+        if concat is None:
+            found, repeat = self._whole_id(carrier, carrier_id, mo_id, received_at)
+            if repeat:
                 metrics.MO_RECEIVED.labels(carrier, "duplicate").inc()
-                return first or None
+                return found or None
+            # A failure, even a lost reply of this very store, leaves the carrier's id marked
+            # with `found`: the carrier's retry stores the MO under it, unless it is stored.
+            return self._store(found, carrier, sender, recipient, text, received_at,
+                               carrier_id=carrier_id)  # fmt: skip
+        if carrier_id and self.store.seen(carrier, carrier_id, "") is not None:
+            metrics.MO_RECEIVED.labels(carrier, "duplicate").inc()
+            return None  # a repeated part
         try:
-            if concat is None:
-                return self._store(mo_id, carrier, sender, recipient, text, received_at,
-                                   carrier_id=carrier_id)  # fmt: skip
             return self._part(carrier, sender, recipient, text, concat, received_at, carrier_id)
         except BaseException:
             if carrier_id:
                 self.store.forget_seen(carrier, carrier_id)  # the carrier's retry may come
             raise
+
+    def _whole_id(
+        self, carrier: str, carrier_id: str, chosen: str, received_at: int
+    ) -> tuple[str, bool]:
+        """The id to store a whole MO under, and whether it is a repeat of one stored (then
+        the id is that MO's, "" for a carrier's id seen as a part)."""
+        mo_id = chosen or new_mo_id(received_at)
+        if carrier_id:
+            first = self.store.seen(carrier, carrier_id, mo_id)
+            if first is None:
+                return mo_id, False
+            # Stored, or not by the call that marked it (its reply was lost, or it failed):
+            # then it is stored now under that id. (Two deliveries at once may both store it:
+            # the same id, the same record, one webhook.)
+            return first, not first or self.store.exists(first)
+        return mo_id, bool(chosen) and self.store.exists(chosen)
 
     def _part(
         self,

@@ -165,6 +165,8 @@ class MobileOriginated:
     recipient: str
     text: str
     udh: bytes
+    received_at: int = 0  # ms; set by the link when it takes the deliver_sm
+    mo_id: str = ""  # chosen then too: storing it again after a lost reply adds nothing
 
 
 def mobile_originated(message: ShortMessage) -> MobileOriginated:

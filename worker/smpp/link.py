@@ -28,8 +28,10 @@ import logging
 import time
 from collections.abc import Callable, Coroutine
 from concurrent.futures import Executor
+from dataclasses import replace
 from typing import Any, TypeVar
 
+from worker.clock import now_ms
 from worker.contract import Priority, SegmentStatus
 from worker.smpp.config import SmppConfig
 from worker.smpp.flow import ReadyLine, TokenBucket, Window
@@ -45,6 +47,7 @@ from worker.smpp.pdu import Command, Pdu, PduError, ShortMessage, Status, messag
 from worker.smpp.queue import ALIVE_SECONDS, Entry, SegmentQueue
 from worker.smpp.session import BindError, Endpoint, Session
 from worker.smpp.statuses import AUTH_FAILURES, Verdict, describe, error_code, verdict
+from worker.store.mo import new_mo_id
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -371,7 +374,9 @@ class CarrierLink:
             if is_receipt(message):
                 self._batch.receipts.append(parse_receipt(message, self.config.id_bases[1]))
             else:
-                self._batch.messages.append(mobile_originated(message))
+                at = now_ms()
+                mo = replace(mobile_originated(message), received_at=at, mo_id=new_mo_id(at))
+                self._batch.messages.append(mo)
         except (NotAReceiptError, ValueError) as exc:
             log.warning(
                 "smpp: unreadable deliver_sm", extra={"carrier": self.name, "error": str(exc)}

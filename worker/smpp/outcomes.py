@@ -82,10 +82,11 @@ class Outcomes:
         self._answers(batch.answers)
         if batch.receipts:
             self.intake.apply_all(self.carrier, batch.receipts)
-        for message in batch.messages:
+        for message in batch.messages:  # a batch stored again stores each MO once: its id
             self.accept_mo(
                 self.intake.store.redis, self.carrier, message.sender, message.recipient,
-                message.text, udh=message.udh, received_at=now_ms(),
+                message.text, udh=message.udh, received_at=message.received_at or now_ms(),
+                mo_id=message.mo_id,
             )  # fmt: skip
         self.queue.done([answer.entry for answer in batch.answers])
 

@@ -7,16 +7,21 @@ Keys (this module owns them):
   smpp:{carrier}:written          hash: `{lane}:{entry id}` -> consumer, for entries whose
                                   submit_sm was (about to be) written to a bind
   smpp:{carrier}:alive:{consumer} string with a short TTL: that connector is running
+  smpp:{stream key}:ref:{ref}     string with a day's TTL: the id of the entry queued for that
+                                  segment; the stream's key in braces (a hash tag) keeps both
+                                  keys in one slot of a Redis Cluster
 
-A worker adds an entry to its lane's stream (`enqueue`); connectors read them as the consumer
-group `connector`, each under its own consumer name, the OTP lane first, then normal, then
-bulk, so an OTP never waits behind a campaign's backlog. An entry stays pending (Redis's
-pending entries list) until its outcome is stored, then it is acknowledged and deleted
-(`done`). Just before a submit_sm is written, its entry is marked `written`; an SMSC's answer
-that sends nothing out (a throttle, a transient error) unmarks it. So when a connector dies,
-its pending entries (`orphans`, taken over by a live connector once the dead one's `alive` key
-expired) are either unmarked — never sent: submitted again — or marked — sent, no answer
-seen: the outcome is unknown, and the segment is not sent twice.
+A worker adds an entry to its lane's stream (`enqueue`), at most once per segment: queueing the
+same ref again (a run that lost Redis's reply, or died before storing the outcome) returns the
+first entry (`worker/store/lua/smpp_enqueue.lua`), so a segment may safely be queued again.
+Connectors read them as the consumer group `connector`, each under its own consumer name, the
+OTP lane first, then normal, then bulk, so an OTP never waits behind a campaign's backlog. An
+entry stays pending (Redis's pending entries list) until its outcome is stored, then it is
+acknowledged and deleted (`done`). Just before a submit_sm is written, its entry is marked
+`written`; an SMSC's answer that sends nothing out (a throttle, a transient error) unmarks it.
+So when a connector dies, its pending entries (`orphans`, taken over by a live connector once
+the dead one's `alive` key expired) are either unmarked — never sent: submitted again — or
+marked — sent, no answer seen: the outcome is unknown, and the segment is not sent twice.
 """
 
 from __future__ import annotations
@@ -28,11 +33,15 @@ from typing import Any, cast
 import redis
 
 from worker.contract import Priority
+from worker.store import lua_scripts
 
 GROUP = "connector"
 PREFIX = "smsq:smpp:"
 ALIVE_SECONDS = 6.0  # a connector refreshes its key every third of this
 LANES = tuple(p.value for p in (Priority.OTP, Priority.NORMAL, Priority.BULK))  # read order
+# A segment queued again within this long gets its first entry back: far longer than any
+# retry of a send (backoff capped at minutes, claims leased for minutes).
+REF_TTL_MS = 24 * 3600 * 1000
 
 
 def stream_key(carrier: str, lane: str) -> str:
@@ -47,11 +56,18 @@ def alive_key(carrier: str, consumer: str) -> str:
     return f"{PREFIX}{carrier}:alive:{consumer}"
 
 
+def ref_key(stream: str, ref: str) -> str:
+    """The marker of a segment queued on `stream`, in the stream's hash slot."""
+    return f"{PREFIX}{{{stream}}}:ref:{ref}"
+
+
 def enqueue(client: redis.Redis, carrier: str, ref: str, pdu: bytes, lane: str) -> str:
     """Queue one segment's submit_sm body for the carrier's connector, on its message's lane
-    (`normal` for one we do not know); the entry id."""
+    (`normal` for one we do not know); the entry id. Idempotent: the same `ref` queued again
+    returns its first entry and adds nothing."""
     stream = stream_key(carrier, lane if lane in LANES else Priority.NORMAL.value)
-    return _text(client.xadd(stream, {"ref": ref, "pdu": pdu}))
+    script = lua_scripts.register(client, "smpp_enqueue")
+    return _text(script(keys=[stream, ref_key(stream, ref)], args=[ref, pdu, REF_TTL_MS]))
 
 
 @dataclass(frozen=True, slots=True)

@@ -217,13 +217,17 @@ class Store:
 
         With `resend_unknown` (the carrier honours client references) a segment whose outcome
         is unknown is taken too: it is resent with the same reference.
+
+        A claim whose reply is lost is asked for once more with the same token, which the
+        script recognises as this claim's (docs/reliability.md, "When a Redis reply is lost"):
+        so it is not left held by nobody, to end `unknown` though nothing was submitted.
         """
-        return bool(
-            self._scripts.claim_segment(
-                keys=[segments_key(message_id)],
-                args=[seq, now_ms(), "1" if resend_unknown else "0"],
-            )
-        )
+        keys = [segments_key(message_id)]
+        args = [seq, now_ms(), "1" if resend_unknown else "0", uuid.uuid4().hex]
+        try:
+            return bool(self._scripts.claim_segment(keys=keys, args=args))
+        except (redis.ConnectionError, redis.TimeoutError):
+            return bool(self._scripts.claim_segment(keys=keys, args=args))
 
     def release_segment(self, message_id: str, seq: int, error_code: str, error: str) -> None:
         """Put a claimed segment back to pending after a failure that sent nothing."""

@@ -158,6 +158,10 @@ class MoStore:
             return None
         return cast(str | None, self.redis.get(key)) or ""
 
+    def exists(self, mo_id: str) -> bool:
+        """Whether MO `mo_id` is stored."""
+        return bool(self.redis.exists(mo_key(mo_id)))
+
     def forget_seen(self, carrier: str, carrier_id: str) -> None:
         """Undo `seen` (a part that is kept, not stored as an MO yet)."""
         self.redis.delete(mo_seen_key(carrier, carrier_id))
