@@ -1,4 +1,4 @@
-"""The end-to-end benchmark of issue 9: fixed scenarios against a real smsq on loopback.
+"""The end-to-end benchmark (docs/performance.md): fixed scenarios against a real smsq on loopback.
 
 `python -m bench e2e [--scale 1.0] [--only a,b,c,d,e,i]`
 

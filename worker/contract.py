@@ -12,7 +12,7 @@ CONTRACT_VERSION = 1
 
 # Task names (dotted constants; the producer enqueues by name).
 SEND_SMS = "sms.send"
-# A chunk of message ids of one lane, sent one after another (batch ingest, #9).
+# A chunk of message ids of one lane, sent one after another (batch ingest).
 SEND_MANY = "sms.send_many"
 # Put a client receipt in its endpoint's queue (opened, released, retried, replayed,
 # reconciled); the receipt engine delivers it (worker.receipts).
@@ -52,7 +52,7 @@ class Priority(StrEnum):
 
 
 class MessageStatus(StrEnum):
-    """Message states (DESIGN.md §3)."""
+    """Message states (how a message moves through them: README.md, docs/reliability.md)."""
 
     QUEUED = "queued"
     SCHEDULED = "scheduled"
