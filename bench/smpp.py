@@ -33,6 +33,7 @@ from worker.smpp.queue import SegmentQueue
 from worker.smpp.session import Endpoint, Session
 from worker.smpp.submit import submit_body
 from worker.store import Message, Store, carrier_index_key, segments_key
+from worker.store.keys import smpp_alive_key
 
 TEXT = "Your code is 123456"
 CARRIER = "bench"
@@ -110,7 +111,7 @@ def through_smsq(tmp: Path, redis_url: str, smsc_port: int, n: int, binds: int, 
     with processes(env) as group:
         group.start("-m", "producer", "smpp")
         streams = SegmentQueue(raw, CARRIER, "bench")
-        wait_until(lambda: bool(client.keys(f"smsq:smpp:{CARRIER}:alive:*")), 30)
+        wait_until(lambda: bool(client.keys(smpp_alive_key(CARRIER, "*"))), 30)
         time.sleep(1.0)  # every bind up (the first heartbeat comes with the first bind)
         queue_segments(client, raw, n, offset)
         started = time.monotonic()

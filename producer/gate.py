@@ -26,7 +26,7 @@ import redis
 from producer.auth import UnauthorizedError
 from producer.idempotency import TTL_SECONDS, idempotency_key, replay
 from worker.errors import SmsqError
-from worker.keys import ApiKey, KeyStore, key_record
+from worker.keys import ApiKey, KeyStore
 from worker.quotas import (
     CHARGE_FUNCTION,
     DAY_SECONDS,
@@ -34,8 +34,12 @@ from worker.quotas import (
     Quotas,
     charge_args,
     check_verdict,
-    daily_key,
-    rate_key,
+)
+from worker.store.keys import (
+    NO_IDEMPOTENCY_KEY,
+    api_key_daily_key,
+    api_key_key,
+    api_key_rate_key,
 )
 
 KEY_CACHE_SECONDS = 2.0
@@ -90,7 +94,6 @@ end
 return {0, 0}
 """
 )
-_NO_IDEMPOTENCY = "smsq:idem:-"  # KEYS[4] of a call without an Idempotency-Key (never read)
 
 
 class Gate:
@@ -151,13 +154,14 @@ class Gate:
         """KEYS and ARGV of the script for one call, as one EVALSHA argument list."""
         key = call.key
         cost = call.messages if key.daily else 0
-        record, idem_key = "", _NO_IDEMPOTENCY
+        record, idem_key = "", NO_IDEMPOTENCY_KEY
         if call.idempotency is not None:
             name, _body = call.idempotency
             idem_key = idempotency_key(key.id, name)
             record = orjson.dumps({"body": call.digest, "reply": call.reply}).decode()
         keys = [
-            key_record(key.id), rate_key(key.id), daily_key(key.id, int(now // DAY_SECONDS)),
+            api_key_key(key.id), api_key_rate_key(key.id),
+            api_key_daily_key(key.id, int(now // DAY_SECONDS)),
             idem_key, *(r.key for r in call.refusals), *(str(c[1]) for c in call.writes),
         ]  # fmt: skip
         args: list[Any] = [*charge_args(key, cost), record, TTL_SECONDS, len(call.refusals),

@@ -23,7 +23,8 @@ from dataclasses import dataclass
 import redis
 
 from worker.errors import RateLimitedError, SmsqError
-from worker.keys import ApiKey, burst_of, key_record
+from worker.keys import ApiKey, burst_of
+from worker.store.keys import api_key_daily_key, api_key_key, api_key_rate_key
 
 DAY_SECONDS = 86_400
 
@@ -67,19 +68,12 @@ return charge(KEYS[1], KEYS[2], tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(A
               tonumber(ARGV[4]), tonumber(ARGV[5]))
 """
 )
+
 REVOKED = 3
 
 
 class RevokedKeyError(SmsqError):
     """The key was revoked (or deleted) after it was looked up (401)."""
-
-
-def rate_key(key_id: str) -> str:
-    return f"smsq:key:{key_id}:rate"
-
-
-def daily_key(key_id: str, day: int) -> str:
-    return f"smsq:key:{key_id}:daily:{day}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,7 +99,11 @@ class Quotas:
         now = time.time()
         cost = messages if key.daily else 0
         verdict, detail = self._charge(
-            keys=[rate_key(key.id), daily_key(key.id, int(now // DAY_SECONDS)), key_record(key.id)],
+            keys=[
+                api_key_rate_key(key.id),
+                api_key_daily_key(key.id, int(now // DAY_SECONDS)),
+                api_key_key(key.id),
+            ],
             args=charge_args(key, cost, call=call),
         )
         return check_verdict(key, cost, int(verdict), int(detail), now)
@@ -113,11 +111,11 @@ class Quotas:
     def refund(self, charge: Charge) -> None:
         """Give back what a failed call took from the daily quota."""
         if charge.messages:
-            self.redis.decrby(daily_key(charge.key_id, charge.day), charge.messages)
+            self.redis.decrby(api_key_daily_key(charge.key_id, charge.day), charge.messages)
 
     def used_today(self, key_id: str) -> int:
         day = int(time.time() // DAY_SECONDS)
-        return int(self.redis.get(daily_key(key_id, day)) or 0)
+        return int(self.redis.get(api_key_daily_key(key_id, day)) or 0)
 
 
 def charge_args(key: ApiKey, cost: int, *, call: bool = True) -> list[int]:

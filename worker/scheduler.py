@@ -23,13 +23,13 @@ import redis
 
 from worker.celery_app import create_app
 from worker.clock import now_ms
-from worker.queueing import INFLIGHT_KEY, SCHEDULE_KEY, CeleryPublisher, publishes_directly
+from worker.queueing import CeleryPublisher, publishes_directly
 from worker.reconciler import Reconciler, ReconcilerConfig
 from worker.redelivery import Redelivery
 from worker.redis_urls import broker_for, store_client
 from worker.settings import Settings
 from worker.store import Store
-from worker.store.keys import SCHEDULER_LOCK_KEY
+from worker.store.keys import SCHEDULE_INFLIGHT_KEY, SCHEDULE_KEY, SCHEDULER_LOCK_KEY
 
 log = logging.getLogger(__name__)
 
@@ -85,13 +85,14 @@ class Scheduler:
 
     def recover(self) -> int:
         """Republish jobs a dead scheduler popped but may not have published."""
-        members = list(self.redis.hkeys(INFLIGHT_KEY))
+        members = list(self.redis.hkeys(SCHEDULE_INFLIGHT_KEY))
         self._publish([m.decode() if isinstance(m, bytes) else str(m) for m in members])
         return len(members)
 
     def tick(self, now: int | None = None) -> int:
         """Publish every job due by `now`; returns how many."""
-        due = self._pop_due(keys=[SCHEDULE_KEY, INFLIGHT_KEY], args=[now or now_ms(), BATCH])
+        keys = [SCHEDULE_KEY, SCHEDULE_INFLIGHT_KEY]
+        due = self._pop_due(keys=keys, args=[now or now_ms(), BATCH])
         members = [m.decode() if isinstance(m, bytes) else str(m) for m in due]
         self._publish(members)
         return len(members)
@@ -100,7 +101,7 @@ class Scheduler:
         if not members:
             return
         self.publisher.publish_many([decode_entry(m) for m in members])
-        self.redis.hdel(INFLIGHT_KEY, *members)
+        self.redis.hdel(SCHEDULE_INFLIGHT_KEY, *members)
 
     def run(self) -> None:
         """Loop: hold the lock, publish what is due, sleep briefly."""

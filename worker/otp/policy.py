@@ -25,11 +25,10 @@ import redis
 from worker.errors import RateLimitedError, ValidationError
 from worker.geo import region_of
 from worker.settings import Settings
+from worker.store.keys import OTP_NO_COOLDOWN_KEY, otp_limit_key
 
 __all__ = ["Limit", "SendGate", "check_destination", "number_prefix", "region_of", "send_limits"]
 
-LIMIT_PREFIX = "smsq:otp:limit:"
-CEILING_PREFIX = "smsq:otp:ceiling:"
 PREFIX_DIGITS_DROPPED = 4  # numbers sharing all but their last 4 digits share a prefix limit
 DAY_MS = 86_400_000
 
@@ -101,7 +100,6 @@ end
 return {-1, 0}
 """
 
-
 def number_prefix(to: str) -> str:
     """The number without its last 4 digits: the range SMS pumping walks through."""
     return to[:-PREFIX_DIGITS_DROPPED]
@@ -145,7 +143,7 @@ class Limit:
 
     @property
     def key(self) -> str:
-        return f"{CEILING_PREFIX if self.shared else LIMIT_PREFIX}{self.kind}:{self.subject}"
+        return otp_limit_key(self.kind, self.subject, shared=self.shared)
 
     def window_ms(self, now: int) -> int:
         return DAY_MS - now % DAY_MS if self.daily else self.window * 1000
@@ -193,7 +191,7 @@ class SendGate:
         args: list[str | int] = [now, member, cooldown_ms if cooldown_key else 0, own]
         for limit in ordered:
             args += [limit.count, limit.window_ms(now), int(limit.daily)]
-        keys = [cooldown_key or f"{LIMIT_PREFIX}none", *(limit.key for limit in ordered)]
+        keys = [cooldown_key or OTP_NO_COOLDOWN_KEY, *(limit.key for limit in ordered)]
         index, wait_ms = cast(list[int], self._admit(keys=keys, args=args))
         if index < 0:
             return
