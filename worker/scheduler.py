@@ -28,7 +28,7 @@ from worker.reconciler import Reconciler, ReconcilerConfig
 from worker.redelivery import Redelivery
 from worker.redis_urls import broker_for, store_client
 from worker.settings import Settings
-from worker.store import Store
+from worker.store import Store, lua_scripts
 from worker.store.keys import SCHEDULE_INFLIGHT_KEY, SCHEDULE_KEY, SCHEDULER_LOCK_KEY
 
 log = logging.getLogger(__name__)
@@ -37,26 +37,6 @@ LOCK_KEY = SCHEDULER_LOCK_KEY
 LOCK_TTL_MS = 10_000
 BATCH = 1000
 POLL_SECONDS = 0.1
-
-POP_DUE = """
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
-for _, member in ipairs(due) do
-  redis.call('ZREM', KEYS[1], member)
-  redis.call('HSET', KEYS[2], member, ARGV[1])
-end
-return due
-"""
-
-# Take or keep the lock only if it is free or already ours.
-HOLD_LOCK = """
-local owner = redis.call('GET', KEYS[1])
-if owner == false or owner == ARGV[1] then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  return 1
-end
-return 0
-"""
-
 
 def decode_entry(member: str) -> tuple[str, list[Any], str]:
     """(task, args, queue) of a schedule member."""
@@ -75,8 +55,10 @@ class Scheduler:
         self.reconciler = reconciler
         self._next_reconcile = 0.0
         self.token = uuid.uuid4().hex
-        self._pop_due = client.register_script(POP_DUE)
-        self._hold_lock = client.register_script(HOLD_LOCK)
+        self._pop_due = lua_scripts.register(client, "schedule_pop_due", with_prelude=False)
+        self._hold_lock = lua_scripts.register(
+            client, "scheduler_hold_lock", with_prelude=False
+        )
         self._stopping = threading.Event()
         self._recovered = False
 

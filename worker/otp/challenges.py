@@ -23,6 +23,7 @@ import redis
 
 from worker.errors import RateLimitedError
 from worker.otp.codes import CodeKeys
+from worker.store import lua_scripts
 from worker.store.keys import otp_active_key, otp_challenge_key
 
 VERIFY_TRIES = 32  # optimistic retries when checks of one challenge race
@@ -145,32 +146,15 @@ def judge(
     return Verdict(False, Verification.PENDING, remaining, challenge), writes
 
 
-# Supersede a challenge if still pending; returns its message id then, else false.
-SUPERSEDE = """
-if redis.call('HGET', KEYS[1], 'status') ~= 'pending' then return false end
-redis.call('HSET', KEYS[1], 'status', 'superseded')
-return redis.call('HGET', KEYS[1], 'message_id')
-"""
-
-# Point a pending, unexpired challenge at a new SMS (a resend), only if it still points at
-# ARGV[1] and was sent fewer than ARGV[4] times.
-SWAP_MESSAGE = """
-local h = redis.call('HMGET', KEYS[1], 'status', 'message_id', 'expires_at', 'sends')
-if h[1] ~= 'pending' or h[2] ~= ARGV[1] then return 0 end
-if tonumber(h[3]) <= tonumber(ARGV[3]) or tonumber(h[4]) >= tonumber(ARGV[4]) then return 0 end
-redis.call('HSET', KEYS[1], 'message_id', ARGV[2])
-redis.call('HINCRBY', KEYS[1], 'sends', 1)
-return 1
-"""
-
-
 class ChallengeStore:
     """Typed access to challenges; one per process, thread-safe."""
 
     def __init__(self, client: redis.Redis) -> None:
         self.redis = client
-        self._supersede = client.register_script(SUPERSEDE)
-        self._swap_message = client.register_script(SWAP_MESSAGE)
+        self._supersede = lua_scripts.register(client, "otp_supersede", with_prelude=False)
+        self._swap_message = lua_scripts.register(
+            client, "otp_swap_message", with_prelude=False
+        )
 
     def create(self, challenge: Challenge, retention_ms: int) -> str | None:
         """Store a challenge and make it the active one; returns the id it replaced, if any."""
@@ -203,7 +187,8 @@ class ChallengeStore:
     def swap_message(
         self, challenge_id: str, old_message_id: str, new_message_id: str, now: int, max_sends: int
     ) -> bool:
-        """Point a still-pending challenge at its resent SMS (see SWAP_MESSAGE)."""
+        """Point a still-pending challenge at its resent SMS (the conditions:
+        `worker/store/lua/otp_swap_message.lua`)."""
         return bool(
             self._swap_message(
                 keys=[otp_challenge_key(challenge_id)],
