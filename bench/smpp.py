@@ -25,6 +25,7 @@ import redis
 
 from bench.harness import processes, wait_until
 from worker.carriers.base import SegmentSubmission
+from worker.contract import MessageStatus
 from worker.embedded_redis import EmbeddedRedis, free_port
 from worker.smpp import queue
 from worker.smpp.config import SmppConfig
@@ -83,7 +84,7 @@ def queue_segments(client: redis.Redis, raw: redis.Redis, n: int, offset: int) -
         for message_id in ids:
             message = Message(
                 id=message_id, to="+14155550000", sender="smsq", content=TEXT, segments=1,
-                status="submitting",
+                status=MessageStatus.SUBMITTING,
             )  # fmt: skip
             store.add_create(pipe, message, "accepted")
             pipe.hset(segments_key(message_id), mapping={"1:status": "sent"})

@@ -51,6 +51,18 @@ class Priority(StrEnum):
         return Queue(self.value)
 
 
+class DlrMethod(StrEnum):
+    """How a message's client receipts travel (`dlr-method`): a JSON POST or a GET query."""
+
+    GET = "GET"
+    POST = "POST"
+
+    @classmethod
+    def _missing_(cls, value: object) -> DlrMethod | None:
+        """Any case names a method (`get`, `Post`), as the API takes it."""
+        return cls.__members__.get(value.upper()) if isinstance(value, str) else None
+
+
 class MessageStatus(StrEnum):
     """Message states (how a message moves through them: README.md, docs/reliability.md)."""
 

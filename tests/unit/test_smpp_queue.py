@@ -7,7 +7,7 @@ import pytest
 
 from tests.unit.test_receipt_intake_auth import Jobs
 from worker.carriers.base import CarrierReceipt
-from worker.contract import SegmentStatus
+from worker.contract import MessageStatus, SegmentStatus
 from worker.inbound import Parking, ReceiptIntake
 from worker.smpp import queue
 from worker.smpp.inbound import MobileOriginated
@@ -20,7 +20,7 @@ def submitting(message_id: str) -> Message:
     """A one-segment message being submitted."""
     return Message(
         id=message_id, to="+4915112345678", sender="smsq", content="hi", segments=1,
-        status="submitting",
+        status=MessageStatus.SUBMITTING,
     )  # fmt: skip
 
 
@@ -104,7 +104,7 @@ class TestOutcomes:
                 sender="smsq",
                 content="hi",
                 segments=1,
-                status="submitting",
+                status=MessageStatus.SUBMITTING,
             )
         )
         store.claim_segment(message_id, 1)
@@ -162,7 +162,7 @@ class TestOutcomes:
                 sender="smsq",
                 content="hi",
                 segments=1,
-                status="submitting",
+                status=MessageStatus.SUBMITTING,
             )
         )
         store.claim_segment("u1", 1)
