@@ -35,6 +35,20 @@ def test_no_key_string_outside_the_keys_module() -> None:
     assert found == [], "build these keys in worker/store/keys.py:\n" + "\n".join(found)
 
 
+def test_receipt_fields_are_named_by_the_receipt_store() -> None:
+    """`rcpt:{level}:*` fields are spelled in `worker/store/receipts.py` (and in Lua) only."""
+    owners = {KEYS_MODULE, ROOT / "worker" / "store" / "receipts.py"}
+    found = [
+        f"{path.relative_to(ROOT)}:{number}: {line.strip()}"
+        for path in _source_files()
+        if path.suffix == ".py" and path not in owners
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if "rcpt:" in line
+    ]
+    advice = "use worker.store.receipts.receipt_field or ReceiptRecord:\n"
+    assert found == [], advice + "\n".join(found)
+
+
 def test_the_check_sees_a_key_string() -> None:
     assert KEY_LITERAL.search('client.get(f"smsq:msg:{message_id}")')
     assert KEY_LITERAL.search("PREFIX = 'smsq:'")
