@@ -19,7 +19,6 @@ SEND_MANY = "sms.send_many"
 POST_RECEIPT = "sms.dlr.post"
 # Wake the receipt engine for one endpoint: it drains the endpoint's queue (worker.receipts).
 DRAIN_RECEIPTS = "sms.dlr.drain"
-HANDLE_CARRIER_RECEIPT = "sms.carrier_dlr"
 # Inbound (MO) messages (worker.mo): store what came of a multipart MO whose wait is over, and
 # put an MO's webhook in its endpoint's queue again (reconciled, replayed).
 FLUSH_MO_PARTS = "sms.mo.parts"
