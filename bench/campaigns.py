@@ -26,6 +26,7 @@ import redis
 from bench.harness import processes, wait_http
 from worker.embedded_redis import EmbeddedRedis, free_port
 from worker.keys import KeyStore
+from worker.store.keys import message_key, segments_key
 
 
 def raw_lpush_rate(client: redis.Redis, payloads: list[bytes]) -> float:
@@ -56,8 +57,8 @@ def otp_latencies(
     time.sleep(3)
     latencies = []
     for message_id in ids:
-        created = client.hget(f"smsq:msg:{message_id}", "created_at")
-        claimed = client.hget(f"smsq:msg:{message_id}:seg", "1:submitted_at")
+        created = client.hget(message_key(message_id), "created_at")
+        claimed = client.hget(segments_key(message_id), "1:submitted_at")
         if created and claimed:
             latencies.append(float(int(claimed) - int(created)))
     return latencies, len(ids)

@@ -1,4 +1,4 @@
-"""The end-to-end benchmark of issue 9: fixed scenarios against a real smsq on loopback.
+"""The end-to-end benchmark (docs/performance.md): fixed scenarios against a real smsq on loopback.
 
 `python -m bench e2e [--scale 1.0] [--only a,b,c,d,e,i]`
 
@@ -51,6 +51,7 @@ from bench.harness import (
 from bench.hostile import dribble, hostile_server, silent
 from worker.embedded_redis import EmbeddedRedis, free_port
 from worker.keys import KeyStore
+from worker.store.keys import INBOX_KEY, batch_ids_key, message_key, segments_key
 
 # Disjoint number ranges per scenario (5,000,000 + offset stays a valid 7-digit US number).
 OFFSETS = {
@@ -194,8 +195,8 @@ def otp_under_backlog(system: System, bulk: int, seconds: float) -> None:
     time.sleep(2)
     latencies = []
     for message_id in ids:
-        created = system.client.hget(f"smsq:msg:{message_id}", "created_at")
-        claimed = system.client.hget(f"smsq:msg:{message_id}:seg", "1:submitted_at")
+        created = system.client.hget(message_key(message_id), "created_at")
+        claimed = system.client.hget(segments_key(message_id), "1:submitted_at")
         if created and claimed:
             latencies.append(float(int(claimed) - int(created)))
     latencies.sort()
@@ -244,10 +245,10 @@ def scheduled(system: System, count: int) -> None:
     on_time = {"content": "on time", "recipients": numbers(20, OFFSETS["on-time"]), "send_at": iso}
     reply = system.api.post("/sms/batch", json=on_time)
     batch = reply.json()["id"]
-    ids = cast(list[str], system.client.lrange(f"smsq:batch:{batch}:ids", 0, -1))
-    wait_until(lambda: all(system.client.hget(f"smsq:msg:{i}:seg", "1:submitted_at") for i in ids),
+    ids = cast(list[str], system.client.lrange(batch_ids_key(batch), 0, -1))
+    wait_until(lambda: all(system.client.hget(segments_key(i), "1:submitted_at") for i in ids),
                60)  # fmt: skip
-    delays = [int(system.client.hget(f"smsq:msg:{i}:seg", "1:submitted_at") or 0) - int(due * 1000)
+    delays = [int(system.client.hget(segments_key(i), "1:submitted_at") or 0) - int(due * 1000)
               for i in ids]  # fmt: skip
     system.add("e: firing delay after due time, median / max (ms)",
                f"{statistics.median(delays):.0f} / {max(delays):.0f}")  # fmt: skip
@@ -271,7 +272,7 @@ def isolation(system: System, healthy: int, hostile: int) -> None:
 
         def arrived() -> bool:
             nonlocal inbox
-            inbox = max(inbox, int(system.client.hlen("smsq:inbox")))
+            inbox = max(inbox, int(system.client.hlen(INBOX_KEY)))
             return system.receipts().get("1", 0) - before >= healthy
 
         elapsed = wait_until(arrived, 600, poll=0.2) - started

@@ -11,7 +11,7 @@ the same Kannel, with the same `dlr-mask` (`--dlr-mask`, smsq's default 27):
           worker process per lane, 2 × 32 send threads): messages/s until every level-1 and
           level-2 receipt reached the client's `dlr-url`;
 
-and prints both and their ratio (issue 13's target: smsq ≥ 0.5 × Kannel). Skips, saying why,
+and prints both and their ratio (the target: smsq ≥ 0.5 × Kannel). Skips, saying why,
 when Kannel is not installed.
 """
 

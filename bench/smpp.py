@@ -25,6 +25,7 @@ import redis
 
 from bench.harness import processes, wait_until
 from worker.carriers.base import SegmentSubmission
+from worker.contract import MessageStatus
 from worker.embedded_redis import EmbeddedRedis, free_port
 from worker.smpp import queue
 from worker.smpp.config import SmppConfig
@@ -33,6 +34,7 @@ from worker.smpp.queue import SegmentQueue
 from worker.smpp.session import Endpoint, Session
 from worker.smpp.submit import submit_body
 from worker.store import Message, Store, carrier_index_key, segments_key
+from worker.store.keys import smpp_alive_key
 
 TEXT = "Your code is 123456"
 CARRIER = "bench"
@@ -82,7 +84,7 @@ def queue_segments(client: redis.Redis, raw: redis.Redis, n: int, offset: int) -
         for message_id in ids:
             message = Message(
                 id=message_id, to="+14155550000", sender="smsq", content=TEXT, segments=1,
-                status="submitting",
+                status=MessageStatus.SUBMITTING,
             )  # fmt: skip
             store.add_create(pipe, message, "accepted")
             pipe.hset(segments_key(message_id), mapping={"1:status": "sent"})
@@ -110,7 +112,7 @@ def through_smsq(tmp: Path, redis_url: str, smsc_port: int, n: int, binds: int, 
     with processes(env) as group:
         group.start("-m", "producer", "smpp")
         streams = SegmentQueue(raw, CARRIER, "bench")
-        wait_until(lambda: bool(client.keys(f"smsq:smpp:{CARRIER}:alive:*")), 30)
+        wait_until(lambda: bool(client.keys(smpp_alive_key(CARRIER, "*"))), 30)
         time.sleep(1.0)  # every bind up (the first heartbeat comes with the first bind)
         queue_segments(client, raw, n, offset)
         started = time.monotonic()

@@ -20,7 +20,7 @@ from producer.quiet_hours import QuietHours, release_time
 from producer.schemas import BatchRequest, Recipient, SendRequest
 from producer.submission import accept_messages
 from producer.validation import build_message
-from worker.batch_progress import count_batch, watch
+from worker.batch_progress import count_batch, message_ids, watch
 from worker.clock import now_ms
 from worker.contract import CANCELLABLE_STATUSES, MessageStatus
 from worker.errors import NotFoundError, OptedOutError, ValidationError
@@ -29,6 +29,7 @@ from worker.optouts import OptOuts
 from worker.queueing import CeleryPublisher
 from worker.settings import Settings
 from worker.store import Message, Store
+from worker.store.keys import batch_ids_key, batch_key
 
 CHUNK = 1000
 _VARIABLE = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -36,10 +37,6 @@ _COMMON = (
     "from", "dlr", "dlr-level", "dlr-url", "dlr-method", "dlr-batch", "coding", "priority",
     "send_at", "validity", "max_segments",
 )  # fmt: skip
-
-
-def batch_key(batch_id: str) -> str:
-    return f"smsq:batch:{batch_id}"
 
 
 def render(template: str, variables: Mapping[str, Any]) -> str:
@@ -200,7 +197,7 @@ def _flush(
     if not sending:
         return
     ids = [m.id for m in sending]
-    store.redis.rpush(f"{batch_key(result.batch_id)}:ids", *ids)
+    store.redis.rpush(batch_ids_key(result.batch_id), *ids)
     accept_messages(store, publisher, sending, chunk=per_task)
     result.accepted.extend(ids)
 
@@ -246,14 +243,6 @@ def _batch_fields(store: Store, batch_id: str, key_id: str) -> dict[str, str]:
     return fields
 
 
-def _ids(store: Store, batch_id: str) -> Iterator[list[str]]:
-    total = int(store.redis.llen(f"{batch_key(batch_id)}:ids"))
-    for start in range(0, total, CHUNK):
-        yield cast(
-            list[str], store.redis.lrange(f"{batch_key(batch_id)}:ids", start, start + CHUNK - 1)
-        )
-
-
 def batch_status(store: Store, batch_id: str, key_id: str) -> dict[str, Any]:
     """Live counters of a batch, read from its messages' states."""
     return count_batch(store.redis, batch_id, _batch_fields(store, batch_id, key_id))
@@ -265,4 +254,4 @@ CANCELLABLE = CANCELLABLE_STATUSES
 def batch_ids(store: Store, batch_id: str, key_id: str) -> Iterator[list[str]]:
     """The ids of the key's batch, a chunk at a time (NotFoundError for others' batches)."""
     _batch_fields(store, batch_id, key_id)
-    yield from _ids(store, batch_id)
+    yield from message_ids(store.redis, batch_id)

@@ -26,72 +26,28 @@ import redis
 from producer.auth import UnauthorizedError
 from producer.idempotency import TTL_SECONDS, idempotency_key, replay
 from worker.errors import SmsqError
-from worker.keys import ApiKey, KeyStore, key_record
+from worker.keys import ApiKey, KeyStore
 from worker.quotas import (
-    CHARGE_FUNCTION,
     DAY_SECONDS,
     Charge,
     Quotas,
     charge_args,
     check_verdict,
-    daily_key,
-    rate_key,
+)
+from worker.store import lua_scripts
+from worker.store.keys import (
+    NO_IDEMPOTENCY_KEY,
+    api_key_daily_key,
+    api_key_key,
+    api_key_rate_key,
 )
 
 KEY_CACHE_SECONDS = 2.0
 KEY_CACHE_SIZE = 10_000  # keys remembered per process; the cache starts over when full
 IDEMPOTENT_REPLAY = 4
 REFUSED = 5
-
-# KEYS[1] key record, KEYS[2] rate, KEYS[3] daily counter, KEYS[4] Idempotency-Key record,
-# KEYS[5..4+R] the sorted set of each refusal, KEYS[5+R..] the key of each write, in order.
-# ARGV[1..5] the charge (interval_us, burst, cost, daily limit, counter ttl); ARGV[6] the
-# Idempotency-Key record to keep ('' = no Idempotency-Key), ARGV[7] its ttl; ARGV[8] R, the
-# refusals, ARGV[9..8+R] their members; then the writes: command, argument count n, then its n
-# arguments after the key.
-# Returns {0, 0} written; {1, wait_us} or {2, used} refused by the limits (nothing written);
-# {3, 0} revoked key; {4, record} the Idempotency-Key was used before (the call is counted
-# toward the rate, nothing else happens); {5, r} refusal r's member is in its set (the call is
-# counted toward the rate, nothing is written).
-GUARDED_WRITE = (
-    CHARGE_FUNCTION
-    + """
-local WRITES = {HSET = true, RPUSH = true, ZADD = true, LPUSH = true}
-local unpack = unpack or table.unpack
-if redis.call('HGET', KEYS[1], 'revoked') ~= '0' then return {3, 0} end
-local interval, burst = tonumber(ARGV[1]), tonumber(ARGV[2])
-if ARGV[6] ~= '' then
-  local used = redis.call('GET', KEYS[4])
-  if used then
-    local verdict = charge(KEYS[2], KEYS[3], interval, burst, 0, 0, 0)
-    if verdict[1] ~= 0 then return verdict end
-    return {4, used}
-  end
-end
-local refusals = tonumber(ARGV[8])
-for r = 1, refusals do
-  if redis.call('ZSCORE', KEYS[4 + r], ARGV[8 + r]) then
-    local verdict = charge(KEYS[2], KEYS[3], interval, burst, 0, 0, 0)
-    if verdict[1] ~= 0 then return verdict end
-    return {5, r}
-  end
-end
-local verdict = charge(KEYS[2], KEYS[3], interval, burst, tonumber(ARGV[3]),
-                       tonumber(ARGV[4]), tonumber(ARGV[5]))
-if verdict[1] ~= 0 then return verdict end
-if ARGV[6] ~= '' then redis.call('SET', KEYS[4], ARGV[6], 'EX', tonumber(ARGV[7])) end
-local k, i = 5 + refusals, 9 + refusals
-while i <= #ARGV do
-  local n = tonumber(ARGV[i + 1])
-  if not WRITES[ARGV[i]] then return redis.error_reply('not a write: ' .. ARGV[i]) end
-  redis.call(ARGV[i], KEYS[k], unpack(ARGV, i + 2, i + 1 + n))
-  k, i = k + 1, i + 2 + n
-end
-return {0, 0}
-"""
-)
-_NO_IDEMPOTENCY = "smsq:idem:-"  # KEYS[4] of a call without an Idempotency-Key (never read)
-
+# The guarded write (`worker/store/lua/guarded_write.lua`), with the key's charge.
+GUARDED_WRITE = lua_scripts.source("guarded_write", "charge_lib", with_prelude=False)
 
 class Gate:
     """Authenticates keys (cached), admits calls, runs guarded writes; one per API process."""
@@ -151,13 +107,14 @@ class Gate:
         """KEYS and ARGV of the script for one call, as one EVALSHA argument list."""
         key = call.key
         cost = call.messages if key.daily else 0
-        record, idem_key = "", _NO_IDEMPOTENCY
+        record, idem_key = "", NO_IDEMPOTENCY_KEY
         if call.idempotency is not None:
             name, _body = call.idempotency
             idem_key = idempotency_key(key.id, name)
             record = orjson.dumps({"body": call.digest, "reply": call.reply}).decode()
         keys = [
-            key_record(key.id), rate_key(key.id), daily_key(key.id, int(now // DAY_SECONDS)),
+            api_key_key(key.id), api_key_rate_key(key.id),
+            api_key_daily_key(key.id, int(now // DAY_SECONDS)),
             idem_key, *(r.key for r in call.refusals), *(str(c[1]) for c in call.writes),
         ]  # fmt: skip
         args: list[Any] = [*charge_args(key, cost), record, TTL_SECONDS, len(call.refusals),

@@ -9,6 +9,7 @@ import orjson
 import redis
 
 from worker.errors import ConflictError, ValidationError
+from worker.store.keys import idempotency_record_key
 
 TTL_SECONDS = 24 * 3600
 MAX_KEY_LENGTH = 255
@@ -20,7 +21,7 @@ def idempotency_key(key_id: str, idempotency_key: str) -> str:
         raise ValidationError(
             f"Idempotency-Key must be 1 to {MAX_KEY_LENGTH} characters", field="Idempotency-Key"
         )
-    return f"smsq:idem:{key_id}:{hashlib.sha256(idempotency_key.encode()).hexdigest()}"
+    return idempotency_record_key(key_id, hashlib.sha256(idempotency_key.encode()).hexdigest())
 
 
 def replay(stored: str | bytes, digest: str) -> dict[str, Any]:

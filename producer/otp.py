@@ -32,7 +32,6 @@ from worker.otp.challenges import (
     ChallengeStore,
     Verdict,
     Verification,
-    cooldown_key,
 )
 from worker.otp.codes import MAX_LENGTH, MIN_LENGTH, PLACEHOLDER, new_code, render
 from worker.otp.content import CHALLENGE_FIELD, CODE_FIELD, code_keys
@@ -41,6 +40,7 @@ from worker.otp.resend import RESEND_OTP
 from worker.queueing import CeleryPublisher, schedule_at
 from worker.settings import Settings
 from worker.store import Message, Store, new_message_id
+from worker.store.keys import otp_cooldown_key
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +151,7 @@ class OtpDesk:
             send_limits(self.settings, to=message.to, region=region, key_id=key_id, now=now),
             challenge_id,
             now,
-            cooldown_key=cooldown_key(key_id, body.purpose, message.to),
+            cooldown_key=otp_cooldown_key(key_id, body.purpose, message.to),
             cooldown_ms=self.settings.otp_cooldown_seconds * 1000,
         )
         code = new_code(body.length)

@@ -10,7 +10,7 @@ import phonenumbers
 
 from producer.schemas import SendRequest
 from worker.clock import now_ms
-from worker.contract import MessageStatus
+from worker.contract import DlrMethod, MessageStatus, Priority
 from worker.encoding import Summary, is_gsm7, normalize_coding, summarize
 from worker.errors import UnsafeUrlError, ValidationError
 from worker.geo import GeoPermissions
@@ -158,11 +158,11 @@ def build_message(
         sender=sender,
         content=body.content,
         coding=normalize_coding(body.coding),
-        priority=body.priority,
+        priority=Priority(body.priority),
         dlr=dlr,
         dlr_level=body.dlr_level,
         dlr_url=dlr_url,
-        dlr_method=body.dlr_method,
+        dlr_method=DlrMethod(body.dlr_method),
         dlr_batch=body.dlr_batch,
         client_ref=body.client_ref or "",
         key_id=key_id,

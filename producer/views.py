@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from worker.clock import iso_ms, now_ms
+from worker.contract import ReceiptState
 from worker.receipts.endpoints import endpoint_for
 from worker.store import Store
-from worker.store.receipts import EndpointHealth, read_health
+from worker.store.receipts import EndpointHealth, ReceiptRecord, read_health, receipt_field
 
 OTP_MASK = "<otp code hidden>"
 
@@ -60,7 +61,7 @@ def message_view(store: Store, fields: dict[str, str]) -> dict[str, Any]:
     receipts = {
         str(level): receipt_view(fields, level, health, receipt_history(events, level))
         for level in (1, 2)
-        if fields.get(f"rcpt:{level}:state")
+        if fields.get(receipt_field(level, "state"))
     }
     return {
         **message_summary(fields),
@@ -88,36 +89,34 @@ def receipt_view(
     fields: dict[str, str], level: int, health: EndpointHealth, history: list[dict[str, Any]]
 ) -> dict[str, Any]:
     """One receipt level: where it stands, and while it waits, why."""
-    p = f"rcpt:{level}:"
-    state = fields.get(p + "state")
-    not_before = _int(fields.get(p + "not_before")) or None
+    receipt = ReceiptRecord.of(fields, level)
     view = {
-        "state": state,
-        "attempts": int(fields.get(p + "attempts") or 0),
-        "seq": _int(fields.get(p + "seq")),
-        "next_attempt_at": iso_ms(not_before),
-        "why": fields.get(p + "why") or None,
+        "state": str(receipt.state) if receipt.state else None,
+        "attempts": receipt.attempts,
+        "seq": receipt.seq,
+        "next_attempt_at": iso_ms(receipt.not_before),
+        "why": receipt.why,
         "waiting": None,
         "history": history,
     }
-    if state in ("open", "sending", "waiting"):
-        view["waiting"] = _waiting(state, fields.get(p + "why"), not_before, health)
+    if receipt.state is not None and not receipt.done:
+        view["waiting"] = _waiting(receipt.state, receipt.why, receipt.not_before, health)
     return view
 
 
 def _waiting(
-    state: str | None, why: str | None, not_before: int | None, health: EndpointHealth
+    state: ReceiptState, why: str | None, not_before: int | None, health: EndpointHealth
 ) -> str:
     """Why a receipt that is not done waits, in a sentence."""
     now = now_ms()
-    if state == "waiting":
+    if state == ReceiptState.WAITING:
         return "waiting for the level-1 receipt of this message"
     if health.backoff_until > now:
         return (
             f"endpoint backing off until {iso_ms(health.backoff_until)}: {health.reason} "
             f"({health.failures} failures in a row)"
         )
-    if state == "sending":
+    if state == ReceiptState.SENDING:
         return "being sent"
     if not_before and not_before > now:
         return f"next attempt at {iso_ms(not_before)}: {why or 'the last attempt failed'}"

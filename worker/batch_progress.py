@@ -29,31 +29,38 @@ from worker.receipts.config import EngineConfig
 from worker.receipts.routing import ReceiptRouter
 from worker.redis_urls import store_client
 from worker.settings import Settings
-from worker.store.keys import batch_key
+from worker.store.keys import (
+    BATCH_WATCH_KEY,
+    BATCH_WATCH_LOCK_KEY,
+    batch_ids_key,
+    batch_key,
+    message_key,
+)
 from worker.store.receipts import ReceiptStore
 
 log = logging.getLogger(__name__)
 
-WATCH_KEY = "smsq:batches:watch"
 PROGRESS_INTERVAL_MS = 10_000
 GIVE_UP_AFTER_MS = 24 * 3600 * 1000
 CHUNK = 1000
 
 
-def _ids(client: redis.Redis, batch_id: str) -> Iterator[list[str]]:
-    total = int(client.llen(f"{batch_key(batch_id)}:ids"))
+def message_ids(client: redis.Redis, batch_id: str) -> Iterator[list[str]]:
+    """The batch's message ids in request order, `CHUNK` at a time."""
+    key = batch_ids_key(batch_id)
+    total = int(client.llen(key))
     for start in range(0, total, CHUNK):
-        yield cast(list[str], client.lrange(f"{batch_key(batch_id)}:ids", start, start + CHUNK - 1))
+        yield cast(list[str], client.lrange(key, start, start + CHUNK - 1))
 
 
 def count_batch(client: redis.Redis, batch_id: str, fields: dict[str, str]) -> dict[str, Any]:
     """Live counters of a batch, read from its messages' states."""
     states: Counter[str] = Counter()
     last_done = 0
-    for ids in _ids(client, batch_id):
+    for ids in message_ids(client, batch_id):
         pipe = client.pipeline(transaction=False)
         for message_id in ids:
-            pipe.hmget(f"smsq:msg:{message_id}", "status", "done_at")
+            pipe.hmget(message_key(message_id), "status", "done_at")
         for status, done_at in pipe.execute():
             states[status] += 1
             last_done = max(last_done, int(done_at or 0))
@@ -85,7 +92,7 @@ def count_batch(client: redis.Redis, batch_id: str, fields: dict[str, str]) -> d
 
 
 def watch(client: redis.Redis | redis.client.Pipeline, batch_id: str, due_ms: int) -> None:
-    client.zadd(WATCH_KEY, {batch_id: due_ms})
+    client.zadd(BATCH_WATCH_KEY, {batch_id: due_ms})
 
 
 class BatchWatcher:
@@ -98,7 +105,9 @@ class BatchWatcher:
 
     def tick(self, now: int | None = None) -> int:
         now = now or now_ms()
-        due = cast(list[str], self.redis.zrangebyscore(WATCH_KEY, "-inf", now, start=0, num=100))
+        due = cast(
+            list[str], self.redis.zrangebyscore(BATCH_WATCH_KEY, "-inf", now, start=0, num=100)
+        )
         for batch_id in due:
             self._check(batch_id, now)
         return len(due)
@@ -107,17 +116,17 @@ class BatchWatcher:
         fields = cast(dict[str, str], self.redis.hgetall(batch_key(batch_id)))
         url = fields.get("callback_url")
         if not url or now - int(fields.get("created_at") or now) > GIVE_UP_AFTER_MS:
-            self.redis.zrem(WATCH_KEY, batch_id)
+            self.redis.zrem(BATCH_WATCH_KEY, batch_id)
             return
         counters = count_batch(self.redis, batch_id, fields)
         signature = orjson.dumps(counters).decode()
         if signature == fields.get("callback_sent"):
             if counters["done"]:
-                self.redis.zrem(WATCH_KEY, batch_id)
+                self.redis.zrem(BATCH_WATCH_KEY, batch_id)
                 return
         else:
             self._announce(batch_id, fields, counters, signature)
-        self.redis.zadd(WATCH_KEY, {batch_id: now + PROGRESS_INTERVAL_MS})
+        self.redis.zadd(BATCH_WATCH_KEY, {batch_id: now + PROGRESS_INTERVAL_MS})
 
     def _announce(
         self, batch_id: str, fields: dict[str, str], counters: dict[str, Any], signature: str
@@ -142,17 +151,14 @@ def build_watcher(settings: Settings) -> BatchWatcher:
     )
 
 
-LOCK_KEY = "smsq:batches:watch:lock"
-
-
 def run_watcher(watcher: BatchWatcher, stopping: threading.Event, token: str) -> None:
     """Loop until `stopping`: the holder of the lock checks due batches once a second."""
     try:
         while not stopping.is_set():
             try:
-                owner = watcher.redis.set(LOCK_KEY, token, nx=True, px=5000)
-                if owner or watcher.redis.get(LOCK_KEY) == token:
-                    watcher.redis.pexpire(LOCK_KEY, 5000)
+                owner = watcher.redis.set(BATCH_WATCH_LOCK_KEY, token, nx=True, px=5000)
+                if owner or watcher.redis.get(BATCH_WATCH_LOCK_KEY) == token:
+                    watcher.redis.pexpire(BATCH_WATCH_LOCK_KEY, 5000)
                     watcher.tick()
             except redis.RedisError as exc:
                 log.warning("batch watcher: redis unavailable (%s)", type(exc).__name__)

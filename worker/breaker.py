@@ -19,33 +19,7 @@ from enum import StrEnum
 
 import redis
 
-# KEYS[1] breaker hash; ARGV trial_us. Returns {allowed 0|1|2 (2 = as the trial), wait_us}.
-ALLOW = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local open_until = tonumber(redis.call('HGET', KEYS[1], 'open_until') or '0')
-if open_until == 0 then return {1, 0} end
-if now < open_until then return {0, open_until - now} end
-local trial_until = tonumber(redis.call('HGET', KEYS[1], 'trial_until') or '0')
-if now < trial_until then return {0, trial_until - now} end
-redis.call('HSET', KEYS[1], 'trial_until', string.format('%.0f', now + tonumber(ARGV[1])))
-return {2, 0}
-"""
-
-# KEYS[1] breaker hash; ARGV threshold, cooldown_us, keep_ms. Returns 1 if it (re)opened.
-FAILURE = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local failures = redis.call('HINCRBY', KEYS[1], 'failures', 1)
-redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[3]))
-local open_until = tonumber(redis.call('HGET', KEYS[1], 'open_until') or '0')
-if open_until > 0 or failures >= tonumber(ARGV[1]) then
-  redis.call('HSET', KEYS[1], 'open_until', string.format('%.0f', now + tonumber(ARGV[2])))
-  redis.call('HDEL', KEYS[1], 'trial_until')
-  return 1
-end
-return 0
-"""
+from worker.store import lua_scripts
 
 # Keep a breaker's failure count this long after its last failure.
 KEEP_SECONDS = 24 * 3600
@@ -86,8 +60,8 @@ class CircuitBreaker:
         self._cooldown_us = math.ceil(cooldown * 1_000_000)
         self._trial_us = math.ceil(trial_lease * 1_000_000)
         self._client = client
-        self._allow = client.register_script(ALLOW)
-        self._failure = client.register_script(FAILURE)
+        self._allow = lua_scripts.register(client, "breaker_allow", with_prelude=False)
+        self._failure = lua_scripts.register(client, "breaker_failure", with_prelude=False)
 
     def allow(self) -> Permit:
         """May a request go now? In half-open state only one (the trial) may."""

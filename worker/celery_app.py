@@ -1,6 +1,6 @@
 """The Celery application and every Celery setting, in one place.
 
-The settings that keep messages safe on Redis (engineering.md §1): late acks plus
+The settings that keep messages safe on Redis (docs/reliability.md §8): late acks plus
 reject-on-worker-lost, so a killed worker's task runs again; a visibility timeout far longer than
 any countdown we use (we use none beyond `MAX_COUNTDOWN_SECONDS`; longer delays go through the
 durable scheduler) and longer than any task can run (carrier and receipt timeouts are seconds).

@@ -12,14 +12,13 @@ CONTRACT_VERSION = 1
 
 # Task names (dotted constants; the producer enqueues by name).
 SEND_SMS = "sms.send"
-# A chunk of message ids of one lane, sent one after another (batch ingest, #9).
+# A chunk of message ids of one lane, sent one after another (batch ingest).
 SEND_MANY = "sms.send_many"
 # Put a client receipt in its endpoint's queue (opened, released, retried, replayed,
 # reconciled); the receipt engine delivers it (worker.receipts).
 POST_RECEIPT = "sms.dlr.post"
 # Wake the receipt engine for one endpoint: it drains the endpoint's queue (worker.receipts).
 DRAIN_RECEIPTS = "sms.dlr.drain"
-HANDLE_CARRIER_RECEIPT = "sms.carrier_dlr"
 # Inbound (MO) messages (worker.mo): store what came of a multipart MO whose wait is over, and
 # put an MO's webhook in its endpoint's queue again (reconciled, replayed).
 FLUSH_MO_PARTS = "sms.mo.parts"
@@ -51,8 +50,20 @@ class Priority(StrEnum):
         return Queue(self.value)
 
 
+class DlrMethod(StrEnum):
+    """How a message's client receipts travel (`dlr-method`): a JSON POST or a GET query."""
+
+    GET = "GET"
+    POST = "POST"
+
+    @classmethod
+    def _missing_(cls, value: object) -> DlrMethod | None:
+        """Any case names a method (`get`, `Post`), as the API takes it."""
+        return cls.__members__.get(value.upper()) if isinstance(value, str) else None
+
+
 class MessageStatus(StrEnum):
-    """Message states (DESIGN.md §3)."""
+    """Message states (how a message moves through them: README.md, docs/reliability.md)."""
 
     QUEUED = "queued"
     SCHEDULED = "scheduled"

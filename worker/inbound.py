@@ -21,17 +21,15 @@ from worker.queueing import CeleryPublisher, Publisher
 from worker.receipts.tokens import WRONG_SEGMENT, bound_ref, segment_ref
 from worker.settings import Settings, get_settings
 from worker.store import Store
-from worker.store.keys import INBOX_KEY, INBOX_WATCH_KEY
+from worker.store.keys import INBOX_KEY, INBOX_WATCH_KEY, PARKED_COUNTS_KEY
+from worker.store.keys import UNKNOWN_RECEIPTS_KEY as UNKNOWN_RECEIPTS_KEY
 
 if TYPE_CHECKING:
     from worker.receipts.routing import ReceiptRouter
 
 log = logging.getLogger(__name__)
 
-UNKNOWN_RECEIPTS_KEY = "smsq:carrier-receipts:unknown"
 UNKNOWN_RECEIPTS_KEPT = 10_000
-# Receipts parked per minute (hash: minute -> count), to hold all parked receipts under a cap.
-PARKED_COUNTS_KEY = "smsq:cid-parked:counts"
 PARKING_FULL = "parking_full"
 
 

@@ -33,9 +33,9 @@ import redis
 
 from worker.clock import now_ms
 from worker.geo import check_countries
+from worker.store.keys import API_KEYS_KEY, api_key_hash_key, api_key_key
 
 ALL_SCOPES = ("send", "otp", "read")
-KEYS_SET = "smsq:keys"
 _RATE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*(?:/\s*(s|sec|second|m|min|minute|h|hour))?\s*$")
 _PER = {"s": 1, "sec": 1, "second": 1, "m": 60, "min": 60, "minute": 60, "h": 3600, "hour": 3600}
 # A key's policy for OTP codes to numbers that opted out (`worker.optouts`).
@@ -45,10 +45,6 @@ OTP_OPTOUT_EXEMPT = "exempt"
 OTP_OPTOUT_POLICIES = (OTP_OPTOUT_REFUSE, OTP_OPTOUT_EXEMPT)
 _DURATION = re.compile(r"^\s*([0-9]+)\s*(s|m|h|d)?\s*$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def key_record(key_id: str) -> str:
-    return f"smsq:key:{key_id}"
 
 
 def key_hash(api_key: str) -> str:
@@ -182,7 +178,7 @@ class KeyStore:
         )  # fmt: skip
         pipe = self.redis.pipeline(transaction=True)
         pipe.hset(
-            key_record(key_id),
+            api_key_key(key_id),
             mapping={
                 "id": key_id,
                 "name": name,
@@ -198,13 +194,13 @@ class KeyStore:
                 OTP_OPTOUT_FIELD: otp_optout,
             },
         )
-        pipe.set(f"smsq:keyhash:{key_hash(api_key)}", key_id)
-        pipe.sadd(KEYS_SET, key_id)
+        pipe.set(api_key_hash_key(key_hash(api_key)), key_id)
+        pipe.sadd(API_KEYS_KEY, key_id)
         pipe.execute()
         return CreatedKey(record, api_key, secret)
 
     def get(self, key_id: str) -> ApiKey | None:
-        data = cast(dict[str, str], self.redis.hgetall(key_record(key_id)))
+        data = cast(dict[str, str], self.redis.hgetall(api_key_key(key_id)))
         if not data:
             return None
         return ApiKey(
@@ -224,21 +220,21 @@ class KeyStore:
 
     def authenticate(self, api_key: str) -> ApiKey | None:
         """The live key record for a presented key, or None."""
-        key_id = cast(str | None, self.redis.get(f"smsq:keyhash:{key_hash(api_key)}"))
+        key_id = cast(str | None, self.redis.get(api_key_hash_key(key_hash(api_key))))
         if not key_id:
             return None
         record = self.get(key_id)
         return record if record and not record.revoked else None
 
     def list(self) -> list[ApiKey]:
-        ids = sorted(cast(set[str], self.redis.smembers(KEYS_SET)))
+        ids = sorted(cast(set[str], self.redis.smembers(API_KEYS_KEY)))
         return [k for k in (self.get(i) for i in ids) if k is not None]
 
     def revoke(self, key_id: str) -> bool:
         """Refuse the key from now on (receipts of its messages stay signed)."""
-        if not self.redis.exists(key_record(key_id)):
+        if not self.redis.exists(api_key_key(key_id)):
             return False
-        self.redis.hset(key_record(key_id), "revoked", "1")
+        self.redis.hset(api_key_key(key_id), "revoked", "1")
         return True
 
     def set_limits(
@@ -249,22 +245,22 @@ class KeyStore:
         values = {"rate": rate, "burst": burst, "daily": daily}
         if any(v is not None and v < 0 for v in values.values()):
             raise ValueError("rate, burst and daily must be >= 0")
-        if not self.redis.exists(key_record(key_id)):
+        if not self.redis.exists(api_key_key(key_id)):
             return False
         changed: dict[Any, Any] = {
             k: repr(v) if k == "rate" else str(v) for k, v in values.items() if v is not None
         }
         if changed:
-            self.redis.hset(key_record(key_id), mapping=changed)
+            self.redis.hset(api_key_key(key_id), mapping=changed)
         return True
 
     def set_countries(self, key_id: str, countries: Sequence[str]) -> bool:
         """Replace a key's geo permissions (empty: back to the deployment's); ValueError for
         unknown countries, False if there is no such key."""
         regions = check_countries(countries)
-        if not self.redis.exists(key_record(key_id)):
+        if not self.redis.exists(api_key_key(key_id)):
             return False
-        self.redis.hset(key_record(key_id), "countries", ",".join(regions))
+        self.redis.hset(api_key_key(key_id), "countries", ",".join(regions))
         return True
 
     def set_inbound(
@@ -274,12 +270,12 @@ class KeyStore:
         (None leaves one as it is); False if there is no such key."""
         if otp_optout is not None:
             check_otp_optout(otp_optout)
-        if not self.redis.exists(key_record(key_id)):
+        if not self.redis.exists(api_key_key(key_id)):
             return False
         changed: dict[Any, Any] = {"mo_url": mo_url, OTP_OPTOUT_FIELD: otp_optout}
         changed = {k: v for k, v in changed.items() if v is not None}
         if changed:
-            self.redis.hset(key_record(key_id), mapping=changed)
+            self.redis.hset(api_key_key(key_id), mapping=changed)
         return True
 
     def rotate_secret(self, key_id: str, overlap_seconds: int) -> str | None:
@@ -289,7 +285,7 @@ class KeyStore:
         if overlap_seconds < 0:
             raise ValueError("overlap must be >= 0")
         fresh = new_webhook_secret()
-        key = key_record(key_id)
+        key = api_key_key(key_id)
         found: list[bool] = []
 
         def rotate(pipe: redis.client.Pipeline) -> None:
@@ -313,7 +309,7 @@ class KeyStore:
 
     def signing_secrets(self, key_id: str) -> tuple[str, ...]:
         """The secrets that sign a receipt now, newest first (retired ones dropped)."""
-        raw = cast(str | None, self.redis.hget(key_record(key_id), "secrets"))
+        raw = cast(str | None, self.redis.hget(api_key_key(key_id), "secrets"))
         now = now_ms()
         return tuple(s.secret for s in decode_secrets(raw) if s.is_live(now))
 

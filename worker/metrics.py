@@ -36,9 +36,14 @@ from worker.errors import (
     CarrierUnavailableError,
     CarrierUnknownOutcomeError,
 )
-from worker.queueing import INFLIGHT_KEY, SCHEDULE_KEY
 from worker.store import DEAD_LETTER_KEY
-from worker.store.keys import SCHEDULER_LOCK_KEY as LOCK_KEY
+from worker.store.keys import (
+    BREAKER_PATTERN,
+    SCHEDULE_INFLIGHT_KEY,
+    SCHEDULE_KEY,
+    SCHEDULER_LOCK_KEY,
+    carrier_of_breaker_key,
+)
 
 # prometheus_client decides its mode from this variable when it is first imported; we read it
 # at the same moment, so both agree for the life of the process.
@@ -232,8 +237,8 @@ def read_gauges(client: redis.Redis) -> Gauges:
     pipe.hlen("unacked")
     pipe.zcard(SCHEDULE_KEY)
     pipe.zcount(SCHEDULE_KEY, "-inf", time.time_ns() // 1_000_000 - 5_000)
-    pipe.hlen(INFLIGHT_KEY)
-    pipe.exists(LOCK_KEY)
+    pipe.hlen(SCHEDULE_INFLIGHT_KEY)
+    pipe.exists(SCHEDULER_LOCK_KEY)
     pipe.type(DEAD_LETTER_KEY)
     *depths, unacked, backlog, overdue, inflight, scheduler, dead_type = pipe.execute()
     return Gauges(
@@ -291,9 +296,6 @@ class StoreCollector(Collector):
         return family
 
 
-BREAKER_PATTERN = "smsq:carrier:*:breaker"
-
-
 def breaker_states(client: redis.Redis) -> dict[str, str]:
     """Every carrier breaker that has state in Redis (a closed one with no failures has none)."""
     from worker.breaker import CircuitBreaker  # the carriers' own reading of their state
@@ -301,7 +303,7 @@ def breaker_states(client: redis.Redis) -> dict[str, str]:
     states = {}
     for raw in client.scan_iter(match=BREAKER_PATTERN, count=100):
         key = _text(raw)
-        carrier = key.removeprefix("smsq:carrier:").removesuffix(":breaker")
+        carrier = carrier_of_breaker_key(key)
         states[carrier] = str(CircuitBreaker(client, key).state())
     return dict(sorted(states.items()))
 

@@ -25,8 +25,8 @@ import redis
 
 from worker.clock import now_ms
 from worker.errors import OptedOutError
-from worker.keys import OTP_OPTOUT_EXEMPT, OTP_OPTOUT_FIELD, key_record
-from worker.store.keys import optout_key
+from worker.keys import OTP_OPTOUT_EXEMPT, OTP_OPTOUT_FIELD
+from worker.store.keys import api_key_key, optout_key
 
 DEPLOYMENT = "*"  # the owner of the deployment-wide list
 Client = redis.Redis | redis.client.Pipeline
@@ -70,7 +70,7 @@ class OptOuts:
             pipe.zmscore(optout_key(key_id), list(numbers))
             pipe.zmscore(optout_key(DEPLOYMENT), list(numbers))
         if transactional:
-            pipe.hget(key_record(key_id), OTP_OPTOUT_FIELD)
+            pipe.hget(api_key_key(key_id), OTP_OPTOUT_FIELD)
         replies = pipe.execute()
         if transactional and replies[2] == OTP_OPTOUT_EXEMPT:
             return [False] * len(numbers)

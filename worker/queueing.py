@@ -13,9 +13,7 @@ from celery import Celery
 from worker.clock import now_ms
 from worker.envelope import enqueue
 from worker.settings import Settings
-
-SCHEDULE_KEY = "smsq:schedule"
-INFLIGHT_KEY = "smsq:schedule:inflight"
+from worker.store.keys import SCHEDULE_KEY as SCHEDULE_KEY
 
 
 class Publisher(Protocol):

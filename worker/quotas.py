@@ -9,7 +9,8 @@
 Both are checked and taken in one script, so a refused call takes nothing from either; the
 same script refuses a revoked key, so that the API may cache key lookups for seconds and a
 revocation still holds from the next call on. The charge is also a Lua function that the
-API's guarded writes include (`producer.gate`: check and write in one round trip).
+API's guarded writes include (`producer.gate`: check and write in one round trip);
+the scripts are `worker/store/lua/charge.lua`, `charge_lib.lua`.
 
 Keys: smsq:key:{id}:rate         the rate's theoretical arrival time (µs), expiring
       smsq:key:{id}:daily:{day}  messages counted on UTC day number `day`, kept two days
@@ -23,63 +24,17 @@ from dataclasses import dataclass
 import redis
 
 from worker.errors import RateLimitedError, SmsqError
-from worker.keys import ApiKey, burst_of, key_record
+from worker.keys import ApiKey, burst_of
+from worker.store import lua_scripts
+from worker.store.keys import api_key_daily_key, api_key_key, api_key_rate_key
 
 DAY_SECONDS = 86_400
 
-# The charge itself, as a Lua function that other scripts include (the API's guarded writes,
-# `producer.gate`): takes one call from the rate and `cost` messages from the daily quota, or
-# nothing. Returns {0, 0} (taken), {1, wait_us} (rate) or {2, used} (daily quota).
-CHARGE_FUNCTION = """
-local function charge(rate_key, daily_key, interval, burst, cost, limit, ttl)
-  local t = redis.call('TIME')
-  local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-  local new_tat = nil
-  if interval > 0 then
-    local tat = tonumber(redis.call('GET', rate_key) or '0')
-    if tat < now then tat = now end
-    new_tat = tat + interval
-    local wait = new_tat - burst * interval - now
-    if wait > 0 then return {1, wait} end
-  end
-  if limit > 0 and cost > 0 then
-    local used = tonumber(redis.call('GET', daily_key) or '0')
-    if used + cost > limit then return {2, used} end
-    redis.call('INCRBY', daily_key, cost)
-    redis.call('EXPIRE', daily_key, ttl)
-  end
-  if new_tat then
-    local ttl_ms = math.floor((new_tat - now) / 1000) + 1000
-    redis.call('SET', rate_key, string.format('%.0f', new_tat), 'PX', ttl_ms)
-  end
-  return {0, 0}
-end
-"""
-
-# KEYS[1] rate TAT, KEYS[2] daily counter, KEYS[3] the key's record; ARGV interval_us
-# (0 = no rate), burst, cost, daily limit (0 = none), counter ttl. {3, 0}: the key is revoked
-# (or gone), checked here so that a revocation holds from the next call on.
-CHARGE = (
-    CHARGE_FUNCTION
-    + """
-if redis.call('HGET', KEYS[3], 'revoked') ~= '0' then return {3, 0} end
-return charge(KEYS[1], KEYS[2], tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]),
-              tonumber(ARGV[4]), tonumber(ARGV[5]))
-"""
-)
 REVOKED = 3
 
 
 class RevokedKeyError(SmsqError):
     """The key was revoked (or deleted) after it was looked up (401)."""
-
-
-def rate_key(key_id: str) -> str:
-    return f"smsq:key:{key_id}:rate"
-
-
-def daily_key(key_id: str, day: int) -> str:
-    return f"smsq:key:{key_id}:daily:{day}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +51,7 @@ class Quotas:
 
     def __init__(self, client: redis.Redis) -> None:
         self.redis = client
-        self._charge = client.register_script(CHARGE)
+        self._charge = lua_scripts.register(client, "charge", "charge_lib", with_prelude=False)
 
     def charge(self, key: ApiKey, messages: int = 0, *, call: bool = True) -> Charge:
         """Take one call (unless `call` is False: already counted) and `messages` from the
@@ -105,7 +60,11 @@ class Quotas:
         now = time.time()
         cost = messages if key.daily else 0
         verdict, detail = self._charge(
-            keys=[rate_key(key.id), daily_key(key.id, int(now // DAY_SECONDS)), key_record(key.id)],
+            keys=[
+                api_key_rate_key(key.id),
+                api_key_daily_key(key.id, int(now // DAY_SECONDS)),
+                api_key_key(key.id),
+            ],
             args=charge_args(key, cost, call=call),
         )
         return check_verdict(key, cost, int(verdict), int(detail), now)
@@ -113,11 +72,11 @@ class Quotas:
     def refund(self, charge: Charge) -> None:
         """Give back what a failed call took from the daily quota."""
         if charge.messages:
-            self.redis.decrby(daily_key(charge.key_id, charge.day), charge.messages)
+            self.redis.decrby(api_key_daily_key(charge.key_id, charge.day), charge.messages)
 
     def used_today(self, key_id: str) -> int:
         day = int(time.time() // DAY_SECONDS)
-        return int(self.redis.get(daily_key(key_id, day)) or 0)
+        return int(self.redis.get(api_key_daily_key(key_id, day)) or 0)
 
 
 def charge_args(key: ApiKey, cost: int, *, call: bool = True) -> list[int]:

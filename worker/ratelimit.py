@@ -29,35 +29,7 @@ from dataclasses import dataclass
 
 import redis
 
-# KEYS[1] TAT key; ARGV interval_us, burst, max_wait_us. Returns {granted 0|1, wait_us}.
-GCRA = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local interval = tonumber(ARGV[1])
-local burst = tonumber(ARGV[2])
-local max_wait = tonumber(ARGV[3])
-local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
-if tat < now then tat = now end
-local new_tat = tat + interval
-local wait = new_tat - burst * interval - now
-if wait > max_wait then return {0, wait} end
-if wait < 0 then wait = 0 end
-local ttl_ms = math.floor((new_tat - now) / 1000) + 1000
-redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', ttl_ms)
-return {1, wait}
-"""
-
-# KEYS[1] holders (zset: token -> lease end); ARGV limit, token, lease_us. Returns 1 or 0.
-ACQUIRE_SLOT = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[1]) then return 0 end
-local lease = tonumber(ARGV[3])
-redis.call('ZADD', KEYS[1], string.format('%.0f', now + lease), ARGV[2])
-redis.call('PEXPIRE', KEYS[1], math.floor(lease / 1000) + 1000)
-return 1
-"""
+from worker.store import lua_scripts
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +50,7 @@ class RateLimiter:
         self.rate = rate
         self.burst = burst
         self._interval_us = max(1, round(1_000_000 / rate))
-        self._script = client.register_script(GCRA)
+        self._script = lua_scripts.register(client, "rate_gcra", with_prelude=False)
 
     def acquire(self, max_wait: float) -> Grant:
         """Reserve the next slot if it is at most `max_wait` seconds away."""
@@ -103,7 +75,7 @@ class ConcurrencyLimiter:
         self.limit = limit
         self._lease_us = math.ceil(lease * 1_000_000)
         self._client = client
-        self._script = client.register_script(ACQUIRE_SLOT)
+        self._script = lua_scripts.register(client, "slot_acquire", with_prelude=False)
 
     def acquire(self) -> str | None:
         """A token for a slot, or None when all are taken."""

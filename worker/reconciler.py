@@ -43,10 +43,12 @@ from worker.clock import now_ms
 from worker.contract import (
     FINAL_STATUSES,
     POST_RECEIPT,
+    RECEIPT_DONE,
     ROUTE_MO,
     SEND_SMS,
     MessageStatus,
     Queue,
+    ReceiptState,
     SegmentStatus,
 )
 from worker.queueing import Publisher
@@ -63,11 +65,11 @@ from worker.store import (
 )
 from worker.store.inbox import Inbox
 from worker.store.keys import INBOX_KEY, INBOX_WATCH_KEY, MO_WATCH_KEY
+from worker.store.receipts import receipt_field
 
 log = logging.getLogger(__name__)
 
 _UNSUBMITTED = frozenset({MessageStatus.QUEUED, MessageStatus.SCHEDULED, MessageStatus.SUBMITTING})
-_RECEIPT_DONE = frozenset({"sent", "gone", "dead"})
 MAX_BACKOFF_DOUBLINGS = 6
 
 
@@ -274,22 +276,22 @@ class Reconciler:
     # -- receipts to the client ---------------------------------------------------------------
     def _receipt(self, member: str, now: int) -> str:
         message_id, _, level = member.rpartition(":")
-        names = [f"rcpt:{level}:state", f"rcpt:{level}:lease"]
+        names = [receipt_field(level, "state"), receipt_field(level, "lease")]
         state, lease = cast(list[str | None], self.redis.hmget(message_key(message_id), names))
-        if state is None or state in _RECEIPT_DONE:
+        if state is None or state in RECEIPT_DONE:
             self.redis.zrem(RECEIPT_WATCH_KEY, member)
             return "dropped"
-        if state == "sending" and int(lease or 0) > now:
+        if state == ReceiptState.SENDING and int(lease or 0) > now:
             self.redis.zadd(RECEIPT_WATCH_KEY, {member: int(lease or 0)})  # its attempt runs
             return "in_flight"
-        if state == "waiting" and self._level_one_pending(message_id):
+        if state == ReceiptState.WAITING and self._level_one_pending(message_id):
             self.redis.zadd(RECEIPT_WATCH_KEY, {member: now})  # level 1 releases it when done
             return "in_flight"
         if self._backlogged(Queue.DLR.value):
             self.redis.zadd(RECEIPT_WATCH_KEY, {member: now})
             return "busy"
         self.publisher.publish(POST_RECEIPT, [message_id, int(level)], Queue.DLR)
-        self._back_off(RECEIPT_WATCH_KEY, member, f"rcpt:{level}:reconciled", now)
+        self._back_off(RECEIPT_WATCH_KEY, member, receipt_field(level, "reconciled"), now)
         self.store.count("republished_receipt")
         return "republished_receipt"
 
@@ -320,5 +322,5 @@ class Reconciler:
         return "republished_mo"
 
     def _level_one_pending(self, message_id: str) -> bool:
-        state = self.redis.hget(message_key(message_id), "rcpt:1:state")
-        return state is not None and state not in _RECEIPT_DONE
+        state = self.redis.hget(message_key(message_id), receipt_field(1, "state"))
+        return state is not None and state not in RECEIPT_DONE

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from worker.clock import now_ms
-from worker.contract import MessageStatus, SegmentStatus
+from worker.contract import DlrMethod, MessageStatus, Priority, SegmentStatus
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,18 +18,18 @@ class Message:
     sender: str
     content: str
     coding: str = "auto"
-    priority: str = "normal"
+    priority: Priority = Priority.NORMAL
     dlr: bool = False
     dlr_level: int = 1
     dlr_url: str = ""
-    dlr_method: str = "POST"
+    dlr_method: DlrMethod = DlrMethod.POST
     dlr_batch: bool = False  # receipts go out together with others to the same URL
     client_ref: str = ""
     key_id: str = ""
     encoding: str = ""
     segments: int = 0
     characters: int = 0
-    status: str = MessageStatus.QUEUED
+    status: MessageStatus = MessageStatus.QUEUED
     created_at: int = 0
     send_at: int | None = None
     validity_until: int | None = None
@@ -46,11 +46,11 @@ class Message:
             "from": self.sender,
             "content": self.content,
             "coding": self.coding,
-            "priority": self.priority,
+            "priority": str(self.priority),
             "dlr": "1" if self.dlr else "0",
             "dlr_level": str(self.dlr_level),
             "dlr_url": self.dlr_url,
-            "dlr_method": self.dlr_method,
+            "dlr_method": str(self.dlr_method),
             "dlr_batch": "1" if self.dlr_batch else "0",
             "client_ref": self.client_ref,
             "key_id": self.key_id,
@@ -88,18 +88,18 @@ class Message:
             sender=data.get("from", ""),
             content=data.get("content", ""),
             coding=data.get("coding", "auto"),
-            priority=data.get("priority", "normal"),
+            priority=Priority(data.get("priority", Priority.NORMAL)),
             dlr=data.get("dlr") == "1",
             dlr_level=int(data.get("dlr_level") or 1),
             dlr_url=data.get("dlr_url", ""),
-            dlr_method=data.get("dlr_method", "POST"),
+            dlr_method=DlrMethod(data.get("dlr_method", DlrMethod.POST)),
             dlr_batch=data.get("dlr_batch") == "1",
             client_ref=data.get("client_ref", ""),
             key_id=data.get("key_id", ""),
             encoding=data.get("encoding", ""),
             segments=int(data.get("segments") or 0),
             characters=int(data.get("characters") or 0),
-            status=data.get("status", MessageStatus.QUEUED),
+            status=MessageStatus(data.get("status", MessageStatus.QUEUED)),
             created_at=int(data.get("created_at") or 0),
             send_at=_optional_int(data.get("send_at")),
             validity_until=_optional_int(data.get("validity_until")),

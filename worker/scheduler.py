@@ -25,13 +25,13 @@ import redis
 
 from worker.celery_app import create_app
 from worker.clock import now_ms
-from worker.queueing import INFLIGHT_KEY, SCHEDULE_KEY, CeleryPublisher, publishes_directly
+from worker.queueing import CeleryPublisher, publishes_directly
 from worker.reconciler import Reconciler, ReconcilerConfig
 from worker.redelivery import Redelivery
 from worker.redis_urls import broker_for, store_client
 from worker.settings import Settings
-from worker.store import Store
-from worker.store.keys import SCHEDULER_LOCK_KEY
+from worker.store import Store, lua_scripts
+from worker.store.keys import SCHEDULE_INFLIGHT_KEY, SCHEDULE_KEY, SCHEDULER_LOCK_KEY
 
 log = logging.getLogger(__name__)
 
@@ -39,26 +39,6 @@ LOCK_KEY = SCHEDULER_LOCK_KEY
 LOCK_TTL_MS = 10_000
 BATCH = 1000
 POLL_SECONDS = 0.1
-
-POP_DUE = """
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
-for _, member in ipairs(due) do
-  redis.call('ZREM', KEYS[1], member)
-  redis.call('HSET', KEYS[2], member, ARGV[1])
-end
-return due
-"""
-
-# Take or keep the lock only if it is free or already ours.
-HOLD_LOCK = """
-local owner = redis.call('GET', KEYS[1])
-if owner == false or owner == ARGV[1] then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  return 1
-end
-return 0
-"""
-
 
 def decode_entry(member: str) -> tuple[str, list[Any], str]:
     """(task, args, queue) of a schedule member."""
@@ -77,8 +57,10 @@ class Scheduler:
         self.reconciler = reconciler
         self._next_reconcile = 0.0
         self.token = uuid.uuid4().hex
-        self._pop_due = client.register_script(POP_DUE)
-        self._hold_lock = client.register_script(HOLD_LOCK)
+        self._pop_due = lua_scripts.register(client, "schedule_pop_due", with_prelude=False)
+        self._hold_lock = lua_scripts.register(
+            client, "scheduler_hold_lock", with_prelude=False
+        )
         self._stopping = threading.Event()
         self._recovered = False
 
@@ -87,13 +69,14 @@ class Scheduler:
 
     def recover(self) -> int:
         """Republish jobs a dead scheduler popped but may not have published."""
-        members = list(self.redis.hkeys(INFLIGHT_KEY))
+        members = list(self.redis.hkeys(SCHEDULE_INFLIGHT_KEY))
         self._publish([m.decode() if isinstance(m, bytes) else str(m) for m in members])
         return len(members)
 
     def tick(self, now: int | None = None) -> int:
         """Publish every job due by `now`; returns how many."""
-        due = self._pop_due(keys=[SCHEDULE_KEY, INFLIGHT_KEY], args=[now or now_ms(), BATCH])
+        keys = [SCHEDULE_KEY, SCHEDULE_INFLIGHT_KEY]
+        due = self._pop_due(keys=keys, args=[now or now_ms(), BATCH])
         members = [m.decode() if isinstance(m, bytes) else str(m) for m in due]
         self._publish(members)
         return len(members)
@@ -108,7 +91,7 @@ class Scheduler:
         elsewhere = [job for job in jobs if not self.publisher.enqueue_in(pipe, *job)]
         if elsewhere:
             self.publisher.publish_many(elsewhere)
-        pipe.hdel(INFLIGHT_KEY, *members)
+        pipe.hdel(SCHEDULE_INFLIGHT_KEY, *members)
         pipe.execute()
 
     def run(self) -> None:

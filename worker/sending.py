@@ -188,7 +188,7 @@ class Sender:
 
     def _encode(self, message: Message, reference: int) -> EncodedMessage:
         encoded = encode_message(
-            message_text(message),  # OTP (#7): an OTP code is stored sealed; unsealed only here
+            message_text(message),  # OTP: an OTP code is stored sealed; unsealed only here
             message.coding,
             reference=reference,
             reference_bits=REFERENCE_BITS,

@@ -1,6 +1,6 @@
 """SSRF guard: refuse URLs that reach non-public addresses; connect only to the address checked.
 
-Two layers (engineering.md §4.1):
+Two layers (docs/security.md §4):
 
 - `check_url` at submission time: the URL's shape, and IP-literal hosts against the address rules.
 - `PinnedTransport` at send time, on every request: resolve A and AAAA once (`resolve_safe`),

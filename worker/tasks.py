@@ -187,7 +187,7 @@ def route_mo(mo_id: str) -> str:
     return "routed"
 
 
-# OTP (#7): the scheduled resend; the producer schedules it by name (`worker.otp.resend`).
+# OTP: the scheduled resend; the producer schedules it by name (`worker.otp.resend`).
 @app.task(name=RESEND_OTP)
 def resend_otp(challenge_id: str) -> str:
     """Resend a pending OTP code whose SMS got no delivered receipt in time (at most once)."""

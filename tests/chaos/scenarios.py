@@ -1,4 +1,4 @@
-"""The chaos scenarios of issue #4: each submits `n` messages and breaks something meanwhile.
+"""The chaos scenarios (docs/reliability.md §9): each submits `n` messages and breaks something.
 
 A third of the messages ask for level-1 receipts, a third level 2, a third both; some are
 OTP-lane, some multipart. `run` builds the system, plays the scenario, waits until every

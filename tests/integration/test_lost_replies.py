@@ -21,14 +21,15 @@ from tests.integration.lost_replies import SEND, api, assert_unavailable, loaded
 from tests.lossy_proxy import LossyProxy
 from worker.carriers.smpp import SmppCarrier
 from worker.contract import SEND_SMS, Queue
-from worker.queueing import INFLIGHT_KEY, CeleryPublisher, schedule_at
+from worker.queueing import CeleryPublisher, schedule_at
 from worker.redis_urls import connect
 from worker.scheduler import Scheduler
 from worker.sending import Sender
 from worker.settings import Settings
 from worker.smpp.config import SmppConfig
-from worker.smpp.queue import LANES, stream_key
+from worker.smpp.queue import LANES
 from worker.store import Message, Store, new_message_id
+from worker.store.keys import SCHEDULE_INFLIGHT_KEY, smpp_stream_key
 
 pytestmark = pytest.mark.integration
 
@@ -88,13 +89,13 @@ class TestSmppHandOff:
             )
             store.create(message)
             loaded(redis_client, "smpp_enqueue")
-            lossy_proxy.lose_reply_to(stream_key(SMPP, "normal").encode())
+            lossy_proxy.lose_reply_to(smpp_stream_key(SMPP, "normal").encode())
             first = sender.send(message.id)
             assert lossy_proxy.lost.is_set()
             assert first.retry_in is not None  # Redis did not answer: try again later
-            assert client.xlen(stream_key(SMPP, "normal")) == 1  # it ran
+            assert client.xlen(smpp_stream_key(SMPP, "normal")) == 1  # it ran
             assert sender.send(message.id).status == "submitting"  # the durable retry's run
-            entries = sum(client.xlen(stream_key(SMPP, lane)) for lane in LANES)
+            entries = sum(client.xlen(smpp_stream_key(SMPP, lane)) for lane in LANES)
             assert entries == 1
             (segment,) = store.segments(message.id, 1)
             assert segment.status == "sent"  # handed over, waiting for the SMSC's answer
@@ -145,7 +146,7 @@ class TestScheduler:
             assert tasks(redis_client, Queue.NORMAL.value) == [SEND_SMS]  # it ran
             scheduler.recover()
             assert tasks(redis_client, Queue.NORMAL.value) == [SEND_SMS]
-            assert redis_client.hlen(INFLIGHT_KEY) == 0
+            assert redis_client.hlen(SCHEDULE_INFLIGHT_KEY) == 0
         finally:
             client.close()
 

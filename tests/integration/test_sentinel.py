@@ -1,4 +1,4 @@
-"""Redis Sentinel (issue 9): the whole system on `SMSQ_REDIS_URL=sentinel://...`, all real.
+"""Redis Sentinel (docs/operations.md): the system on `SMSQ_REDIS_URL=sentinel://...`, all real.
 
 A Valkey primary (`EmbeddedRedis`) and a real Sentinel started from the same pip-installed
 binary (`valkey-server sentinel.conf --sentinel`); the system runs through `running_stack` with

@@ -26,6 +26,7 @@ from worker.carriers.twilio import signature as twilio_signature
 from worker.receipts.tokens import segment_receipt_url
 from worker.settings import Settings
 from worker.smpp import queue
+from worker.store import keys
 from worker.webhooks import generate_secret
 
 NAME = "c1"  # the configured carrier's name in every check
@@ -353,7 +354,7 @@ class SmppCase(CarrierCase):
 
     def sms_sent(self) -> int:
         number = TO.lstrip("+").encode()
-        streams = [queue.stream_key(NAME, lane) for lane in queue.LANES]
+        streams = [keys.smpp_stream_key(NAME, lane) for lane in queue.LANES]
         entries = [cast(Entries, self.queued.xrange(stream)) for stream in streams]
         return sum(number in fields[b"pdu"] for found in entries for _, fields in found)
 

@@ -19,7 +19,7 @@ import fakeredis
 import httpx
 import orjson
 
-from worker.contract import DRAIN_RECEIPTS
+from worker.contract import DRAIN_RECEIPTS, DlrMethod
 from worker.keys import CreatedKey, KeyStore
 from worker.receipts.client import ReceiptClient
 from worker.receipts.config import EngineConfig
@@ -128,7 +128,7 @@ class World:
         """A stored one-segment message whose submission ended `status`."""
         message = Message(
             id=new_message_id(), to="+14155552671", sender="smsq", content="hi", segments=1,
-            dlr=True, dlr_level=level, dlr_url=url, dlr_method=method, dlr_batch=batch,
+            dlr=True, dlr_level=level, dlr_url=url, dlr_method=DlrMethod(method), dlr_batch=batch,
             key_id=self.key.key.id if key_id is None else key_id, client_ref="ref-1",
         )  # fmt: skip
         self.store.create(message)

@@ -15,7 +15,7 @@ from celery import Celery
 from producer.batches import claim_batch, expand, ingest, record_batch, render
 from producer.schemas import BatchRequest
 from producer.submission import accept_messages, send_jobs
-from worker.contract import SEND_MANY, SEND_SMS
+from worker.contract import SEND_MANY, SEND_SMS, Priority
 from worker.errors import NotFoundError, ValidationError
 from worker.queueing import SCHEDULE_KEY, CeleryPublisher
 from worker.settings import Settings
@@ -162,7 +162,7 @@ def test_chunks_keep_to_one_lane_and_never_hold_an_otp() -> None:
     """Ids are chunked per lane; the OTP lane keeps one id per task whatever the chunk."""
     lanes = ["bulk", "otp", "normal"] * 5
     messages = [
-        Message(id=f"m{i}", to="+14155552671", sender="smsq", content="x", priority=lane)
+        Message(id=f"m{i}", to="+14155552671", sender="smsq", content="x", priority=Priority(lane))
         for i, lane in enumerate(lanes)
     ]
     jobs = [job for _, job in send_jobs(messages, chunk=4)]

@@ -1,4 +1,4 @@
-"""docker-compose.yml describes the system DESIGN.md §1 names (no Docker engine here to run it)."""
+"""docker-compose.yml describes the system README.md names (no Docker engine here to run it)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Carrier receipts in batches (#9): a request with many receipts gives the same store state
+"""Carrier receipts in batches: a request with many receipts gives the same store state
 and client receipts as applying them one by one, in a fixed number of Redis round trips."""
 
 from __future__ import annotations

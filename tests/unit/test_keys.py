@@ -14,11 +14,11 @@ from worker.keys import (
     KeyStore,
     SigningSecret,
     key_hash,
-    key_record,
     parse_duration,
     parse_rate,
 )
 from worker.quotas import Quotas
+from worker.store.keys import api_key_key
 from worker.webhooks import signature_headers
 
 BODY = b'{"id":"m1","status":"delivered"}'
@@ -114,7 +114,7 @@ class TestRotation:
         fresh = keys.rotate_secret(created.key.id, overlap_seconds=3600)
         assert fresh is not None
         ended = f"{fresh} {created.webhook_secret}|{int(time.time() * 1000) - 1}"
-        keys.redis.hset(key_record(created.key.id), "secrets", ended)
+        keys.redis.hset(api_key_key(created.key.id), "secrets", ended)
         assert keys.signing_secrets(created.key.id) == (fresh,)
         secrets = keys.signing_secrets(created.key.id)
         headers = signature_headers(secrets, "evt_m1_2", int(time.time()), BODY)
@@ -142,7 +142,7 @@ class TestRotation:
     def test_unknown_key_rotates_nothing(self, keys: KeyStore) -> None:
         """Rotating a key that does not exist returns None and writes nothing."""
         assert keys.rotate_secret("missing", 60) is None
-        assert not keys.redis.exists(key_record("missing"))
+        assert not keys.redis.exists(api_key_key("missing"))
 
     def test_secret_encoding_round_trips(self) -> None:
         """A secret with and without an end survives encode / decode."""

@@ -11,11 +11,10 @@ from worker.otp.challenges import (
     Challenge,
     ChallengeStore,
     Verification,
-    active_key,
-    challenge_key,
     judge,
 )
 from worker.otp.codes import CodeKeys
+from worker.store.keys import otp_active_key, otp_challenge_key
 
 T0 = 1_800_000_000_000
 CODE = "482913"
@@ -160,9 +159,9 @@ class TestCreateAndSupersede:
     ) -> None:
         """The challenge is the active one for (key, purpose, number); only its MAC is kept."""
         assert store.active_id("k1", "login", "+14155552671") == "c1"
-        assert CODE not in str(client.hgetall(challenge_key("c1")))
-        assert client.pttl(active_key("k1", "login", "+14155552671")) > 0
-        assert client.ttl(challenge_key("c1")) > 0
+        assert CODE not in str(client.hgetall(otp_challenge_key("c1")))
+        assert client.pttl(otp_active_key("k1", "login", "+14155552671")) > 0
+        assert client.ttl(otp_challenge_key("c1")) > 0
 
     def test_a_new_challenge_replaces_the_active_one(self, store: ChallengeStore) -> None:
         """Creating another challenge for the same subject returns the one it replaced."""

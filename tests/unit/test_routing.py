@@ -14,7 +14,7 @@ from worker.breaker import CircuitBreaker
 from worker.carriers.base import Accepted, CarrierReceipt, InboundRequest, SegmentSubmission
 from worker.carriers.config import CarrierConfig, CarriersConfig, RouteConfig
 from worker.carriers.routes import RouteTable
-from worker.carriers.routing import Gate, RoutedCarrier, history_key
+from worker.carriers.routing import Gate, RoutedCarrier
 from worker.carriers.sim import SimCarrier
 from worker.errors import (
     CarrierError,
@@ -23,6 +23,7 @@ from worker.errors import (
     CarrierUnknownOutcomeError,
 )
 from worker.ratelimit import ConcurrencyLimiter, RateLimiter
+from worker.store.keys import carrier_tries_key
 
 Outcome = Callable[[SegmentSubmission], Accepted]
 
@@ -265,8 +266,8 @@ class TestFailover:
         net.routed.submit(segment(seq=1, total=2))
         net.carriers["a"].outcome = accept
         assert net.routed.submit(segment(seq=2, total=2)).carrier == "a"
-        assert client.hgetall(history_key("m1:1")) == {"a": "unavailable"}
-        assert 0 < client.ttl(history_key("m1:1")) <= 2 * 24 * 3600
+        assert client.hgetall(carrier_tries_key("m1:1")) == {"a": "unavailable"}
+        assert 0 < client.ttl(carrier_tries_key("m1:1")) <= 2 * 24 * 3600
 
     def test_no_route_is_rejected(self, client: fakeredis.FakeRedis) -> None:
         """A destination without a route is refused for good."""

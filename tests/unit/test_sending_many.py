@@ -1,4 +1,4 @@
-"""Cheaper sends (#9): chunks of ids per task, the merged store steps, pacing is no attempt."""
+"""Cheaper sends: chunks of ids per task, the merged store steps, pacing is no attempt."""
 
 from __future__ import annotations
 

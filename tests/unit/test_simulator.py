@@ -367,7 +367,7 @@ class TestReceipts:
 
 
 class TestBatchedReceipts:
-    """`receipt_batch` > 1 (#9): receipts due for one URL go together as a JSON list."""
+    """`receipt_batch` > 1: receipts due for one URL go together as a JSON list."""
 
     @staticmethod
     def submit(sim: Simulator, url: str, count: int) -> set[str]:

@@ -21,7 +21,7 @@ from worker.carriers.smpp import SmppCarrier, smpp_carriers
 from worker.settings import Settings
 from worker.smpp.config import SmppConfig
 
-# The issue's example, verbatim.
+# A full SMPP carrier section, as an operator writes it.
 EXAMPLE = """
 [carriers.upstream]
 type = "smpp"

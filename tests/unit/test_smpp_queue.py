@@ -8,20 +8,21 @@ from redis.crc import key_slot
 
 from tests.unit.test_receipt_intake_auth import Jobs
 from worker.carriers.base import CarrierReceipt
-from worker.contract import SegmentStatus
+from worker.contract import MessageStatus, SegmentStatus
 from worker.inbound import Parking, ReceiptIntake
 from worker.smpp import queue
 from worker.smpp.inbound import MobileOriginated
 from worker.smpp.outcomes import Answer, Batch, Outcomes
 from worker.smpp.queue import SegmentQueue
 from worker.store import Message, Store
+from worker.store.keys import smpp_ref_key, smpp_stream_key
 
 
 def submitting(message_id: str) -> Message:
     """A one-segment message being submitted."""
     return Message(
         id=message_id, to="+4915112345678", sender="smsq", content="hi", segments=1,
-        status="submitting",
+        status=MessageStatus.SUBMITTING,
     )  # fmt: skip
 
 
@@ -44,12 +45,12 @@ class TestSegmentQueue:
         first = queue.enqueue(client, "up", "m1:1", b"pdu", "otp")
         assert queue.enqueue(client, "up", "m1:1", b"pdu", "otp") == first
         assert queue.enqueue(client, "up", "m1:2", b"pdu", "otp") != first
-        assert client.xlen(queue.stream_key("up", "otp")) == 2
+        assert client.xlen(smpp_stream_key("up", "otp")) == 2
 
     def test_a_segment_s_marker_shares_its_stream_s_cluster_slot(self) -> None:
         """The enqueue script touches both keys, which a Redis Cluster allows in one slot only."""
-        stream = queue.stream_key("up", "normal")
-        marker = queue.ref_key(stream, "m1:1")
+        stream = smpp_stream_key("up", "normal")
+        marker = smpp_ref_key(stream, "m1:1")
         assert marker.startswith("smsq:")
         assert key_slot(marker.encode()) == key_slot(stream.encode())
 
@@ -123,7 +124,7 @@ class TestOutcomes:
                 sender="smsq",
                 content="hi",
                 segments=1,
-                status="submitting",
+                status=MessageStatus.SUBMITTING,
             )
         )
         store.claim_segment(message_id, 1)
@@ -181,7 +182,7 @@ class TestOutcomes:
                 sender="smsq",
                 content="hi",
                 segments=1,
-                status="submitting",
+                status=MessageStatus.SUBMITTING,
             )
         )
         store.claim_segment("u1", 1)

@@ -24,7 +24,7 @@ from worker.smpp.outcomes import Outcomes
 from worker.smpp.pdu import Command, Pdu, ShortMessage, Status, message_id_of
 from worker.smpp.queue import Entry, SegmentQueue
 from worker.smpp.session import BindError, Endpoint, NoResponseError, Session, SessionClosedError
-from worker.store import Store
+from worker.store import Store, keys
 
 SUBMIT = ShortMessage("smsq", "4915112345678", b"hi", registered_delivery=1).encode()
 
@@ -199,7 +199,7 @@ class Preparing:
                 await self.session.unbind()
 
         run(main, self.smsc)
-        assert self.client.hgetall(queue.written_key("up")) == {}
+        assert self.client.hgetall(keys.smpp_written_key("up")) == {}
         assert self.smsc.counters.submits == 0
         orphans = SegmentQueue(self.client, "up", "next").orphans()
         assert [entry.id for entry in orphans] == [self.batch[0].id]

@@ -15,6 +15,7 @@ from worker.breaker import CircuitBreaker
 from worker.carriers.base import AdapterContext, Probe
 from worker.carriers.config import CarrierConfig, CarriersConfig, load_carriers
 from worker.settings import Settings, get_settings
+from worker.store.keys import breaker_key
 
 
 def probe(config: CarrierConfig, client: httpx.Client, settings: Settings | None = None) -> Probe:
@@ -55,7 +56,7 @@ def _breaker(name: str, carrier: CarrierConfig, store: redis.Redis | None) -> st
     if store is None:
         return setup
     try:
-        state = CircuitBreaker(store, f"smsq:carrier:{name}:breaker").state()
+        state = CircuitBreaker(store, breaker_key(name)).state()
     except redis.RedisError:
         return f"{setup} (state unknown: Redis unreachable)"
     return f"{setup}, {state}"

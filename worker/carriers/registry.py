@@ -20,6 +20,7 @@ from worker.carriers.routing import Gate, RoutedCarrier
 from worker.errors import NotFoundError
 from worker.ratelimit import ConcurrencyLimiter, RateLimiter
 from worker.settings import Settings
+from worker.store.keys import carrier_key_prefix
 
 
 def build_carrier(
@@ -65,7 +66,7 @@ def gate(
     name: str, carrier: Carrier, config: CarrierConfig, client: redis.Redis, settings: Settings
 ) -> Gate:
     """`carrier` with the breaker and limits its configuration asks for."""
-    prefix = f"smsq:carrier:{name}"
+    prefix = carrier_key_prefix(name)
     # A request holds its slot (and a half-open trial) at most as long as it can take.
     longest = settings.carrier_connect_timeout + 2 * settings.carrier_read_timeout + 5.0
     breaker = None

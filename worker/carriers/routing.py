@@ -47,6 +47,7 @@ from worker.errors import (
 )
 from worker.ratelimit import ConcurrencyLimiter, RateLimiter
 from worker.receipts.tokens import for_carrier
+from worker.store.keys import carrier_tries_key
 
 log = logging.getLogger(__name__)
 
@@ -62,10 +63,6 @@ def is_carrier_side(exc: CarrierRejectedError) -> bool:
     if exc.carrier_side is not None:
         return exc.carrier_side
     return exc.status_code in CARRIER_SIDE_STATUSES
-
-
-def history_key(client_ref: str) -> str:
-    return f"smsq:carrier-tries:{client_ref}"
 
 
 @dataclass
@@ -170,7 +167,7 @@ class RoutedCarrier:
         """
         if len(order) == 1:
             return order, False
-        raw: dict[str | bytes, str | bytes] = self._redis.hgetall(history_key(client_ref))
+        raw: dict[str | bytes, str | bytes] = self._redis.hgetall(carrier_tries_key(client_ref))
         tried = {_text(k): _text(v) for k, v in raw.items()}
         pinned = [name for name in order if tried.get(name) == UNKNOWN]
         if pinned:  # it may be there already: only that carrier may see it again
@@ -180,7 +177,7 @@ class RoutedCarrier:
             return fresh, False
         again = [name for name in order if tried.get(name) == UNAVAILABLE]
         if again:
-            self._redis.hdel(history_key(client_ref), *again)
+            self._redis.hdel(carrier_tries_key(client_ref), *again)
             return again, False
         raise CarrierRejectedError(
             "every carrier of the route refused this segment",
@@ -255,7 +252,7 @@ class RoutedCarrier:
 
     def _remember(self, segment: Segment, name: str, outcome: str, remember: bool) -> None:
         if remember:
-            key = history_key(segment.client_ref)
+            key = carrier_tries_key(segment.client_ref)
             pipe = self._redis.pipeline(transaction=False)
             pipe.hset(key, name, outcome)
             pipe.expire(key, HISTORY_SECONDS)

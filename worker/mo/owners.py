@@ -19,8 +19,7 @@ from typing import cast
 import phonenumbers
 import redis
 
-from worker.keys import key_record
-from worker.store.keys import key_numbers_key, mo_number_key
+from worker.store.keys import api_key_key, key_numbers_key, mo_number_key
 
 ANY_NUMBER = "*"  # a key owning this owns every number no other key owns
 
@@ -69,7 +68,7 @@ class Owners:
         if not key_id:
             return None
         revoked, key_url = cast(
-            list[str | None], self.redis.hmget(key_record(key_id), "revoked", "mo_url")
+            list[str | None], self.redis.hmget(api_key_key(key_id), "revoked", "mo_url")
         )
         if revoked is None or revoked == "1":  # deleted or revoked: owns nothing
             return None

@@ -23,8 +23,9 @@ import redis
 
 from worker.errors import RateLimitedError
 from worker.otp.codes import CodeKeys
+from worker.store import lua_scripts
+from worker.store.keys import otp_active_key, otp_challenge_key
 
-PREFIX = "smsq:otp:"
 VERIFY_TRIES = 32  # optimistic retries when checks of one challenge race
 
 
@@ -37,18 +38,6 @@ class Verification(StrEnum):
     MAX_ATTEMPTS = "max_attempts"
     SUPERSEDED = "superseded"  # a newer code for the same number and purpose replaced it
     NOT_FOUND = "not_found"
-
-
-def challenge_key(challenge_id: str) -> str:
-    return f"{PREFIX}{challenge_id}"
-
-
-def active_key(key_id: str, purpose: str, to: str) -> str:
-    return f"{PREFIX}active:{key_id}:{purpose}:{to}"
-
-
-def cooldown_key(key_id: str, purpose: str, to: str) -> str:
-    return f"{PREFIX}cooldown:{key_id}:{purpose}:{to}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,41 +146,24 @@ def judge(
     return Verdict(False, Verification.PENDING, remaining, challenge), writes
 
 
-# Supersede a challenge if still pending; returns its message id then, else false.
-SUPERSEDE = """
-if redis.call('HGET', KEYS[1], 'status') ~= 'pending' then return false end
-redis.call('HSET', KEYS[1], 'status', 'superseded')
-return redis.call('HGET', KEYS[1], 'message_id')
-"""
-
-# Point a pending, unexpired challenge at a new SMS (a resend), only if it still points at
-# ARGV[1] and was sent fewer than ARGV[4] times.
-SWAP_MESSAGE = """
-local h = redis.call('HMGET', KEYS[1], 'status', 'message_id', 'expires_at', 'sends')
-if h[1] ~= 'pending' or h[2] ~= ARGV[1] then return 0 end
-if tonumber(h[3]) <= tonumber(ARGV[3]) or tonumber(h[4]) >= tonumber(ARGV[4]) then return 0 end
-redis.call('HSET', KEYS[1], 'message_id', ARGV[2])
-redis.call('HINCRBY', KEYS[1], 'sends', 1)
-return 1
-"""
-
-
 class ChallengeStore:
     """Typed access to challenges; one per process, thread-safe."""
 
     def __init__(self, client: redis.Redis) -> None:
         self.redis = client
-        self._supersede = client.register_script(SUPERSEDE)
-        self._swap_message = client.register_script(SWAP_MESSAGE)
+        self._supersede = lua_scripts.register(client, "otp_supersede", with_prelude=False)
+        self._swap_message = lua_scripts.register(
+            client, "otp_swap_message", with_prelude=False
+        )
 
     def create(self, challenge: Challenge, retention_ms: int) -> str | None:
         """Store a challenge and make it the active one; returns the id it replaced, if any."""
         pipe = self.redis.pipeline(transaction=True)
-        name = challenge_key(challenge.id)
+        name = otp_challenge_key(challenge.id)
         pipe.hset(name, mapping=cast(dict[Any, Any], challenge.to_hash()))
         pipe.pexpireat(name, challenge.expires_at + retention_ms)
         pipe.set(
-            active_key(challenge.key_id, challenge.purpose, challenge.to),
+            otp_active_key(challenge.key_id, challenge.purpose, challenge.to),
             challenge.id,
             pxat=challenge.expires_at,
             get=True,
@@ -200,25 +172,26 @@ class ChallengeStore:
         return str(replaced) if replaced else None
 
     def load(self, challenge_id: str) -> Challenge | None:
-        data = cast(dict[str, str], self.redis.hgetall(challenge_key(challenge_id)))
+        data = cast(dict[str, str], self.redis.hgetall(otp_challenge_key(challenge_id)))
         return Challenge.from_hash(data) if data else None
 
     def active_id(self, key_id: str, purpose: str, to: str) -> str | None:
-        value = self.redis.get(active_key(key_id, purpose, to))
+        value = self.redis.get(otp_active_key(key_id, purpose, to))
         return str(value) if value else None
 
     def supersede(self, challenge_id: str) -> str | None:
         """Mark a pending challenge superseded; its current message id if it was pending."""
-        moved = self._supersede(keys=[challenge_key(challenge_id)])
+        moved = self._supersede(keys=[otp_challenge_key(challenge_id)])
         return str(moved) if moved else None
 
     def swap_message(
         self, challenge_id: str, old_message_id: str, new_message_id: str, now: int, max_sends: int
     ) -> bool:
-        """Point a still-pending challenge at its resent SMS (see SWAP_MESSAGE)."""
+        """Point a still-pending challenge at its resent SMS (the conditions:
+        `worker/store/lua/otp_swap_message.lua`)."""
         return bool(
             self._swap_message(
-                keys=[challenge_key(challenge_id)],
+                keys=[otp_challenge_key(challenge_id)],
                 args=[old_message_id, new_message_id, now, max_sends],
             )
         )
@@ -227,7 +200,7 @@ class ChallengeStore:
         self, challenge_id: str, key_id: str, code: str, keys: CodeKeys, now: int
     ) -> Verdict:
         """Check `code` against the challenge, counting the attempt; atomic under concurrency."""
-        name = challenge_key(challenge_id)
+        name = otp_challenge_key(challenge_id)
         for _ in range(VERIFY_TRIES):
             with self.redis.pipeline(transaction=True) as pipe:
                 try:

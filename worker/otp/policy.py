@@ -25,11 +25,11 @@ import redis
 from worker.errors import RateLimitedError, ValidationError
 from worker.geo import region_of
 from worker.settings import Settings
+from worker.store import lua_scripts
+from worker.store.keys import OTP_NO_COOLDOWN_KEY, otp_limit_key
 
 __all__ = ["Limit", "SendGate", "check_destination", "number_prefix", "region_of", "send_limits"]
 
-LIMIT_PREFIX = "smsq:otp:limit:"
-CEILING_PREFIX = "smsq:otp:ceiling:"
 PREFIX_DIGITS_DROPPED = 4  # numbers sharing all but their last 4 digits share a prefix limit
 DAY_MS = 86_400_000
 
@@ -43,64 +43,6 @@ _REASONS = {
 }
 _DESTINATIONS = {"number": "this number", "prefix": "this number range", "country": "this country"}
 UNDER_ATTACK = "destination_under_attack"
-
-# KEYS[1]: the cooldown key (its value: when the cooldown ends); KEYS[2..]: the limits, the
-# key's own first, then the shared ceilings.
-# ARGV: now ms, member, cooldown ms (0 = none), how many of the limits are the key's own, then
-# per limit (KEYS[i]: ARGV[3i - 1 .. 3i + 1]) its count, window ms and kind (0: sliding log;
-# 1: a counter that ends with its key).
-# Returns {index, wait ms}: 0 = the cooldown, i = the limit KEYS[i+1], -1 = admitted and counted.
-# A refusal names the key's own limit with the longest wait, else the ceiling with the longest.
-ADMIT = """
-local now = tonumber(ARGV[1])
-local cooldown = tonumber(ARGV[3])
-local own = tonumber(ARGV[4])
-if cooldown > 0 then
-  local until_ms = tonumber(redis.call('GET', KEYS[1]) or '0')
-  if until_ms > now then return {0, until_ms - now} end
-end
-local worst = {-1, -1}
-local wait = {0, 0}
-for i = 2, #KEYS do
-  local base = 3 * i
-  local count, window = tonumber(ARGV[base - 1]), tonumber(ARGV[base])
-  local until_free = -1
-  if ARGV[base + 1] == '1' then
-    if tonumber(redis.call('GET', KEYS[i]) or '0') >= count then
-      until_free = redis.call('PTTL', KEYS[i])
-      if until_free < 0 then until_free = window end
-    end
-  else
-    redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', now - window)
-    local n = redis.call('ZCARD', KEYS[i])
-    if n >= count then
-      local freeing = redis.call('ZRANGE', KEYS[i], n - count, n - count, 'WITHSCORES')
-      until_free = tonumber(freeing[2]) + window - now
-    end
-  end
-  if until_free >= 0 then
-    local group = (i - 1 <= own) and 1 or 2
-    if worst[group] < 0 or until_free > wait[group] then
-      worst[group], wait[group] = i - 1, until_free
-    end
-  end
-end
-for group = 1, 2 do
-  if worst[group] >= 0 then return {worst[group], wait[group]} end
-end
-if cooldown > 0 then redis.call('SET', KEYS[1], now + cooldown, 'PX', cooldown) end
-for i = 2, #KEYS do
-  local base = 3 * i
-  if ARGV[base + 1] == '1' then
-    redis.call('INCR', KEYS[i])
-  else
-    redis.call('ZADD', KEYS[i], now, ARGV[2])
-  end
-  redis.call('PEXPIRE', KEYS[i], ARGV[base])
-end
-return {-1, 0}
-"""
-
 
 def number_prefix(to: str) -> str:
     """The number without its last 4 digits: the range SMS pumping walks through."""
@@ -145,7 +87,7 @@ class Limit:
 
     @property
     def key(self) -> str:
-        return f"{CEILING_PREFIX if self.shared else LIMIT_PREFIX}{self.kind}:{self.subject}"
+        return otp_limit_key(self.kind, self.subject, shared=self.shared)
 
     def window_ms(self, now: int) -> int:
         return DAY_MS - now % DAY_MS if self.daily else self.window * 1000
@@ -176,7 +118,7 @@ class SendGate:
     """Admits a send only if its cooldown is over and every limit has room; counts it."""
 
     def __init__(self, client: redis.Redis) -> None:
-        self._admit = client.register_script(ADMIT)
+        self._admit = lua_scripts.register(client, "otp_admit", with_prelude=False)
 
     def admit(
         self,
@@ -193,7 +135,7 @@ class SendGate:
         args: list[str | int] = [now, member, cooldown_ms if cooldown_key else 0, own]
         for limit in ordered:
             args += [limit.count, limit.window_ms(now), int(limit.daily)]
-        keys = [cooldown_key or f"{LIMIT_PREFIX}none", *(limit.key for limit in ordered)]
+        keys = [cooldown_key or OTP_NO_COOLDOWN_KEY, *(limit.key for limit in ordered)]
         index, wait_ms = cast(list[int], self._admit(keys=keys, args=args))
         if index < 0:
             return

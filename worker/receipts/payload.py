@@ -1,4 +1,4 @@
-"""A receipt's body (DESIGN.md §3), from its claim: the snapshot fixed when it opened, the
+"""A receipt's body (docs/receipts.md), from its claim: the snapshot fixed when it opened, the
 message's own fields, and the attempt."""
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ class SimulatorConfig:
     seed: int | None = None  # for a repeatable sequence of random outcomes
     receipt_attempts: int = 3  # tries per receipt POST before it is dropped
     receipt_timeout: float = 5.0  # seconds, per receipt POST
-    # Scripting (#5), all off by default; `worker.simulator.script` applies them.
+    # Scripting, all off by default; `worker.simulator.script` applies them.
     latency_dist: str = "uniform"  # uniform | exponential (mean jitter) | lognormal (p99)
     error_rate_4xx: float = 0.0  # share of submissions answered 400 `rejected`
     outages: tuple[tuple[float, float], ...] = ()  # (start, end) seconds after start: 503s
@@ -33,14 +33,14 @@ class SimulatorConfig:
     out_of_order_receipts: float = 0.0  # share followed by a late intermediate ENROUTE
     fake_fast_receipts: float = 0.0  # share answered at once with DELIVRD, whatever happens
     receipts_for: str = "segment"  # segment | last (only the last part of a message)
-    # Reliability (#4): a repeated client_ref gets the first carrier id and sends nothing,
+    # Reliability: a repeated client_ref gets the first carrier id and sends nothing,
     # as a carrier honouring an idempotency key does (`smsq carrier-sim` turns it on).
     dedupe_client_refs: bool = False
     # At most this many receipt POSTs in flight; the rest wait their turn. httpx's async pool
     # slows down with the square of its waiting requests, so a burst of thousands of receipts
     # costs ~8 ms of CPU each unbounded and ~2 ms at 16.
     receipt_concurrency: int = 16
-    # Receipts per POST (#9): 1 sends each alone (a JSON object, like Kannel and Twilio); more
+    # Receipts per POST: 1 sends each alone (a JSON object, like Kannel and Twilio); more
     # collects those due for the same URL into one JSON list of up to this many, sent at the
     # latest `receipt_batch_window_ms` after the first of them came due (like Infobip).
     receipt_batch: int = 1

@@ -75,7 +75,7 @@ class SimulatorState:
         self.receipt_requests = 0  # receipt POSTs made (every attempt; a batch is one)
         self.submitted_at: list[float] = []  # Unix time of each accepted submission
         self._partials: dict[tuple[str, int], _Partial] = {}
-        # Reliability (#4): the first carrier id of each client_ref, for `dedupe_client_refs`.
+        # Reliability: the first carrier id of each client_ref, for `dedupe_client_refs`.
         self.carrier_ids: dict[str, str] = {}
         self.deduplicated = 0  # repeats answered with the first carrier id (no second SMS)
 

@@ -34,9 +34,9 @@ import redis
 
 from worker.contract import Priority
 from worker.store import lua_scripts
+from worker.store.keys import smpp_alive_key, smpp_ref_key, smpp_stream_key, smpp_written_key
 
 GROUP = "connector"
-PREFIX = "smsq:smpp:"
 ALIVE_SECONDS = 6.0  # a connector refreshes its key every third of this
 LANES = tuple(p.value for p in (Priority.OTP, Priority.NORMAL, Priority.BULK))  # read order
 # A segment queued again within this long gets its first entry back: far longer than any
@@ -44,30 +44,13 @@ LANES = tuple(p.value for p in (Priority.OTP, Priority.NORMAL, Priority.BULK))  
 REF_TTL_MS = 24 * 3600 * 1000
 
 
-def stream_key(carrier: str, lane: str) -> str:
-    return f"{PREFIX}{carrier}:out:{lane}"
-
-
-def written_key(carrier: str) -> str:
-    return f"{PREFIX}{carrier}:written"
-
-
-def alive_key(carrier: str, consumer: str) -> str:
-    return f"{PREFIX}{carrier}:alive:{consumer}"
-
-
-def ref_key(stream: str, ref: str) -> str:
-    """The marker of a segment queued on `stream`, in the stream's hash slot."""
-    return f"{PREFIX}{{{stream}}}:ref:{ref}"
-
-
 def enqueue(client: redis.Redis, carrier: str, ref: str, pdu: bytes, lane: str) -> str:
     """Queue one segment's submit_sm body for the carrier's connector, on its message's lane
     (`normal` for one we do not know); the entry id. Idempotent: the same `ref` queued again
     returns its first entry and adds nothing."""
-    stream = stream_key(carrier, lane if lane in LANES else Priority.NORMAL.value)
+    stream = smpp_stream_key(carrier, lane if lane in LANES else Priority.NORMAL.value)
     script = lua_scripts.register(client, "smpp_enqueue")
-    return _text(script(keys=[stream, ref_key(stream, ref)], args=[ref, pdu, REF_TTL_MS]))
+    return _text(script(keys=[stream, smpp_ref_key(stream, ref)], args=[ref, pdu, REF_TTL_MS]))
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,8 +87,8 @@ class SegmentQueue:
         self.client = client
         self.carrier = carrier
         self.consumer = consumer
-        self.streams = {lane: stream_key(carrier, lane) for lane in LANES}
-        self.written_key = written_key(carrier)
+        self.streams = {lane: smpp_stream_key(carrier, lane) for lane in LANES}
+        self.written_key = smpp_written_key(carrier)
 
     def create_group(self) -> None:
         """The consumer group on every lane, reading from the start (entries queued before
@@ -160,11 +143,12 @@ class SegmentQueue:
         pipe.execute()
 
     def heartbeat(self) -> None:
-        self.client.set(alive_key(self.carrier, self.consumer), b"1", px=int(ALIVE_SECONDS * 1000))
+        alive = smpp_alive_key(self.carrier, self.consumer)
+        self.client.set(alive, b"1", px=int(ALIVE_SECONDS * 1000))
 
     def leave(self) -> None:
         """A clean stop: this consumer's entries may be taken over at once."""
-        self.client.delete(alive_key(self.carrier, self.consumer))
+        self.client.delete(smpp_alive_key(self.carrier, self.consumer))
 
     def orphans(self, limit: int = 1000) -> list[Entry]:
         """Take over the pending entries of connectors that are gone (their `alive` key
@@ -174,7 +158,7 @@ class SegmentQueue:
             consumers = cast(list[dict[Any, Any]], self.client.xinfo_consumers(stream, GROUP))
             for consumer in consumers:
                 name = _text(consumer["name"])
-                if name == self.consumer or self.client.exists(alive_key(self.carrier, name)):
+                if name == self.consumer or self.client.exists(smpp_alive_key(self.carrier, name)):
                     continue
                 pending = cast(
                     list[dict[str, Any]],

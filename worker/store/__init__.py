@@ -164,7 +164,7 @@ class Store:
         )
 
     def begin_send(self, message_id: str, bits: int) -> Begun | None:
-        """The start of a send in one round trip (#9): load the message and, unless it is final
+        """The start of a send in one round trip: load the message and, unless it is final
         or its validity ran out (`Begun.state` says so; nothing changed), move it from queued or
         scheduled to submitting and fix its concatenation reference (`next_concat_reference`).
         None for an unknown message."""
@@ -375,7 +375,7 @@ class Store:
         *,
         sent: bool = False,
     ) -> tuple[bool, list[dict[str, str]], Finished | None]:
-        """`accept_segment` of the last segment and then `finish`, in one atomic step (#9).
+        """`accept_segment` of the last segment and then `finish`, in one atomic step.
 
         When receipts were parked for the carrier id, nothing is finished (None): the caller
         applies them, then finishes, as after `accept_segment`.
@@ -402,7 +402,7 @@ class Store:
         value = cast(str | None, self.redis.get(carrier_index_key(carrier, carrier_id)))
         return _segment_ref(value) if value else None
 
-    # Batched carrier receipts (#9): one round trip for many (a single one is sent alone).
+    # Batched carrier receipts: one round trip for many (a single one is sent alone).
     def segments_for_carrier_ids(
         self, carrier: str, carrier_ids: Sequence[str]
     ) -> list[tuple[str, int] | None]:

@@ -38,6 +38,38 @@ Inbound (MO) messages (`worker.mo`, `worker.store.mo`):
   key:{key id}:numbers set: the numbers a key owns
 Opt-outs (`worker.optouts`):
   optout:{key id}      set: numbers that opted out of the key's messages (`*`: of everyone's)
+Batch callbacks (`worker.batch_progress`):
+  batches:watch        sorted set: batch ids with a callback, by when they are next checked
+  batches:watch:lock   string: the watcher that checks them (one at a time)
+Tasks for later (`worker.queueing`, `worker.scheduler`):
+  schedule             sorted set: `{uuid}|{json task}`, by when due (ms)
+  schedule:inflight    sorted set: entries the scheduler popped and is publishing
+  scheduler:lock       string: the scheduler that works (one at a time)
+Carrier receipts that matched nothing (`worker.inbound`):
+  carrier-receipts:unknown  list: the latest of them, capped
+  cid-parked:counts    hash: receipts parked per minute (the parking cap)
+Carriers (`worker.carriers.registry`, `worker.carriers.routing`):
+  carrier:{name}:breaker  the carrier's circuit breaker (`worker.breaker`)
+  carrier:{name}:rate     its request rate (`worker.ratelimit`)
+  carrier:{name}:slots    its concurrent requests (`worker.ratelimit`)
+  carrier-tries:{client ref}  the carriers a segment was offered to (failover)
+SMPP connectors (`worker.smpp.queue`):
+  smpp:{carrier}:out:{lane}          stream: PDUs to write, per lane
+  smpp:{carrier}:written             hash: entries written, waiting for their answer
+  smpp:{carrier}:alive:{consumer}    string: a live connector (expiring)
+API keys (`worker.keys`, `worker.quotas`, `producer.idempotency`):
+  keys                 set: every key id
+  key:{key id}         hash: the key's record
+  keyhash:{sha256}     string: the key id of a presented key
+  key:{key id}:rate    the key's rate (GCRA arrival time, µs)
+  key:{key id}:daily:{day}   messages counted on UTC day number `day`
+  idem:{key id}:{sha256}     an Idempotency-Key's first reply
+OTP (`worker.otp`):
+  otp:{challenge id}   hash: the challenge
+  otp:active:{key id}:{purpose}:{to}    the pending challenge of a number and purpose
+  otp:cooldown:{key id}:{purpose}:{to}  the resend cooldown
+  otp:limit:{kind}:{subject}, otp:ceiling:{kind}:{subject}  send limits (the key's own,
+                       and shared by every key)
 """
 
 from __future__ import annotations
@@ -135,3 +167,104 @@ def key_numbers_key(key_id: str) -> str:
 def optout_key(owner: str) -> str:
     """The opt-out list of an API key, or with `*` the deployment's."""
     return f"{PREFIX}optout:{owner}"
+
+
+def batch_ids_key(batch_id: str) -> str:
+    """The batch's message ids, in request order."""
+    return f"{PREFIX}batch:{batch_id}:ids"
+
+
+BATCH_WATCH_KEY = f"{PREFIX}batches:watch"
+BATCH_WATCH_LOCK_KEY = f"{PREFIX}batches:watch:lock"
+SCHEDULE_KEY = f"{PREFIX}schedule"
+SCHEDULE_INFLIGHT_KEY = f"{PREFIX}schedule:inflight"
+UNKNOWN_RECEIPTS_KEY = f"{PREFIX}carrier-receipts:unknown"
+PARKED_COUNTS_KEY = f"{PREFIX}cid-parked:counts"
+
+
+def carrier_key_prefix(name: str) -> str:
+    """A carrier's breaker, rate and slots are `{prefix}:breaker`, `:rate`, `:slots`."""
+    return f"{PREFIX}carrier:{name}"
+
+
+def breaker_key(name: str) -> str:
+    return f"{carrier_key_prefix(name)}:breaker"
+
+
+BREAKER_PATTERN = breaker_key("*")
+
+
+def carrier_of_breaker_key(key: str) -> str:
+    """The carrier name in a `breaker_key`."""
+    return key.removeprefix(carrier_key_prefix("")).removesuffix(":breaker")
+
+
+def carrier_tries_key(client_ref: str) -> str:
+    return f"{PREFIX}carrier-tries:{client_ref}"
+
+
+def smpp_stream_key(carrier: str, lane: str) -> str:
+    return f"{PREFIX}smpp:{carrier}:out:{lane}"
+
+
+def smpp_written_key(carrier: str) -> str:
+    return f"{PREFIX}smpp:{carrier}:written"
+
+
+def smpp_alive_key(carrier: str, consumer: str) -> str:
+    return f"{PREFIX}smpp:{carrier}:alive:{consumer}"
+
+
+def smpp_ref_key(stream: str, ref: str) -> str:
+    """The marker of a segment queued on `stream` (`smpp_stream_key`), in the stream's hash
+    slot: the same segment queued again gets its first entry back."""
+    return f"{PREFIX}smpp:{{{stream}}}:ref:{ref}"
+
+
+API_KEYS_KEY = f"{PREFIX}keys"
+
+
+def api_key_key(key_id: str) -> str:
+    """An API key's record."""
+    return f"{PREFIX}key:{key_id}"
+
+
+def api_key_hash_key(digest: str) -> str:
+    """The key id of a presented key, by its SHA-256."""
+    return f"{PREFIX}keyhash:{digest}"
+
+
+def api_key_rate_key(key_id: str) -> str:
+    return f"{api_key_key(key_id)}:rate"
+
+
+def api_key_daily_key(key_id: str, day: int) -> str:
+    return f"{api_key_key(key_id)}:daily:{day}"
+
+
+def idempotency_record_key(key_id: str, digest: str) -> str:
+    """An Idempotency-Key's first reply, by the Idempotency-Key's SHA-256."""
+    return f"{PREFIX}idem:{key_id}:{digest}"
+
+
+NO_IDEMPOTENCY_KEY = f"{PREFIX}idem:-"  # stands in for a call without one (never read)
+
+
+def otp_challenge_key(challenge_id: str) -> str:
+    return f"{PREFIX}otp:{challenge_id}"
+
+
+def otp_active_key(key_id: str, purpose: str, to: str) -> str:
+    return f"{PREFIX}otp:active:{key_id}:{purpose}:{to}"
+
+
+def otp_cooldown_key(key_id: str, purpose: str, to: str) -> str:
+    return f"{PREFIX}otp:cooldown:{key_id}:{purpose}:{to}"
+
+
+def otp_limit_key(kind: str, subject: str, *, shared: bool = False) -> str:
+    """A send limit of OTP codes: the key's own, or (`shared`) every key's ceiling."""
+    return f"{PREFIX}otp:{'ceiling' if shared else 'limit'}:{kind}:{subject}"
+
+
+OTP_NO_COOLDOWN_KEY = f"{PREFIX}otp:limit:none"  # stands in for a send without one (never read)

@@ -1,8 +1,10 @@
-"""Lua scripts kept in `worker/store/lua/*.lua`, each run with a prelude rendered from the
-contract's enums, so that state names are written once (in Python) and never copied by hand.
+"""Every Lua script of smsq, kept in `worker/store/lua/*.lua` and loaded here.
 
 A script is its `.lua` file, after the prelude and the library files it names (functions such
-as `receipt_snapshot`); each file's header says its KEYS, ARGV and what it guarantees.
+as `receipt_snapshot`, `charge`); each file's header says its KEYS, ARGV and what it
+guarantees. The prelude is rendered from the contract's enums, so that state names and receipt
+levels are written once (in Python) and never copied by hand; scripts that use none of it
+(limits, breaker, OTP, scheduler) run without it.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from worker.contract import (
     RECEIPT_OK_STATUSES,
     SEGMENTS_FAILED,
     SEGMENTS_TAKEN,
+    ReceiptLevel,
 )
 
 LUA_DIR = Path(__file__).with_name("lua")
@@ -52,8 +55,16 @@ def prelude() -> str:
             lua_set("SEGMENT_FAILED", SEGMENTS_FAILED),
             lua_set("RECEIPT_DONE", RECEIPT_DONE),
             lua_set("RECEIPT_OK", RECEIPT_OK_STATUSES),
+            # `dlr_level` values (as stored: '1', '2', '3') that ask for each receipt level
+            lua_set("WANTS_SMSC", _levels(ReceiptLevel.wants_smsc)),
+            lua_set("WANTS_TERMINAL", _levels(ReceiptLevel.wants_terminal)),
         ]
     )
+
+
+def _levels(wants: Callable[[int], bool]) -> list[str]:
+    levels = (ReceiptLevel.SMSC, ReceiptLevel.TERMINAL, ReceiptLevel.BOTH)
+    return [str(level) for level in levels if wants(level)]
 
 
 @cache
@@ -62,14 +73,17 @@ def read(name: str) -> str:
     return (LUA_DIR / f"{name}.lua").read_text()
 
 
-def source(name: str, *libraries: str) -> str:
+def source(name: str, *libraries: str, with_prelude: bool = True) -> str:
     """A runnable script: the prelude, the named library files, then `name`'s body."""
-    return prelude() + "".join(read(library) for library in libraries) + read(name)
+    head = prelude() if with_prelude else ""
+    return head + "".join(read(library) for library in libraries) + read(name)
 
 
-def register(client: redis.Redis, name: str, *libraries: str) -> Script:
+def register(
+    client: redis.Redis, name: str, *libraries: str, with_prelude: bool = True
+) -> Script:
     """Register script `name` on `client` (EVALSHA, with a transparent EVAL fallback)."""
-    return client.register_script(source(name, *libraries))
+    return client.register_script(source(name, *libraries, with_prelude=with_prelude))
 
 
 def each(

@@ -19,12 +19,12 @@ from typing import Any, cast
 
 import redis
 
-from worker.queueing import SCHEDULE_KEY
 from worker.store import lua_scripts
 from worker.store.keys import (
     COUNTERS_KEY,
     MO_DEAD_KEY,
     MO_WATCH_KEY,
+    SCHEDULE_KEY,
     mo_index_key,
     mo_key,
     mo_seen_key,

@@ -17,6 +17,7 @@ from typing import Any, NamedTuple, cast
 import orjson
 import redis
 
+from worker.contract import RECEIPT_DONE, ReceiptState
 from worker.store import lua_scripts
 from worker.store.keys import (
     COUNTERS_KEY,
@@ -40,6 +41,42 @@ RING_SLACK_MS = 30_000
 HEALTH_TTL_MS = 10 * 24 * 3600 * 1000
 ROUTING_FIELDS = ("dlr_url", "dlr_method", "dlr_batch", "key_id")
 BATCH_EVENT_FIELDS = ("callback_url", "key_id", "cb:event", "cb:event_sig")
+
+
+def receipt_field(level: int | str, name: str) -> str:
+    """A receipt's field in its message's hash: `rcpt:{level}:{name}`."""
+    return f"rcpt:{level}:{name}"
+
+
+@dataclass(frozen=True, slots=True)
+class ReceiptRecord:
+    """Where one receipt level stands, read from its message's hash (`None`: never opened)."""
+
+    state: ReceiptState | None
+    attempts: int = 0
+    seq: int | None = None
+    not_before: int | None = None  # when its next attempt is due (ms)
+    why: str | None = None  # what its last failed attempt met
+    lease: int = 0  # until when the attempt that holds it may run (ms)
+
+    @classmethod
+    def of(cls, fields: Mapping[str, str], level: int | str) -> ReceiptRecord:
+        def get(name: str) -> str | None:
+            return fields.get(receipt_field(level, name)) or None
+
+        state, seq, not_before = get("state"), get("seq"), get("not_before")
+        return cls(
+            state=ReceiptState(state) if state else None,
+            attempts=int(get("attempts") or 0),
+            seq=int(seq) if seq else None,
+            not_before=int(not_before) if not_before else None,
+            why=get("why"),
+            lease=int(get("lease") or 0),
+        )
+
+    @property
+    def done(self) -> bool:
+        return self.state in RECEIPT_DONE
 
 
 class Routing(NamedTuple):

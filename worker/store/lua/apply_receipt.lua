@@ -63,7 +63,7 @@ redis.call('ZREM', KEYS[4], id)
 redis.call('RPUSH', KEYS[3], cjson.encode({at = tonumber(now), event = final}))
 local opened = 0
 local level = m[5] or '1'
-if m[4] == '1' and (level == '2' or level == '3') then
+if m[4] == '1' and WANTS_TERMINAL[level] then
   opened = open_receipt(KEYS[1], KEYS[2], KEYS[5], 2, now, id)
 end
 return {changed, final, 1, opened, submitted}

@@ -18,5 +18,5 @@ redis.call('ZREM', KEYS[5], id)
 redis.call('RPUSH', KEYS[3], ARGV[2])
 if redis.call('HGET', KEYS[1], 'dlr') ~= '1' then return 0 end
 local level = redis.call('HGET', KEYS[1], 'dlr_level') or '1'
-if level == '1' or level == '3' then return open_receipt(KEYS[1], KEYS[2], KEYS[6], 1, now) end
+if WANTS_SMSC[level] then return open_receipt(KEYS[1], KEYS[2], KEYS[6], 1, now) end
 return open_receipt(KEYS[1], KEYS[2], KEYS[6], 2, now)

@@ -42,7 +42,7 @@ local function finish_submission(msg, seg, events, submit_watch, delivery_watch,
   local opened = 0
   if m[3] == '1' then
     local level = m[4] or '1'
-    if level == '1' or level == '3' then
+    if WANTS_SMSC[level] then
       opened = open_receipt(msg, seg, receipt_watch, 1, now, id)
     elseif FINAL[outcome] then
       opened = open_receipt(msg, seg, receipt_watch, 2, now, id)
