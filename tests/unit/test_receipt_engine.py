@@ -276,6 +276,39 @@ class TestRecording:
         assert [world.state(m, 1) for m in messages] == ["sent"] * 3
         assert len(world.requests) == 3
 
+    def test_a_healthy_endpoints_next_receipts_are_taken_before_the_buffer_runs_dry(
+        self, make_world: MakeWorld, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """With `take` receipts in hand and fewer than `endpoint_concurrency` left unsent, the
+        next take runs while requests are still in flight (not after the last one ends)."""
+        world = make_world(engine=config(endpoint_concurrency=2, take=4))
+        takes: list[int] = []
+        take = world.receipts.take
+
+        def counting_take(*args: Any, **kwargs: Any) -> Any:
+            takes.append(len(world.requests))
+            return take(*args, **kwargs)
+
+        monkeypatch.setattr(world.receipts, "take", counting_take)
+        release = threading.Event()
+
+        async def held(request: httpx.Request) -> httpx.Response:
+            while not release.is_set():
+                await asyncio.sleep(0.01)
+            return httpx.Response(200)
+
+        world.handler = lambda request: held(request) if len(world.requests) > 2 else ok(request)
+        messages = [world.message() for _ in range(8)]
+        for message in messages:
+            world.open(message, 1)
+        # Requests 1-2 answer at once, 3-4 hang: 4 taken, all sent, 2 in flight; the buffer
+        # ran below 2 after the third was sent, so a second take ran meanwhile.
+        world.wait(lambda: len(world.requests) == 4 and len(takes) >= 2)
+        assert not release.is_set()
+        release.set()
+        world.settle()
+        assert [world.state(m, 1) for m in messages] == ["sent"] * 8
+
     def test_a_failed_write_ends_the_drain_and_the_leases_bring_the_receipts_back(
         self, make_world: MakeWorld, monkeypatch: pytest.MonkeyPatch
     ) -> None:

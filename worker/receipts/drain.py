@@ -82,6 +82,7 @@ class Drain:
     ending: Take | None = None  # the take that ended the drain
     # Signing secrets read once per take (a rotation shows from the next take on).
     signing: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    prefetching: set[asyncio.Task[None]] = field(default_factory=set)
 
     async def run(self) -> None:
         kit = self.kit
@@ -92,6 +93,7 @@ class Drain:
             try:
                 workers = [self._work(commits) for _ in range(kit.config.endpoint_concurrency)]
                 await asyncio.gather(*workers)
+                await asyncio.gather(*self.prefetching, return_exceptions=True)
             finally:
                 holding.cancel()
             await commits.done()
@@ -135,20 +137,43 @@ class Drain:
         """The next attempt to make; None when the drain is over."""
         while True:
             if self.buffer:
-                return self.buffer.popleft()
+                attempt = self.buffer.popleft()
+                if len(self.buffer) < self.kit.config.endpoint_concurrency:
+                    self._prefetch()
+                return attempt
             if self.ending is not None:
                 return None
             async with self.refilling:
                 if not self.buffer and self.ending is None:
                     await self._refill()
 
-    async def _refill(self) -> None:
+    def _prefetch(self) -> None:
+        """A healthy endpoint's next receipts are taken while the last ones are sent, so its
+        connections do not wait for a take when the buffer runs dry."""
+        kit = self.kit
+        if (
+            self.refilling.locked() or self.ending is not None or self.pause_until > 0
+            or kit.closing() or self.health.failures or self.health.backoffs
+        ):  # fmt: skip
+            return
+        task = asyncio.get_running_loop().create_task(self._prefetch_run())
+        self.prefetching.add(task)
+        task.add_done_callback(self.prefetching.discard)
+
+    async def _prefetch_run(self) -> None:
+        async with self.refilling:
+            if len(self.buffer) >= self.kit.config.endpoint_concurrency or self.ending:
+                return
+            with contextlib.suppress(redis.RedisError):  # a worker's own take will say it
+                await self._refill(prefetch=True)
+
+    async def _refill(self, *, prefetch: bool = False) -> None:
         kit = self.kit
         stop = kit.closing() or self.pause_until > 0
         limit = 0 if stop else self._take_size()
         # Only the last worker may end the drain: until then the outcomes of the others can
         # still route receipts here (a released level 2, a retry), which this drain must take.
-        last = self.busy == 0
+        last = self.busy == 0 and not prefetch
         keep = not stop and (not last or self.idle < kit.config.linger_rounds)
         take = await kit.call(
             kit.store.take, self.endpoint, self.token, kit.clock(), limit, HOLD_MS,
@@ -164,6 +189,8 @@ class Drain:
                 self.pause_until = kit.clock() + kit.config.batch_window_ms
             self.buffer.extend(attempts)
         elif take.state == "idle":
+            if prefetch:
+                return  # nothing more yet: the workers' own takes linger
             self.idle += 1
             await asyncio.sleep(kit.config.linger_ms / 1000)
         else:
