@@ -13,6 +13,7 @@ that a 100,000-recipient batch holds neither a thread nor the interpreter for lo
 from __future__ import annotations
 
 import gc
+import itertools
 import threading
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -55,7 +56,20 @@ from worker.store import Message, Store, key_messages_key, message_key
 from worker.store.receipts import ReceiptStore
 
 BATCH_STEP = 2_000  # recipients validated and stored per step of a batch
+# The first step is small, so the workers start sending while the rest is still validated.
+FIRST_BATCH_STEP = 250
 _LISTS = ("messages", "recipients")  # the two shapes of a batch
+
+
+def batch_steps(count: int) -> list[tuple[int, int]]:
+    """The (start, end) ranges a batch of `count` recipients is taken in: a small first step,
+    then `BATCH_STEP` at a time."""
+    bounds = [0, min(FIRST_BATCH_STEP, count)]
+    while bounds[-1] < count:
+        bounds.append(min(bounds[-1] + BATCH_STEP, count))
+    return [(a, b) for a, b in itertools.pairwise(bounds) if b > a]
+
+
 _CHUNKS: dict[str, pydantic.TypeAdapter[list[Any]]] = {
     "messages": pydantic.TypeAdapter(list[dict[str, object]]),
     "recipients": pydantic.TypeAdapter(list[str | Recipient]),
@@ -411,9 +425,9 @@ class BatchIngest:
         countries = self.caller.countries if self.caller is not None else ()
         geo = GeoPermissions.for_key(countries, settings)
         try:
-            for start in range(0, len(items), BATCH_STEP):
+            for start, end in batch_steps(len(items)):
                 yield None
-                chunk = validated_items(name, items[start : start + BATCH_STEP], start)
+                chunk = validated_items(name, items[start:end], start)
                 ingest(
                     self.desk.store, self.desk.publisher, settings, expand(request, chunk),
                     key_id=self.key_id, batch_id=batch_id, quiet=quiet, geo=geo, result=result,

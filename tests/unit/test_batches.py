@@ -13,6 +13,7 @@ import pytest
 from celery import Celery
 
 from producer.batches import claim_batch, expand, ingest, record_batch, render
+from producer.desk import BATCH_STEP, FIRST_BATCH_STEP, batch_steps
 from producer.schemas import BatchRequest
 from producer.submission import accept_messages, send_jobs
 from worker.contract import SEND_MANY, SEND_SMS, Priority
@@ -176,3 +177,19 @@ def test_chunks_keep_to_one_lane_and_never_hold_an_otp() -> None:
     for task, args, queue in jobs:
         ids = args[0] if task == SEND_MANY else args
         assert {lanes[int(i[1:])] for i in ids} == {queue}
+
+
+class TestBatchSteps:
+    @pytest.mark.parametrize(
+        "count", [0, 1, FIRST_BATCH_STEP, FIRST_BATCH_STEP + 1, 4_500, 100_000]
+    )
+    def test_every_recipient_is_taken_once_in_order_the_first_step_small(self, count: int) -> None:
+        """A batch is validated and stored in steps: a small first one (the workers start on
+        it while the rest is validated), then `BATCH_STEP` at a time; together they cover every
+        recipient exactly once, in order."""
+        steps = batch_steps(count)
+        covered = [i for start, end in steps for i in range(start, end)]
+        assert covered == list(range(count))
+        if steps:
+            assert steps[0][1] - steps[0][0] <= FIRST_BATCH_STEP
+            assert all(end - start <= BATCH_STEP for start, end in steps)
