@@ -89,9 +89,6 @@ EXCEPTIONS: dict[tuple[str, str], str] = {
     # opt-out languages against the keyword lists.
     ("worker.settings", "worker.carriers.adapters"): "settings check the carrier kind",
     ("worker.settings", "worker.mo.keywords"): "settings check the opt-out languages",
-    # Counting a sent message labels it with the process's carrier, read from the runtime the
-    # task built (inside `count_task`).
-    ("worker.metrics", "worker.runtime"): "metrics label sends with the runtime's carrier",
 }
 
 
