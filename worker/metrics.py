@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
@@ -200,15 +200,21 @@ def measured(carrier: Carrier) -> Carrier:
     return MeasuredCarrier(carrier)
 
 
-def count_task(task: str, args: tuple[Any, ...], retval: Any, state: str | None, lane: str) -> None:
-    """Count one finished task, and what its return value says (`worker.tasks`)."""
+def count_task(
+    task: str,
+    args: tuple[Any, ...],
+    retval: Any,
+    state: str | None,
+    lane: str,
+    carrier: Callable[[], str],
+) -> None:
+    """Count one finished task, and what its return value says (`worker.tasks`); `carrier`
+    names the carrier a sent message went to (asked only for a send)."""
     TASKS.labels(task, state or "UNKNOWN").inc()
     if state != "SUCCESS" or not isinstance(retval, str):
         return
     if task == "sms.send":
-        from worker.runtime import runtime  # the task built it already
-
-        MESSAGES.labels(retval, lane, runtime().carrier.name).inc()
+        MESSAGES.labels(retval, lane, carrier()).inc()
     elif task == "sms.carrier_dlr" and args:
         for part in retval.split():
             outcome, _, count = part.partition("=")

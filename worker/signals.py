@@ -25,6 +25,7 @@ from celery import signals
 
 from worker import logs, metrics
 from worker.contract import HANDLE_CARRIER_RECEIPT, POST_RECEIPT, SEND_SMS, Queue
+from worker.runtime import runtime
 from worker.settings import get_settings
 
 log = logs.get_logger(__name__)
@@ -105,6 +106,11 @@ def bind_task(task_id: str, task: Any, args: tuple[Any, ...] | None = None, **_:
     _started.set(time.perf_counter())
 
 
+def _carrier_name() -> str:
+    """The carrier this worker sends with (the send task built its runtime already)."""
+    return runtime().carrier.name
+
+
 @signals.task_postrun.connect
 def finish_task(
     task: Any,
@@ -116,7 +122,8 @@ def finish_task(
     elapsed = time.perf_counter() - _started.get() if _started.get() else 0.0
     try:
         metrics.TASK_SECONDS.labels(task.name).observe(elapsed)
-        metrics.count_task(task.name, tuple(args or ()), retval, state, metrics.current_lane.get())
+        lane = metrics.current_lane.get()
+        metrics.count_task(task.name, tuple(args or ()), retval, state, lane, _carrier_name)
         if logging.getLogger(__name__).isEnabledFor(logging.INFO):
             result = retval if isinstance(retval, str) else type(retval).__name__
             log.info(

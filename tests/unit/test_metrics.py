@@ -34,6 +34,10 @@ def value(name: str, **labels: str) -> float:
     return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
+def unasked() -> str:
+    raise AssertionError("only a send asks for its carrier")
+
+
 def segment() -> SegmentSubmission:
     return SegmentSubmission(
         message_id="m1", seq=1, total=1, to="+4915112345678", sender="smsq", udh=b"",
@@ -94,15 +98,22 @@ class TestCountTask:
         """`applied=2 unchanged=1 unknown=0` adds 2 and 1 under the carrier."""
         labels = {"carrier": "kannel-test"}
         count_task("sms.carrier_dlr", ("kannel-test", {}), "applied=2 unchanged=1 unknown=0",
-                   "SUCCESS", "carrier-dlr")  # fmt: skip
+                   "SUCCESS", "carrier-dlr", carrier=unasked)  # fmt: skip
         assert value("smsq_carrier_receipts_applied_total", outcome="applied", **labels) == 2
         assert value("smsq_carrier_receipts_applied_total", outcome="unchanged", **labels) == 1
         assert value("smsq_carrier_receipts_applied_total", outcome="unknown", **labels) == 0
 
+    def test_a_send_counts_under_its_carrier(self) -> None:
+        """A send counts its message's state under its lane and the carrier it went to."""
+        labels = {"state": "accepted", "lane": "otp", "carrier": "kannel-test"}
+        before = value("smsq_messages_total", **labels)
+        count_task("sms.send", ("m1",), "accepted", "SUCCESS", "otp", lambda: "kannel-test")
+        assert value("smsq_messages_total", **labels) == before + 1
+
     def test_failed_tasks_count_only_their_state(self) -> None:
         """A task that raised counts under its state and nothing else."""
         before = value("smsq_tasks_total", task="sms.dlr.post", state="FAILURE")
-        count_task("sms.dlr.post", ("m1", 1), RuntimeError("x"), "FAILURE", "dlr")
+        count_task("sms.dlr.post", ("m1", 1), RuntimeError("x"), "FAILURE", "dlr", unasked)
         assert value("smsq_tasks_total", task="sms.dlr.post", state="FAILURE") == before + 1
 
 
