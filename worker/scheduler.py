@@ -6,7 +6,8 @@ every process and costs no worker memory. `POP_DUE` moves due members atomically
 in-flight hash before they are published and removes them after; a scheduler that dies in
 between republishes them when it (or another) starts, so nothing is lost — at worst a job is
 published twice, and every task is idempotent. A lock lets several schedulers run for
-availability while one works; the one holding it also runs the reconciler
+availability while one works (one that stops gives it up, so a standby takes over at its next
+poll; one that dies holds it until it lapses); the one holding it also runs the reconciler
 (`worker.reconciler`) every `ReconcilerConfig.interval` seconds.
 """
 
@@ -57,6 +58,14 @@ end
 return 0
 """
 
+# Give the lock up only if it is still ours (it may have lapsed and been taken since).
+RELEASE_LOCK = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
 
 def decode_entry(member: str) -> tuple[str, list[Any], str]:
     """(task, args, queue) of a schedule member."""
@@ -77,11 +86,20 @@ class Scheduler:
         self.token = uuid.uuid4().hex
         self._pop_due = client.register_script(POP_DUE)
         self._hold_lock = client.register_script(HOLD_LOCK)
+        self._release_lock = client.register_script(RELEASE_LOCK)
         self._stopping = threading.Event()
         self._recovered = False
 
     def is_leader(self) -> bool:
         return bool(self._hold_lock(keys=[LOCK_KEY], args=[self.token, LOCK_TTL_MS]))
+
+    def release(self) -> None:
+        """Give the lock up if this scheduler holds it, so a standby takes over at its next
+        poll rather than when the lock lapses (and no one reads a stopped one as running)."""
+        try:
+            self._release_lock(keys=[LOCK_KEY], args=[self.token])
+        except redis.RedisError as exc:
+            log.warning("scheduler: could not give the lock up (%s)", type(exc).__name__)
 
     def recover(self) -> int:
         """Republish jobs a dead scheduler popped but may not have published."""
@@ -103,7 +121,14 @@ class Scheduler:
         self.redis.hdel(INFLIGHT_KEY, *members)
 
     def run(self) -> None:
-        """Loop: hold the lock, publish what is due, sleep briefly."""
+        """Loop: hold the lock, publish what is due, sleep briefly; give the lock up when
+        stopped."""
+        try:
+            self._loop()
+        finally:
+            self.release()
+
+    def _loop(self) -> None:
         while not self._stopping.is_set():
             try:
                 if not self.is_leader():
