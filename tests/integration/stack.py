@@ -31,7 +31,7 @@ from worker.celery_app import create_app as create_celery_app
 from worker.keys import CreatedKey, KeyStore
 from worker.queueing import CeleryPublisher, publishes_directly
 from worker.redis_urls import connect
-from worker.scheduler import Scheduler
+from worker.scheduler import LOCK_KEY, Scheduler
 from worker.settings import Settings
 from worker.simulator import SimulatorConfig, create_simulator_app
 
@@ -130,6 +130,12 @@ def run_scheduler(redis_url: str, settings: Settings) -> Iterator[Scheduler]:
     thread.start()
     watcher_stop = start_batch_watcher(settings)
     try:
+        # A scheduler another test killed holds the lock until it lapses (10 s): the system is
+        # up once this one leads, so nothing scheduled waits and `scheduler_up` reads 1.
+        wait_for(
+            lambda: client.get(LOCK_KEY) == scheduler.token.encode(), 30,
+            "the scheduler never took the lock",
+        )  # fmt: skip
         yield scheduler
     finally:
         watcher_stop.set()
