@@ -18,6 +18,7 @@ import redis
 
 from producer.api import create_app
 from tests.integration.stack import (
+    HTTP_TIMEOUT,
     SECRET_KEY,
     run_scheduler,
     stop_process,
@@ -100,6 +101,8 @@ def carrier_stack(
         client = redis.Redis.from_url(redis_url, decode_responses=True)
         stack.callback(client.close)
         key = KeyStore(client).create("carrier-tests")
-        http = httpx.Client(headers={"authorization": f"Bearer {key.api_key}"}, timeout=10)
+        http = httpx.Client(
+            headers={"authorization": f"Bearer {key.api_key}"}, timeout=HTTP_TIMEOUT
+        )
         stack.callback(http.close)
         yield CarrierStack(api_url, client, http, settings)
