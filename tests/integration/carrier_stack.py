@@ -24,9 +24,9 @@ from tests.integration.stack import (
     stop_process,
     wait_for,
     worker_process,
+    worker_stats,
 )
 from tests.servers import serve_app
-from worker.celery_app import create_app as create_celery_app
 from worker.keys import KeyStore
 from worker.settings import Settings
 
@@ -69,9 +69,10 @@ class CarrierStack:
             raise AssertionError(f"messages never all reached {statuses}; seen {seen}") from None
         return result
 
-    def tasks_per_worker(self) -> dict[str, int]:
-        """How many send tasks each worker process ran (Celery remote control)."""
-        stats = create_celery_app(self.settings).control.inspect(timeout=3).stats() or {}
+    def tasks_per_worker(self, workers: int) -> dict[str, int]:
+        """How many send tasks each of the `workers` worker processes ran (Celery remote
+        control)."""
+        stats = worker_stats(self.settings, workers)
         return {name: s.get("total", {}).get("sms.send", 0) for name, s in stats.items()}
 
 

@@ -122,6 +122,22 @@ def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
     raise AssertionError(what)
 
 
+def worker_stats(settings: Settings, workers: int) -> dict[str, Any]:
+    """`celery inspect stats` of every worker, asked again until all `workers` answered: a
+    busy worker on a loaded machine misses a single ask's few seconds."""
+    app = create_celery_app(settings)
+
+    def answered() -> dict[str, Any] | None:
+        stats = app.control.inspect(timeout=3, limit=workers).stats() or {}
+        return stats if len(stats) >= workers else None
+
+    try:
+        result: dict[str, Any] = wait_for(answered, 60, f"not all {workers} workers answered")
+        return result
+    finally:
+        app.close()
+
+
 @contextmanager
 def run_scheduler(redis_url: str, settings: Settings) -> Iterator[Scheduler]:
     client = connect(redis_url)  # any URL smsq accepts, Redis Sentinel too

@@ -64,7 +64,7 @@ class TestGlobalRateLimit:
                         )
                     )
                 stack.wait_all(ids, {"delivered"}, timeout=60)  # receipts parsed and applied
-                per_worker = stack.tasks_per_worker()
+                per_worker = stack.tasks_per_worker(2)
                 stats = sim_stats(sim)
         stamps = sorted(stats["submitted_at"])
         assert len(stamps) == MESSAGES
