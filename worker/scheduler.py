@@ -8,7 +8,8 @@ between, or loses Redis's reply, republishes them when it (or another) starts, s
 lost. When the broker is the store's Redis, publishing a job and removing it from the in-flight
 hash are one MULTI/EXEC, so a job is published exactly once; with a broker of its own, at worst
 a job is published twice, and every task is idempotent. A lock lets several schedulers run for
-availability while one works; the one holding it also runs the reconciler
+availability while one works (one that stops gives it up, so a standby takes over at its next
+poll; one that dies holds it until it lapses); the one holding it also runs the reconciler
 (`worker.reconciler`) every `ReconcilerConfig.interval` seconds.
 """
 
@@ -61,11 +62,22 @@ class Scheduler:
         self._hold_lock = lua_scripts.register(
             client, "scheduler_hold_lock", with_prelude=False
         )
+        self._release_lock = lua_scripts.register(
+            client, "scheduler_release_lock", with_prelude=False
+        )
         self._stopping = threading.Event()
         self._recovered = False
 
     def is_leader(self) -> bool:
         return bool(self._hold_lock(keys=[LOCK_KEY], args=[self.token, LOCK_TTL_MS]))
+
+    def release(self) -> None:
+        """Give the lock up if this scheduler holds it, so a standby takes over at its next
+        poll rather than when the lock lapses (and no one reads a stopped one as running)."""
+        try:
+            self._release_lock(keys=[LOCK_KEY], args=[self.token])
+        except redis.RedisError as exc:
+            log.warning("scheduler: could not give the lock up (%s)", type(exc).__name__)
 
     def recover(self) -> int:
         """Republish jobs a dead scheduler popped but may not have published."""
@@ -95,7 +107,14 @@ class Scheduler:
         pipe.execute()
 
     def run(self) -> None:
-        """Loop: hold the lock, publish what is due, sleep briefly."""
+        """Loop: hold the lock, publish what is due, sleep briefly; give the lock up when
+        stopped."""
+        try:
+            self._loop()
+        finally:
+            self.release()
+
+    def _loop(self) -> None:
         while not self._stopping.is_set():
             try:
                 if not self.is_leader():

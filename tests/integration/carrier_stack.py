@@ -18,14 +18,15 @@ import redis
 
 from producer.api import create_app
 from tests.integration.stack import (
+    HTTP_TIMEOUT,
     SECRET_KEY,
     run_scheduler,
     stop_process,
     wait_for,
     worker_process,
+    worker_stats,
 )
 from tests.servers import serve_app
-from worker.celery_app import create_app as create_celery_app
 from worker.keys import KeyStore
 from worker.settings import Settings
 
@@ -68,9 +69,10 @@ class CarrierStack:
             raise AssertionError(f"messages never all reached {statuses}; seen {seen}") from None
         return result
 
-    def tasks_per_worker(self) -> dict[str, int]:
-        """How many send tasks each worker process ran (Celery remote control)."""
-        stats = create_celery_app(self.settings).control.inspect(timeout=3).stats() or {}
+    def tasks_per_worker(self, workers: int) -> dict[str, int]:
+        """How many send tasks each of the `workers` worker processes ran (Celery remote
+        control)."""
+        stats = worker_stats(self.settings, workers)
         return {name: s.get("total", {}).get("sms.send", 0) for name, s in stats.items()}
 
 
@@ -100,6 +102,8 @@ def carrier_stack(
         client = redis.Redis.from_url(redis_url, decode_responses=True)
         stack.callback(client.close)
         key = KeyStore(client).create("carrier-tests")
-        http = httpx.Client(headers={"authorization": f"Bearer {key.api_key}"}, timeout=10)
+        http = httpx.Client(
+            headers={"authorization": f"Bearer {key.api_key}"}, timeout=HTTP_TIMEOUT
+        )
         stack.callback(http.close)
         yield CarrierStack(api_url, client, http, settings)

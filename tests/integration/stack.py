@@ -31,11 +31,14 @@ from worker.celery_app import create_app as create_celery_app
 from worker.keys import CreatedKey, KeyStore
 from worker.queueing import CeleryPublisher, publishes_directly
 from worker.redis_urls import connect
-from worker.scheduler import Scheduler
+from worker.scheduler import LOCK_KEY, Scheduler
 from worker.settings import Settings
 from worker.simulator import SimulatorConfig, create_simulator_app
 
 ALL_QUEUES = "otp,normal,bulk,dlr,carrier-dlr"
+# Seconds a test's request may take: a batch goes to a helper process at the bulk lane's lower
+# CPU priority, which on a loaded 2-core machine took more than 10 s to answer a 2-recipient one.
+HTTP_TIMEOUT = 30.0
 REPO = Path(__file__).resolve().parents[2]
 SECRET_KEY = "integration-test-server-key"  # API and workers must share it (OTP codes)
 # What the simulator may sign its receipt requests with (`SimulatorConfig.receipt_secret`).
@@ -119,6 +122,22 @@ def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
     raise AssertionError(what)
 
 
+def worker_stats(settings: Settings, workers: int) -> dict[str, Any]:
+    """`celery inspect stats` of every worker, asked again until all `workers` answered: a
+    busy worker on a loaded machine misses a single ask's few seconds."""
+    app = create_celery_app(settings)
+
+    def answered() -> dict[str, Any] | None:
+        stats = app.control.inspect(timeout=3, limit=workers).stats() or {}
+        return stats if len(stats) >= workers else None
+
+    try:
+        result: dict[str, Any] = wait_for(answered, 60, f"not all {workers} workers answered")
+        return result
+    finally:
+        app.close()
+
+
 @contextmanager
 def run_scheduler(redis_url: str, settings: Settings) -> Iterator[Scheduler]:
     client = connect(redis_url)  # any URL smsq accepts, Redis Sentinel too
@@ -130,6 +149,12 @@ def run_scheduler(redis_url: str, settings: Settings) -> Iterator[Scheduler]:
     thread.start()
     watcher_stop = start_batch_watcher(settings)
     try:
+        # A scheduler another test killed holds the lock until it lapses (10 s): the system is
+        # up once this one leads, so nothing scheduled waits and `scheduler_up` reads 1.
+        wait_for(
+            lambda: client.get(LOCK_KEY) == scheduler.token.encode(), 30,
+            "the scheduler never took the lock",
+        )  # fmt: skip
         yield scheduler
     finally:
         watcher_stop.set()
@@ -189,7 +214,9 @@ def running_stack(
         client = connect(redis_url, decode_responses=True)
         stack.callback(client.close)
         key = KeyStore(client).create("tests")
-        http = httpx.Client(headers={"authorization": f"Bearer {key.api_key}"}, timeout=10)
+        http = httpx.Client(
+            headers={"authorization": f"Bearer {key.api_key}"}, timeout=HTTP_TIMEOUT
+        )
         stack.callback(http.close)
         yield Stack(
             redis_url=redis_url,

@@ -12,7 +12,7 @@ import pytest
 from standardwebhooks.webhooks import Webhook
 
 from producer.submission import accept_messages
-from tests.integration.stack import Stack, running_stack, wait_for
+from tests.integration.stack import Stack, running_stack, wait_for, worker_stats
 from worker.celery_app import create_app as create_celery_app
 from worker.contract import SEND_MANY, SEND_SMS
 from worker.queueing import CeleryPublisher
@@ -44,8 +44,7 @@ def batch_status(stack: Stack, batch_id: str) -> dict[str, Any]:
 
 def send_tasks_run(stack: Stack) -> int:
     """Send tasks (`sms.send`, `sms.send_many`) the workers ran so far (remote control)."""
-    app = create_celery_app(Settings(redis_url=stack.redis_url))
-    stats = app.control.inspect(timeout=3).stats() or {}
+    stats = worker_stats(Settings(redis_url=stack.redis_url), len(stack.workers))
     return sum(
         s.get("total", {}).get(SEND_SMS, 0) + s.get("total", {}).get(SEND_MANY, 0)
         for s in stats.values()

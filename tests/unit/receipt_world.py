@@ -161,13 +161,28 @@ class World:
     def settle(self, timeout: float = 10.0) -> None:
         """Wait until the engine drains nothing (what is left is planned for later)."""
         deadline = time.monotonic() + timeout
-        quiet = 0
-        while time.monotonic() < deadline:
-            quiet = quiet + 1 if not self.engine.draining() else 0
-            if quiet >= 3:
-                return
-            time.sleep(0.02)
-        raise TimeoutError(f"the engine still drains {self.engine.draining()}")
+        while self._draining(deadline):
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"the engine still drains {self.engine.draining()}")
+            time.sleep(0.01)
+
+    def _draining(self, deadline: float) -> bool:
+        """Whether a drain runs, asked on the engine's loop: a ring is a callback queued on
+        that loop, so every ring made before this question has been taken by then (a drain
+        rings from within itself, so what it sets off is asked about while it still runs)."""
+        loop = self.engine._loop  # the engine's own loop, read only to queue the question
+        assert loop is not None
+        answer: list[bool] = []
+        asked = threading.Event()
+
+        def ask() -> None:
+            answer.append(bool(self.engine.draining()))
+            asked.set()
+
+        loop.call_soon_threadsafe(ask)
+        if not asked.wait(max(deadline - time.monotonic(), 0.1)):
+            raise TimeoutError("the engine's loop did not answer")
+        return answer[0]
 
     def wait(self, predicate: Callable[[], bool], timeout: float = 10.0) -> None:
         deadline = time.monotonic() + timeout
@@ -178,7 +193,9 @@ class World:
         raise TimeoutError("the condition did not come true")
 
     def advance(self, ms: int) -> None:
-        """Move the clock and run the drains that were planned until then."""
+        """Once the engine is quiet (every drain it was rung for has planned what it
+        leaves for later), move the clock and run the drains that were planned until then."""
+        self.settle()
         self.clock.now += ms
         with self.publisher.lock:
             planned, self.publisher.later = self.publisher.later, []

@@ -116,6 +116,7 @@ class Receiver:
 
     url: str = ""
     received: list[bytes] = field(default_factory=list)
+    arrived: list[float] = field(default_factory=list)  # time.monotonic() of each received
     failures: int = 0
 
 
@@ -128,6 +129,7 @@ def receiver() -> Iterator[Receiver]:
             state.failures -= 1
             return Response(status_code=500)
         state.received.append(await request.body())
+        state.arrived.append(time.monotonic())
         return Response(status_code=204)
 
     with serve_app(Starlette(routes=[Route("/dlr", dlr, methods=["POST"])])) as url:
@@ -357,11 +359,12 @@ class TestReceipts:
 
     def test_sends_nothing_without_a_receipt_url(self, receiver: Receiver) -> None:
         """No receipt URL, no receipt; reset drops receipts still waiting."""
-        with simulator(SimulatorConfig(receipt_delay=0.3)) as sim:
+        # A delay long enough for the reset to come first on a loaded machine.
+        with simulator(SimulatorConfig(receipt_delay=1.5)) as sim:
             sim.carrier.submit(make_segment("a"))
             sim.carrier.submit(make_segment("b", message_id="m2", receipt_url=receiver.url))
             sim.client.post(f"{sim.url}/reset").raise_for_status()
-            time.sleep(0.5)
+            time.sleep(1.6)  # past the receipt's due time
             assert sim.stats()["receipts_sent"] == 0
         assert receiver.received == []
 
@@ -386,15 +389,16 @@ class TestBatchedReceipts:
         each is a list the sim adapter parses."""
         config = SimulatorConfig(receipt_delay=0.3, receipt_batch=5, receipt_batch_window_ms=800)
         with simulator(config) as sim:
+            started = time.monotonic()
             ids = self.submit(sim, receiver.url, 12)
-            wait_for(lambda: len(receiver.received) == 2)
-            time.sleep(0.2)
-            assert len(receiver.received) == 2  # the last two wait for the window
             wait_for(lambda: sim.stats()["receipts_sent"] == 12)
             stats = sim.stats()
         assert (stats["receipt_requests"], stats["receipts_failed"]) == (3, 0)
         bodies = [self.parsed(sim, receiver.url, body) for body in receiver.received]
         assert [len(body) for body in bodies] == [5, 5, 2]
+        # The last two waited for the window: due 0.3 s after their submission at the
+        # earliest, sent 0.8 s after that (a slow machine only makes them later).
+        assert receiver.arrived[2] - started >= 0.3 + 0.8 - 0.01
         received = [item for body in bodies for item in body]
         assert len(received) == 12
         assert {cid for cid, _ in received} == ids
@@ -428,12 +432,13 @@ class TestBatchedReceipts:
 
     def test_reset_drops_receipts_waiting_in_a_batch(self, receiver: Receiver) -> None:
         """Receipts not yet due and those due but waiting for their batch are both dropped."""
-        config = SimulatorConfig(receipt_delay=0, receipt_batch=10, receipt_batch_window_ms=300)
+        # A window long enough for the reset to come within it on a loaded machine.
+        config = SimulatorConfig(receipt_delay=0, receipt_batch=10, receipt_batch_window_ms=1500)
         with simulator(config) as sim:
             self.submit(sim, receiver.url, 2)
             time.sleep(0.1)  # due, waiting for the window
             sim.client.post(f"{sim.url}/reset").raise_for_status()
-            time.sleep(0.4)
+            time.sleep(1.6)  # past the end of a window that began before the reset
             assert sim.stats()["receipt_requests"] == 0
         assert receiver.received == []
 
