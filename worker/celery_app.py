@@ -68,7 +68,7 @@ def create_app(settings: Settings | None = None, *, with_tasks: bool = False) ->
         **sentinel_options,
     }
     rabbitmq = on_rabbitmq(broker_url)
-    if rabbitmq:  # a publish returns once the queue's replicas hold it, or raises
+    if rabbitmq:  # a publish returns once a majority of the queue's replicas hold it, or raises
         transport_options["confirm_publish"] = True
     app.conf.update(
         task_serializer="json",
