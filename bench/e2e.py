@@ -62,6 +62,16 @@ OTP_BODY = {"to": "+447911123456", "content": "Your code is 123456", "priority":
 THREE_SEGMENTS = "x" * 400  # 400 GSM-7 septets: three concatenated segments
 
 
+@dataclass(frozen=True)
+class Cost:
+    """What one message cost in a throughput scenario (a–c): CPU ms by process role (`role` in
+    `bench/harness.py`, plus `redis`), Redis commands, and the rate it went at."""
+
+    cpu_ms: dict[str, float]
+    redis_commands: float
+    messages_per_second: float
+
+
 @dataclass
 class System:
     """A running smsq for the benchmark."""
@@ -75,6 +85,7 @@ class System:
     dlr_batch: bool = False
     ceiling: float = 1.0  # no-op Celery tasks/s in the same run
     results: list[tuple[str, str]] = field(default_factory=list)
+    costs: dict[str, Cost] = field(default_factory=dict)  # by scenario (a–c)
 
     def receipts(self) -> dict[str, int]:
         counts: dict[str, int] = httpx.get(f"{self.receiver_url}/count", timeout=10).json()
@@ -165,7 +176,8 @@ def throughput(system: System, label: str, count: int, content: str, level: int)
     used = system.group.cpu_seconds() + redis_cpu(system.client) - cpu
     after = system.group.cpu_by_process()
     after["redis"] = redis_cpu(system.client)
-    shares = sorted(((after[k] - by_role.get(k, 0.0)) / count * 1000, k) for k in after)
+    per_role = {k: (after[k] - by_role.get(k, 0.0)) / count * 1000 for k in after}
+    shares = sorted((ms, k) for k, ms in per_role.items())
     breakdown = ", ".join(f"{name} {ms:.2f}" for ms, name in reversed(shares) if ms >= 0.05)
     segments = count * (3 if content is THREE_SEGMENTS else 1)
     system.add(f"{label}: messages/s end to end", f"{count / elapsed:,.0f}")
@@ -177,8 +189,9 @@ def throughput(system: System, label: str, count: int, content: str, level: int)
     system.add(f"{label}: batch accepted in (s)", f"{accepted:.2f}")
     system.add(f"{label}: CPU ms per message", f"{1000 * used / count:.2f}")
     system.add(f"{label}: of which, by process", breakdown)
-    system.add(f"{label}: Redis commands per message",
-               f"{(redis_commands(system.client) - commands) / count:.1f}")  # fmt: skip
+    per_message = (redis_commands(system.client) - commands) / count
+    system.add(f"{label}: Redis commands per message", f"{per_message:.1f}")
+    system.costs[label] = Cost(per_role, per_message, count / elapsed)
 
 
 def otp_under_backlog(system: System, bulk: int, seconds: float) -> None:
@@ -292,7 +305,10 @@ def run(
     carrier_receipt_batch: int = 1,
     send_processes: int = 2,
     send_threads: int = 32,
+    costs: dict[str, Cost] | None = None,
 ) -> list[tuple[str, str]]:
+    """The scenarios in `only`, as table rows; `costs`, if given, gets each of a–c's `Cost`."""
+
     def n(full: int) -> int:
         return max(10, int(full * scale))
 
@@ -336,6 +352,8 @@ def run(
                 if "i" in only:
                     isolation(system, n(2_000), 40)
                 system.api.close()
+                if costs is not None:
+                    costs.update(system.costs)
                 return system.results
         finally:
             server.stop()

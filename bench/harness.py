@@ -55,25 +55,15 @@ class Processes:
         )  # fmt: skip
 
     def cpu_seconds(self) -> float:
-        total = 0.0
-        for child in self.children:
-            try:
-                times = psutil.Process(child.pid).cpu_times()
-                total += times.user + times.system
-            except psutil.NoSuchProcess:
-                continue
-        return total
+        return sum(self.cpu_by_process().values())
 
     def cpu_by_process(self) -> dict[str, float]:
-        """CPU seconds used so far by each child, keyed by its role (`role`)."""
+        """CPU seconds used so far by each child and the processes it started (the API's batch
+        helper, `producer/batch_process.py`), keyed by the child's role (`role`)."""
         result: dict[str, float] = {}
         for child in self.children:
-            try:
-                times = psutil.Process(child.pid).cpu_times()
-            except psutil.NoSuchProcess:
-                continue
             label = role([str(a) for a in cast(list[str], child.args)])
-            result[label] = result.get(label, 0.0) + times.user + times.system
+            result[label] = result.get(label, 0.0) + tree_cpu_seconds(child.pid)
         return result
 
     def stop(self) -> None:
@@ -86,6 +76,23 @@ class Processes:
                 child.kill()
                 child.wait()
         self.children.clear()
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds used by a process and its living descendants (0 once it is gone)."""
+    try:
+        process = psutil.Process(pid)
+        tree = [process, *process.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0.0
+    total = 0.0
+    for member in tree:
+        try:
+            times = member.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system
+    return total
 
 
 def role(command: list[str]) -> str:

@@ -9,6 +9,10 @@ A publish runs once (no `retry_on_timeout` for kombu's Redis connections, no
 `task_publish_retry`): when the broker's reply to an LPUSH is lost, publishing again would queue
 the task twice. The error reaches the caller; a task lost that way is published again by the
 reconciler, from the store's watch lists (docs/reliability.md, "When a Redis reply is lost").
+
+On RabbitMQ (an `amqp://` broker) every lane is a quorum queue, replicated over the cluster's
+nodes, and publishes wait for the broker's confirm (docs/scaling.md). smsq's queues use nothing
+quorum queues lack: no priorities, none auto-deleted or exclusive.
 """
 
 from __future__ import annotations
@@ -33,6 +37,19 @@ from worker.settings import Settings, get_settings
 MAX_COUNTDOWN_SECONDS = 5
 # Redeliver an unacknowledged task only after this long: far above every countdown and runtime.
 VISIBILITY_TIMEOUT_SECONDS = 3600
+AMQP_SCHEMES = ("amqp", "amqps", "pyamqp")
+
+
+def on_rabbitmq(broker_url: str) -> bool:
+    """True for a RabbitMQ broker URL (`amqp://`, `amqps://`, `pyamqp://`)."""
+    return broker_url.partition("://")[0].lower() in AMQP_SCHEMES
+
+
+def rabbitmq_settings() -> dict[str, object]:
+    """Celery settings for RabbitMQ: every queue, named or created on first use, a quorum
+    queue (`x-queue-type`); Celery then consumes with per-consumer prefetch, which quorum queues
+    need (`worker_detect_quorum_queues`, on by default)."""
+    return {"task_default_queue_type": "quorum", "task_create_missing_queue_type": "quorum"}
 
 
 def create_app(settings: Settings | None = None, *, with_tasks: bool = False) -> Celery:
@@ -44,12 +61,15 @@ def create_app(settings: Settings | None = None, *, with_tasks: bool = False) ->
         broker=broker_url,
         include=["worker.tasks"] if with_tasks else [],
     )
-    transport_options = {
+    transport_options: dict[str, object] = {
         "visibility_timeout": VISIBILITY_TIMEOUT_SECONDS,
         "socket_keepalive": True,
         "health_check_interval": 25,
         **sentinel_options,
     }
+    rabbitmq = on_rabbitmq(broker_url)
+    if rabbitmq:  # a publish returns once a majority of the queue's replicas hold it, or raises
+        transport_options["confirm_publish"] = True
     app.conf.update(
         task_serializer="json",
         accept_content=["json"],
@@ -81,4 +101,6 @@ def create_app(settings: Settings | None = None, *, with_tasks: bool = False) ->
             DRAIN_CARRIER_RECEIPTS: {"queue": Queue.CARRIER_DLR.value},
         },
     )
+    if rabbitmq:
+        app.conf.update(rabbitmq_settings())
     return app

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from bench import kannel, smpp
-from bench.e2e import run
+from bench.capacity import table
+from bench.e2e import Cost, run
 from tests.integration.kannel import KANNEL_MISSING
 
 pytestmark = pytest.mark.integration
@@ -13,8 +14,10 @@ pytestmark = pytest.mark.integration
 
 class TestE2eHarness:
     def test_every_scenario_reports_its_figures(self) -> None:
-        """Scenarios a–e and i all run against a real smsq and print their rows."""
-        rows = dict(run(0.002, {"a", "b", "c", "d", "e", "i"}))
+        """Scenarios a–e and i all run against a real smsq and print their rows; a–c hand
+        over their costs per message, from which `bench capacity` builds its table."""
+        costs: dict[str, Cost] = {}
+        rows = dict(run(0.002, {"a", "b", "c", "d", "e", "i"}, costs=costs))
         for name in (
             "engine ceiling: no-op Celery tasks/s, 1 worker",
             "a: messages/s end to end",
@@ -26,6 +29,11 @@ class TestE2eHarness:
         ):
             assert name in rows, f"missing {name!r} in {sorted(rows)}"
         assert rows["e: scheduled messages"] == "2,000"
+        assert sorted(costs) == ["a", "b", "c"]
+        assert {"uvicorn", "worker normal1", "worker dlr", "redis"} <= set(costs["a"].cpu_ms)
+        assert costs["a"].redis_commands > 0
+        capacity = table("a", costs["a"], [10_000], 0.7)
+        assert any(line.startswith("| send worker process (normal lane) |") for line in capacity)
 
 
 class TestKannelHarness:

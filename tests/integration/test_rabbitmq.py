@@ -1,8 +1,11 @@
-"""Scale-out on another broker: the same system with SMSQ_BROKER_URL pointing at RabbitMQ."""
+"""Scale-out on another broker: the same system with SMSQ_BROKER_URL pointing at RabbitMQ,
+every lane a quorum queue."""
 
 from __future__ import annotations
 
+import shutil
 import socket
+import subprocess
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,6 +20,29 @@ RABBITMQ = "amqp://guest:guest@127.0.0.1:5672//"
 QUEUES = ("otp", "normal", "bulk", "dlr", "carrier-dlr")
 
 
+def delete_lanes() -> None:
+    """Delete the lane queues: leftovers would be consumed as ours, and a queue declared
+    before as another type cannot be declared again as a quorum queue."""
+    with Connection(RABBITMQ, connect_timeout=3) as connection:
+        for queue in QUEUES:
+            channel: Any = connection.channel()
+            try:
+                channel.queue_delete(queue)
+            except Exception:  # noqa: BLE001 - no such queue: nothing to delete
+                pass
+            finally:
+                channel.close()
+
+
+def queue_types() -> dict[str, str]:
+    """Every queue of the default virtual host and its type, as `rabbitmqctl` lists them."""
+    listing = subprocess.run(
+        ["rabbitmqctl", "list_queues", "--quiet", "--no-table-headers", "name", "type"],
+        capture_output=True, text=True, timeout=120, check=True,
+    ).stdout  # fmt: skip
+    return dict(line.split("\t", 1) for line in listing.splitlines() if "\t" in line)
+
+
 def rabbitmq_reachable() -> bool:
     try:
         with socket.create_connection(("127.0.0.1", 5672), timeout=1):
@@ -29,15 +55,12 @@ def rabbitmq_reachable() -> bool:
 def stack(redis_server_url: str) -> Iterator[Stack]:
     if not rabbitmq_reachable():
         pytest.skip("no RabbitMQ on 127.0.0.1:5672")
-    with Connection(RABBITMQ, connect_timeout=3) as connection:
-        channel: Any = connection.channel()
-        for queue in QUEUES:  # leftovers of earlier runs would be consumed as ours
-            try:
-                channel.queue_purge(queue)
-            except Exception:  # noqa: BLE001 - the queue does not exist yet: nothing to purge
-                channel = connection.channel()  # a failed purge closes the channel
-    with running_stack(redis_server_url, broker_url=RABBITMQ, workers=2) as running:
-        yield running
+    delete_lanes()
+    try:
+        with running_stack(redis_server_url, broker_url=RABBITMQ, workers=2) as running:
+            yield running
+    finally:
+        delete_lanes()  # the broker is shared: leave no queue of ours behind
 
 
 class TestRabbitMQBroker:
@@ -58,3 +81,10 @@ class TestRabbitMQBroker:
         refs = stack.sim_stats()["by_client_ref"]
         assert [refs.get(f"{m}:1") for m in ids] == [1] * 50
         assert stack.redis.llen("normal") == 0  # nothing went through Redis lists
+
+    @pytest.mark.skipif(shutil.which("rabbitmqctl") is None, reason="no rabbitmqctl")
+    def test_every_lane_is_a_quorum_queue(self, stack: Stack) -> None:
+        """The workers and the API declared each lane as a quorum queue (replicated over the
+        RabbitMQ cluster's nodes), not RabbitMQ's default classic queue."""
+        types = queue_types()
+        assert {queue: types.get(queue) for queue in QUEUES} == dict.fromkeys(QUEUES, "quorum")
