@@ -143,9 +143,11 @@ class TestSecretRotation:
         which the reference verifier accepts; once the overlap ends only the new one signs."""
         store = KeyStore(stack.redis)
         old = stack.key.webhook_secret
-        # The overlap must outlast the first receipt's way through a loaded machine.
-        new = store.rotate_secret(stack.key.key.id, overlap_seconds=8)
+        # The overlap must outlast the engine's secrets cache and the first receipt's way
+        # through a loaded machine.
+        new = store.rotate_secret(stack.key.key.id, overlap_seconds=12)
         assert new is not None
+        time.sleep(SECRETS_TTL_MS / 1000)  # a rotation shows within that time (docs/security.md)
         body = {"to": TO, "content": "hi", "dlr": True, "dlr-url": f"{stack.receiver_url}/r"}
         first = stack.send(body).json()["id"]
         (during,) = receipts_of(stack, first, 1)
@@ -153,7 +155,7 @@ class TestSecretRotation:
         for secret in (old, new):
             assert Webhook(secret).verify(during.body, during.headers)["id"] == first
         wait_for(
-            lambda: store.signing_secrets(stack.key.key.id) == (new,), 30, "the overlap never ended"
+            lambda: store.signing_secrets(stack.key.key.id) == (new,), 40, "the overlap never ended"
         )
         time.sleep(SECRETS_TTL_MS / 1000)  # the worker's engine reads them at most that often
         second = stack.send(body).json()["id"]
