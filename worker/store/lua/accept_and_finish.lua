@@ -10,5 +10,8 @@
 local r = record_accepted(KEYS[2], KEYS[7], KEYS[8], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7],
                           ARGV[8])
 if #r[2] > 0 then return r end
+-- A segment recorded just now has ARGV[8] as its state (one segment: no need to read it back).
+local only = nil
+if r[1] == 1 and ARGV[3] == '1' then only = ARGV[8] end
 return {r[1], r[2], finish_submission(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6],
-                                      ARGV[1], ARGV[2])}
+                                      ARGV[1], ARGV[2], only)}

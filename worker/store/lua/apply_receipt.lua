@@ -42,9 +42,14 @@ if changed == 0 or FINAL[mstatus] then
 end
 local rejected, undelivered, expired = false, false, false
 if total > 0 then
-  local names = {}
-  for i = 1, total do names[i] = i .. ':status' end
-  local states = redis.call('HMGET', KEYS[2], unpack(names))
+  local states
+  if total == 1 and seq == '1' then
+    states = {new}  -- changed == 1 here: the one segment's state is what was just written
+  else
+    local names = {}
+    for i = 1, total do names[i] = i .. ':status' end
+    states = redis.call('HMGET', KEYS[2], unpack(names))
+  end
   for i = 1, total do
     local s = states[i]
     if s == 'rejected' then rejected = true

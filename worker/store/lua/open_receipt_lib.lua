@@ -6,8 +6,9 @@
 -- was open already. Needs `snapshot`.
 local function open_receipt(msg, seg, watch, level, now, id)
   local p = 'rcpt:' .. level .. ':'
-  if redis.call('HSETNX', msg, p .. 'state', 'open') == 0 then return 0 end
-  redis.call('HSET', msg, p .. 'snap', receipt_snapshot(msg, seg, level))
+  local snap, state = receipt_snapshot(msg, seg, level)
+  if state then return 0 end
+  redis.call('HSET', msg, p .. 'state', 'open', p .. 'snap', snap)
   redis.call('ZADD', watch, now, (id or redis.call('HGET', msg, 'id')) .. ':' .. level)
   return level
 end

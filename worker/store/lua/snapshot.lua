@@ -2,13 +2,14 @@
 --
 -- Reads the message hash `msg` and its segments hash `seg` and returns the receipt's content as
 -- JSON: {status, segments = {total, accepted, delivered, failed}, carrier?, error?,
--- submitted_at?, done_at?} (timestamps in ms, as strings). Level 1 reports the submission
+-- submitted_at?, done_at?} (timestamps in ms, as strings), and the level's receipt state (false
+-- when none: `open_receipt` reads it in the same round). Level 1 reports the submission
 -- outcome, level 2 the message's final state. Stored with the receipt when it opens, so every
 -- attempt and every replay sends the same content, whatever happened to the message since.
 -- Needs the prelude's SEGMENT_TAKEN, SEGMENT_FAILED and RECEIPT_OK tables.
 local function receipt_snapshot(msg, seg, level)
   local f = redis.call('HMGET', msg, 'status', 'submit_outcome', 'segments', 'submitted_at',
-                       'done_at', 'error_code', 'error_message')
+                       'done_at', 'error_code', 'error_message', 'rcpt:' .. level .. ':state')
   local status = f[1]
   if tonumber(level) == 1 then status = f[2] or f[1] end
   local total = tonumber(f[3] or '0') or 0
@@ -44,5 +45,5 @@ local function receipt_snapshot(msg, seg, level)
   local done = f[4]
   if tonumber(level) == 2 then done = f[5] end
   if done then snap.done_at = done end
-  return cjson.encode(snap)
+  return cjson.encode(snap), f[8]
 end
