@@ -33,7 +33,7 @@ from uvicorn.supervisors import Multiprocess
 from producer import errors
 from producer.responses import JsonResponse
 from producer.routes import batch, carriers, health, metrics, mo, otp, sms
-from producer.server import HeaderTimeoutProtocol, server_config
+from producer.server import server_config
 from producer.services import Services, build_services
 from worker.settings import Settings, get_settings
 
@@ -130,10 +130,8 @@ def listening_socket(host: str, port: int) -> socket.socket:
 def serve(host: str, port: int, processes: int = 1, log_level: str = "warning") -> None:
     """Run the API on `host:port` with `processes` uvicorn processes sharing the port
     (`python -m producer.api --processes N`)."""
-    # The bounds of `producer.server` (header timeout, connection limit) in every process: the
-    # protocol class goes as is (each process reads SMSQ_API_HEADER_TIMEOUT), so it pickles.
+    # The bounds of `producer.server` (header timeout, connection limit) in every process.
     config = server_config(get_settings(), host, port, log_level)
-    config.http = HeaderTimeoutProtocol
     config.workers = processes
     config.ws = "none"
     sock = listening_socket(host, port)

@@ -36,17 +36,15 @@ REQUEST_TIMEOUT = (
 
 
 class HeaderTimeoutProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol with a deadline on each request's headers."""
+    """uvicorn's httptools protocol with a deadline on each request's headers.
 
-    # Seconds; set per server by `protocol_class`. None: `SMSQ_API_HEADER_TIMEOUT`, read in the
-    # process that serves (so the class itself can travel to uvicorn's worker processes).
-    header_timeout: float | None = None
+    The deadline is `SMSQ_API_HEADER_TIMEOUT`, read in the process that serves: the class is
+    the same in every entry point, so it also travels (pickled) to uvicorn's worker processes."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._header_timer: asyncio.TimerHandle | None = None
-        if self.header_timeout is None:
-            self.header_timeout = get_settings().api_header_timeout
+        self.header_timeout = get_settings().api_header_timeout
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -66,8 +64,7 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
 
     def _arm_header_timer(self) -> None:
         if self._header_timer is None:
-            timeout = self.header_timeout or 0.0
-            self._header_timer = self.loop.call_later(timeout, self._headers_late)
+            self._header_timer = self.loop.call_later(self.header_timeout, self._headers_late)
 
     def _cancel_header_timer(self) -> None:
         if self._header_timer is not None:
@@ -85,24 +82,18 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
         self.transport.close()
 
 
-def protocol_class(header_timeout: float) -> type[HeaderTimeoutProtocol]:
-    """The protocol with this server's header timeout."""
-    return type(
-        HeaderTimeoutProtocol.__name__, (HeaderTimeoutProtocol,), {"header_timeout": header_timeout}
-    )
-
-
 def server_config(
     settings: Settings, host: str, port: int, log_level: str = "warning"
 ) -> uvicorn.Config:
-    """uvicorn's configuration for the API: the bounds above, no access log (docs/operations.md
-    says why: request lines hold ids, JSON logs come from the app)."""
+    """uvicorn's configuration for the API: the bounds above (the header timeout is read by the
+    protocol itself), no access log (docs/operations.md says why: request lines hold ids, JSON
+    logs come from the app)."""
     return uvicorn.Config(
         APP,
         factory=True,
         host=host,
         port=port,
-        http=protocol_class(settings.api_header_timeout),
+        http=HeaderTimeoutProtocol,
         limit_concurrency=settings.api_max_connections or None,
         log_level=log_level,
         access_log=False,
