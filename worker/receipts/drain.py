@@ -58,7 +58,7 @@ class Kit:
     policy: HealthPolicy
     clock: Callable[[], int]
     call: Callable[..., Awaitable[Any]]  # blocking store I/O, off the loop
-    secrets: Callable[[str], Awaitable[tuple[str, ...]]]  # an API key's signing secrets, now
+    secrets: Callable[[str], Awaitable[tuple[str, ...]]]  # an API key's signing secrets (cached)
     key_slots: Callable[[str], asyncio.Semaphore]  # in flight per API key
     all_slots: asyncio.Semaphore  # in flight in this process
     closing: Callable[[], bool]
@@ -80,8 +80,6 @@ class Drain:
     idle: int = 0  # takes in a row that found nothing due
     pause_until: int = 0  # after a `dlr-batch` POST: the next batch gathers until then
     ending: Take | None = None  # the take that ended the drain
-    # Signing secrets read once per take (a rotation shows from the next take on).
-    signing: dict[str, tuple[str, ...]] = field(default_factory=dict)
     prefetching: set[asyncio.Task[None]] = field(default_factory=set)
 
     async def run(self) -> None:
@@ -181,7 +179,6 @@ class Drain:
         )  # fmt: skip
         if take.state == "items":
             self.idle = 0
-            self.signing = {}
             attempts = await self._prepare(take.items)
             batched = any(attempt.batch_id for attempt in attempts)
             _remember(kit.batching, self.endpoint, batched)
@@ -236,9 +233,7 @@ class Drain:
     # -- sending ----------------------------------------------------------------------------
     async def _send(self, attempt: Attempt) -> Outcome:
         kit = self.kit
-        secrets = self.signing.get(attempt.key_id)
-        if secrets is None:
-            secrets = self.signing[attempt.key_id] = await kit.secrets(attempt.key_id)
+        secrets = await kit.secrets(attempt.key_id)  # the engine remembers them briefly
         if not secrets:  # the key was deleted: we never send unsigned receipts
             return Outcome(attempt, error=UnsignedReceiptError("the API key is gone"))
         async with kit.all_slots, kit.key_slots(attempt.key_id):
