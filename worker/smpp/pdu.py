@@ -237,34 +237,41 @@ class ShortMessage:
 
     def encode(self) -> bytes:
         return (
-            cstring(self.service_type)
-            + bytes([self.source_addr_ton, self.source_addr_npi]) + cstring(self.source_addr)
-            + bytes([self.dest_addr_ton, self.dest_addr_npi]) + cstring(self.destination_addr)
+            self._addresses()
             + bytes([self.esm_class, self.protocol_id, self.priority_flag])
             + cstring(self.schedule_delivery_time) + cstring(self.validity_period)
             + bytes([self.registered_delivery, self.replace_if_present_flag, self.data_coding,
                      self.sm_default_msg_id, len(self.short_message)])
             + self.short_message
-            + b"".join(tlv(tag, value) for tag, value in self.tlvs.items())
+            + self._tlvs()
         )  # fmt: skip
 
     def encode_data_sm(self) -> bytes:
         """This message as a data_sm body: no `short_message` (user data goes as TLVs)."""
         return (
+            self._addresses()
+            + bytes([self.esm_class, self.registered_delivery, self.data_coding])
+            + self._tlvs()
+        )
+
+    def _addresses(self) -> bytes:
+        """service_type, then source and destination (TON, NPI, address): how both bodies start."""
+        return (
             cstring(self.service_type)
             + bytes([self.source_addr_ton, self.source_addr_npi]) + cstring(self.source_addr)
             + bytes([self.dest_addr_ton, self.dest_addr_npi]) + cstring(self.destination_addr)
-            + bytes([self.esm_class, self.registered_delivery, self.data_coding])
-            + b"".join(tlv(tag, value) for tag, value in self.tlvs.items())
         )  # fmt: skip
+
+    def _tlvs(self) -> bytes:
+        return b"".join(tlv(tag, value) for tag, value in self.tlvs.items())
 
     @classmethod
     def decode_data_sm(cls, body: bytes) -> ShortMessage:
         """A data_sm body in deliver_sm's shape (its text in the `message_payload` TLV)."""
         r = Reader(body)
-        service_type = r.cstring()
-        source_ton, source_npi, source = r.u8(), r.u8(), r.cstring()
-        dest_ton, dest_npi, destination = r.u8(), r.u8(), r.cstring()
+        service_type, source_ton, source_npi, source, dest_ton, dest_npi, destination = (
+            _read_addresses(r)
+        )
         esm_class, registered, coding = r.u8(), r.u8(), r.u8()
         return cls(
             source, destination, b"", esm_class, registered, coding, service_type, source_ton,
@@ -274,9 +281,9 @@ class ShortMessage:
     @classmethod
     def decode(cls, body: bytes) -> ShortMessage:
         r = Reader(body)
-        service_type = r.cstring()
-        source_ton, source_npi, source = r.u8(), r.u8(), r.cstring()
-        dest_ton, dest_npi, destination = r.u8(), r.u8(), r.cstring()
+        service_type, source_ton, source_npi, source, dest_ton, dest_npi, destination = (
+            _read_addresses(r)
+        )
         esm_class, protocol_id, priority = r.u8(), r.u8(), r.u8()
         schedule, validity = r.cstring(), r.cstring()
         registered, replace, coding, default_id = r.u8(), r.u8(), r.u8(), r.u8()
@@ -286,6 +293,11 @@ class ShortMessage:
             source_ton, source_npi, dest_ton, dest_npi, protocol_id, priority, schedule,
             validity, replace, default_id, r.tlvs(),
         )  # fmt: skip
+
+
+def _read_addresses(r: Reader) -> tuple[str, int, int, str, int, int, str]:
+    """service_type, source (TON, NPI, address), destination (TON, NPI, address)."""
+    return r.cstring(), r.u8(), r.u8(), r.cstring(), r.u8(), r.u8(), r.cstring()
 
 
 def message_id_of(body: bytes) -> str:
