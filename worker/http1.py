@@ -37,14 +37,14 @@ class _Parsed:
     afterwards llhttp has reset for the next message and `should_keep_alive()` says False.
     """
 
-    def __init__(self, parser_ref: list[httptools.HttpResponseParser]) -> None:
+    def __init__(self) -> None:
         self.headers: dict[str, str] = {}
         self.headers_done = False
         self.done = False
         self.keep_alive = False
         self.body = bytearray()
         self.keep = 0  # bytes of body to keep (0: drop it)
-        self._parser_ref = parser_ref
+        self.parser: httptools.HttpResponseParser | None = None  # set once it is made
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.headers[name.decode("latin-1").lower()] = value.decode("latin-1")
@@ -59,7 +59,7 @@ class _Parsed:
 
     def on_message_complete(self) -> None:
         self.done = True
-        self.keep_alive = self._parser_ref[0].should_keep_alive()
+        self.keep_alive = self.parser is not None and self.parser.should_keep_alive()
 
 
 @dataclass
@@ -179,10 +179,8 @@ class Pool:
         return await self._on(await self._open(), head, body)
 
     async def _on(self, connection: Connection, head: bytes, body: bytes) -> Answer:
-        parser_ref: list[httptools.HttpResponseParser] = []
-        parsed = _Parsed(parser_ref)
-        parser = httptools.HttpResponseParser(parsed)
-        parser_ref.append(parser)
+        parsed = _Parsed()
+        parser = parsed.parser = httptools.HttpResponseParser(parsed)
         try:
             connection.writer.write(head + body if body else head)
             await connection.writer.drain()
